@@ -1,0 +1,285 @@
+"""Run NFStream with the CIC plugin over pcap files or a live interface and yield :class:`FlowRecord`.
+
+:class:`PcapSource` reads one or more files as one capture (NFStream's multiple-file mode), flushes every
+flow at the end and reports files whose structure breaks. :class:`LiveSource` captures on an interface;
+the plugin's clock thread emits flows on a quiet link, and :meth:`LiveSource.stop` flushes every open flow
+before the meter ends (see :mod:`tapwatch.capture.plugin`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import communityid  # type: ignore[import-untyped]
+from nfstream import NFStreamer  # type: ignore[import-untyped]
+
+from tapwatch.capture.metrics import CaptureMetrics
+from tapwatch.capture.plugin import FLUSHED, CicPlugin, FlowResult, MeterConfig
+from tapwatch.capture.source import PcapScan, check_interface, scan_pcap
+from tapwatch.features.contract import feature_index
+from tapwatch.features.errors import BadInputError
+from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, make_flow_id
+
+log = logging.getLogger(__name__)
+
+_ICMP_TYPE = feature_index("ICMP Type")
+_ICMP_CODE = feature_index("ICMP Code")
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """How flows are cut and named. Defaults follow CICFlowMeter, as the training data were cut.
+
+    Parameters
+    ----------
+    sensor
+        The sensor name written into every record.
+    bpf_filter
+        A BPF filter applied by libpcap.
+    flow_timeout_s
+        CICFlowMeter's flow timeout: a packet more than this after a flow's first packet starts a new flow.
+    activity_timeout_s
+        CICFlowMeter's activity timeout that splits active and idle periods.
+    idle_timeout_s
+        A flow with no packet for this long is closed (on the capture clock; live also on the wall clock).
+    emit_single_packet_flows
+        CICFlowMeter writes no one-packet flow (the corrected CSVs hold none); they are counted, not emitted.
+    """
+
+    sensor: str = field(default_factory=socket.gethostname)
+    bpf_filter: str | None = None
+    flow_timeout_s: int = 120
+    activity_timeout_s: float = 5.0
+    idle_timeout_s: int = 120
+    emit_single_packet_flows: bool = False
+    snaplen: int = 1536
+    promiscuous: bool = True
+
+    def meter(self, live: bool) -> MeterConfig:
+        return MeterConfig(
+            activity_timeout_us=int(self.activity_timeout_s * 1_000_000),
+            idle_timeout_ms=self.idle_timeout_s * 1000,
+            flow_timeout_ms=self.flow_timeout_s * 1000,
+            live=live,
+        )
+
+    def streamer(self, source: Any, plugin: CicPlugin) -> NFStreamer:
+        return NFStreamer(
+            source=source,
+            decode_tunnels=True,
+            bpf_filter=self.bpf_filter,
+            promiscuous_mode=self.promiscuous,
+            snapshot_length=self.snaplen,
+            idle_timeout=self.idle_timeout_s,
+            active_timeout=self.flow_timeout_s,
+            accounting_mode=0,
+            udps=[plugin],
+            n_dissections=0,
+            statistical_analysis=False,
+            n_meters=1,  # one meter keeps flows in capture order; the plugin's live clock assumes it
+            performance_report=0,
+        )
+
+
+class RecordBuilder:
+    """Turn meter results into :class:`FlowRecord`: Community ID, flow id, counters."""
+
+    def __init__(self, config: CaptureConfig, metrics: CaptureMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._cid = communityid.CommunityID(seed=0)
+        self._seq = 0
+
+    def community_id(self, r: FlowResult) -> str:
+        if r.protocol == 6:
+            tpl = communityid.FlowTuple.make_tcp(r.src_ip, r.dst_ip, r.src_port, r.dst_port)
+        elif r.protocol == 17:
+            tpl = communityid.FlowTuple.make_udp(r.src_ip, r.dst_ip, r.src_port, r.dst_port)
+        elif r.protocol == 1:
+            tpl = communityid.FlowTuple.make_icmp(
+                r.src_ip, r.dst_ip, int(r.values[_ICMP_TYPE]), int(r.values[_ICMP_CODE])
+            )
+        else:
+            tpl = communityid.FlowTuple(r.protocol, r.src_ip, r.dst_ip)
+        return str(self._cid.calc(tpl))
+
+    def build(self, r: FlowResult) -> FlowRecord | None:
+        """Count the flow; return its record, or None for a one-packet flow (unless configured)."""
+        m = self.metrics
+        m.packets.inc(r.packets)
+        m.bytes.inc(r.bytes)
+        m.flows.labels(reason=r.reason).inc()
+        if r.packets < 2 and not self.config.emit_single_packet_flows:
+            m.single_packet.inc()
+            return None
+        self._seq += 1
+        cid = self.community_id(r)
+        meta = FlowMeta(
+            flow_id=make_flow_id(self.config.sensor, cid, r.first_ms, self._seq),
+            community_id=cid,
+            src_ip=r.src_ip,
+            src_port=r.src_port,
+            dst_ip=r.dst_ip,
+            dst_port=r.dst_port,
+            protocol=r.protocol,
+            first_seen_ms=r.first_ms,
+            last_seen_ms=r.last_ms,
+            packets=r.packets,
+            bytes=r.bytes,
+            expiry=ExpiryReason(r.reason),
+            expired_at_ms=int(time.time() * 1000),
+            sensor=self.config.sensor,
+        )
+        return FlowRecord(meta=meta, values=r.values)
+
+
+class PcapSource:
+    """Flows of one or more pcap/pcapng files read as one capture.
+
+    After iteration, :attr:`problems` lists the files whose structure broke (truncated or corrupt),
+    with how much was read; their readable part has been processed.
+    """
+
+    def __init__(self, paths: list[str], config: CaptureConfig, metrics: CaptureMetrics) -> None:
+        if not paths:
+            raise BadInputError("pcap", "no input file given")
+        self.scans: list[PcapScan] = [scan_pcap(p) for p in paths]
+        self.paths = [str(p) for p in paths]
+        self.config = config
+        self.builder = RecordBuilder(config, metrics)
+        self.problems: list[PcapScan] = []
+
+    def __iter__(self) -> Iterator[FlowRecord]:
+        readable = [s.path for s in self.scans if s.packets > 0]
+        self.problems = [s for s in self.scans if s.problem is not None]
+        for s in self.problems:
+            log.warning("pcap %s: %s", s.path, s.problem)
+        if not readable:
+            return
+        plugin = CicPlugin(self.config.meter(live=False))
+        source: Any = readable[0] if len(readable) == 1 else readable
+        try:
+            streamer = self.config.streamer(source, plugin)
+            for nflow in streamer:
+                for result in nflow.udps.results:
+                    record = self.builder.build(result)
+                    if record is not None:
+                        yield record
+        except ValueError as err:  # NFStream reports libpcap errors (bad BPF filter, unreadable file) so
+            raise BadInputError(",".join(readable), str(err)) from err
+
+
+class LiveSource:
+    """Flows captured live on one interface, until :meth:`stop`.
+
+    Parameters
+    ----------
+    interface
+        The interface to capture on (needs CAP_NET_RAW).
+    config
+        Timeouts, filter, sensor name.
+    metrics
+        Counters to update.
+    flush_timeout_s
+        How long :meth:`stop` waits for the meter to flush its open flows.
+    """
+
+    def __init__(
+        self, interface: str, config: CaptureConfig, metrics: CaptureMetrics, flush_timeout_s: float = 10.0
+    ) -> None:
+        check_interface(interface)
+        self.interface = interface
+        self.config = config
+        self.metrics = metrics
+        self.builder = RecordBuilder(config, metrics)
+        self.flush_timeout_s = flush_timeout_s
+        ctx = multiprocessing.get_context("fork")  # NFStream's meters are forked from this process
+        self._results: Any = ctx.Queue()
+        self._stop_meter: Any = ctx.Event()
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self._it: Any = None
+        self.running = threading.Event()
+        self._kernel_drops = 0
+
+    def stop(self) -> None:
+        """Ask for a stop: :meth:`records` flushes every open flow, then ends."""
+        self._stopping.set()
+
+    def _drain(self) -> None:
+        """Consume NFStream's own output; in live mode every result arrives on the plugin's queue."""
+        try:
+            for _ in self._it:
+                pass
+        except BaseException as err:  # a failing capture must reach the reader, not die in a thread
+            self._error = err
+        finally:
+            self._results.put(None)
+
+    def records(self) -> Iterator[FlowRecord]:
+        plugin = CicPlugin(self.config.meter(live=True), results=self._results, stop=self._stop_meter)
+        try:
+            streamer = self.config.streamer(self.interface, plugin)
+        except ValueError as err:
+            raise BadInputError(self.interface, str(err)) from err
+        self._it = iter(streamer)
+        drain = threading.Thread(target=self._drain, name="tapwatch-nfstream", daemon=True)
+        drain.start()
+        self.running.set()
+        deadline: float | None = None
+        next_poll = 0.0
+        while True:
+            if time.monotonic() >= next_poll:
+                self._poll_kernel_drops()
+                next_poll = time.monotonic() + 1.0
+            if self._stopping.is_set() and deadline is None:
+                self._stop_meter.set()
+                deadline = time.monotonic() + self.flush_timeout_s
+            try:
+                item = self._results.get(timeout=0.2)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    log.info("live %s: meter sent no flush (it had seen no packet)", self.interface)
+                    break
+                continue
+            if item == FLUSHED:
+                break
+            if item is None:  # NFStream ended by itself: an error
+                if self._error is not None:
+                    raise BadInputError(self.interface, str(self._error)) from self._error
+                break
+            record = self.builder.build(item)
+            if record is not None:
+                yield record
+        self._end_streamer()
+
+    def _nfstream_locals(self) -> dict[str, Any]:
+        """NFStream 6.6.0 keeps its meters, channel and drop counters in the generator's locals only."""
+        frame = self._it.gi_frame if self._it is not None else None
+        return dict(frame.f_locals) if frame is not None else {}
+
+    def _poll_kernel_drops(self) -> None:
+        perf = self._nfstream_locals().get("performances") or []
+        drops = sum(int(p[0].value) for p in perf)
+        if drops > self._kernel_drops:
+            self.metrics.kernel_drops.inc(drops - self._kernel_drops)
+            self._kernel_drops = drops
+
+    def _end_streamer(self) -> None:
+        """End NFStream's iterator once its meter has flushed and exited."""
+        loc = self._nfstream_locals()
+        for meter in loc.get("meters", []):
+            if meter.is_alive():
+                meter.terminate()
+        channel = loc.get("channel")
+        if channel is not None:
+            for _ in loc.get("meters", []):
+                channel.put(None)

@@ -1,0 +1,300 @@
+"""The NFStream plugin that runs :class:`~tapwatch.capture.cicflow.CicFlow` inside NFStream's meter.
+
+NFStream parses packets and keys flows; this plugin orients each flow as CICFlowMeter does, feeds every
+packet to a :class:`CicFlow`, and closes flows by CICFlowMeter's rules:
+
+* TCP FIN/RST: once a flow reaches CICFlowMeter's READY_FOR_TERMINATION state (a RST, or the ACK after
+  FINs from both sides) the plugin sets ``expiration_id = -1`` and NFStream emits it at once.
+* The 120 s flow timeout is NFStream's active timeout; a TCP connection that continues keeps its
+  orientation and carries its elapsed time into ``Total TCP Flow Time`` (the ``carry`` table).
+* ICMP: a packet whose type and code both differ from the flow's starts a new flow.
+
+Live capture has two problems NFStream cannot solve by itself: its clock only advances when packets
+arrive, so finished flows on a quiet link are never emitted, and stopping it discards its flow cache.
+With ``live=True`` the plugin therefore owns emission: a clock thread in the meter process expires
+flows idle on the wall clock, every result goes to ``results`` (a multiprocessing queue the sensor
+reads), and when ``stop`` is set the thread flushes every open flow, sends :data:`FLUSHED` and ends
+the meter process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from nfstream import NFPlugin  # type: ignore[import-untyped]
+
+from tapwatch.capture.cicflow import CicFlow, Packet, TcpState
+from tapwatch.features.schema import ExpiryReason
+
+FLUSHED = "tapwatch:flushed"
+"""Sent on the results queue once a stopping live meter has flushed every flow."""
+
+_CARRY_LIMIT = 65_536  # continuation entries are consumed by the very next packet; this only bounds leaks
+
+
+class FlowResult(NamedTuple):
+    """A closed flow as the meter hands it to the sensor (picklable, no NFStream objects)."""
+
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    protocol: int
+    first_ms: int
+    last_ms: int
+    packets: int
+    bytes: int
+    reason: str
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    """What the plugin needs to know; built from the capture settings."""
+
+    activity_timeout_us: int = 5_000_000
+    idle_timeout_ms: int = 120_000
+    flow_timeout_ms: int = 120_000
+    live: bool = False
+    clock_interval_s: float = 0.5
+
+
+class _State:
+    """One CIC flow inside one NFStream flow."""
+
+    __slots__ = ("bytes", "cic", "dst", "icmp", "last_ms", "packets", "protocol", "reason", "reversed", "src")
+
+    def __init__(self, pkt: Any, reversed_: bool, cic: CicFlow, icmp: tuple[int, int] | None) -> None:
+        self.reversed = reversed_
+        a, b = (pkt.src_ip, pkt.src_port), (pkt.dst_ip, pkt.dst_port)
+        self.src, self.dst = (b, a) if reversed_ else (a, b)
+        self.protocol = pkt.protocol
+        self.cic: CicFlow | None = cic
+        self.icmp = icmp
+        self.packets = 1
+        self.bytes = pkt.raw_size
+        self.last_ms = pkt.time
+        self.reason = ExpiryReason.IDLE
+
+
+def decode(pkt: Any, fwd: bool) -> tuple[Packet, tuple[int, int] | None]:
+    """Read what CICFlowMeter reads of an NFStream packet: payload, header, flags, window, ICMP type.
+
+    TCP flags and window come from the raw TCP header; lengths from NFStream, which derives them from
+    the IP total length (Ethernet padding is never payload).
+    """
+    proto = pkt.protocol
+    t = pkt.time * 1000
+    if proto == 6:
+        ip = pkt.ip_packet
+        off = (ip[0] & 0x0F) * 4 if pkt.ip_version == 4 else (40 if len(ip) > 6 and ip[6] == 6 else -1)
+        if off >= 0 and len(ip) >= off + 16:
+            flags = ip[off + 13]
+            window = (ip[off + 14] << 8) | ip[off + 15]
+        else:
+            flags = pkt.fin | pkt.syn << 1 | pkt.rst << 2 | pkt.psh << 3 | pkt.ack << 4 | pkt.urg << 5
+            flags |= pkt.ece << 6 | pkt.cwr << 7
+            window = 0
+        payload = pkt.payload_size
+        return Packet(t, fwd, payload, pkt.transport_size - payload, flags, window), None
+    if proto == 17:
+        return Packet(t, fwd, pkt.payload_size, 8, 0, 0), None
+    icmp = None
+    if proto == 1:
+        ip = pkt.ip_packet
+        off = (ip[0] & 0x0F) * 4
+        if len(ip) >= off + 2:
+            icmp = (ip[off], ip[off + 1])
+    return Packet(t, fwd, 0, 0, 0, 0), icmp
+
+
+def _key(pkt: Any) -> tuple[Any, ...]:
+    a, b = (pkt.src_ip, pkt.src_port), (pkt.dst_ip, pkt.dst_port)
+    return (pkt.protocol, *(a + b if a <= b else b + a))
+
+
+class CicPlugin(NFPlugin):  # type: ignore[misc]
+    """NFStream plugin computing the CIC feature set; see the module docstring.
+
+    Parameters
+    ----------
+    config
+        Timeouts and the live flag.
+    results
+        Live mode only: a multiprocessing queue that receives every :class:`FlowResult`, then
+        :data:`FLUSHED`.
+    stop
+        Live mode only: a multiprocessing event; when set the meter flushes and exits.
+
+    Example
+    -------
+    >>> CicPlugin(MeterConfig()).config.idle_timeout_ms
+    120000
+    """
+
+    config: MeterConfig
+    results: Any
+    stop: Any
+
+    def __init__(self, config: MeterConfig, results: Any = None, stop: Any = None) -> None:
+        super().__init__(config=config, results=results, stop=stop)
+        self._clock_ms = 0
+        self._carry: OrderedDict[tuple[Any, ...], tuple[tuple[Any, int], int, int]] = OrderedDict()
+        self._open: OrderedDict[int, Any] = OrderedDict()  # live: NFStream flows by id(), LRU order
+        self._lock: threading.Lock | None = None
+        self._pid = -1
+
+    # -- NFStream entry points -------------------------------------------------------------------
+    def on_init(self, packet: Any, flow: Any) -> None:
+        if self.config.live:
+            self._ensure_clock()
+            assert self._lock is not None
+            with self._lock:
+                self._init(packet, flow)
+        else:
+            self._init(packet, flow)
+
+    def on_update(self, packet: Any, flow: Any) -> None:
+        if self.config.live:
+            assert self._lock is not None
+            with self._lock:
+                self._update(packet, flow)
+        else:
+            self._update(packet, flow)
+
+    def on_expire(self, flow: Any) -> None:
+        if self.config.live:
+            assert self._lock is not None
+            with self._lock:
+                self._expire(flow)
+        else:
+            self._expire(flow)
+
+    # -- flow logic ------------------------------------------------------------------------------
+    def _start(self, packet: Any, flow: Any) -> _State:
+        """A new CIC flow starting with ``packet``: orientation, carried connection time, ICMP type."""
+        t = packet.time
+        carry = self._carry.pop(_key(packet), None)
+        carried_us = 0
+        if carry is not None and (packet.protocol == 6 or t - carry[2] <= self.config.flow_timeout_ms):
+            src, cum_us, last_ms = carry
+            reversed_ = (packet.src_ip, packet.src_port) != src
+            if packet.protocol == 6:
+                carried_us = cum_us + (t - last_ms) * 1000
+        else:
+            reversed_ = packet.protocol == 6 and bool(packet.syn and packet.ack)
+        fwd = not reversed_
+        first, icmp = decode(packet, fwd)
+        cic = CicFlow(packet.protocol, first, self.config.activity_timeout_us, icmp, carried_us)
+        return _State(packet, reversed_, cic, icmp)
+
+    def _init(self, packet: Any, flow: Any) -> None:
+        if packet.time > self._clock_ms:
+            self._clock_ms = packet.time
+        flow.udps.results = []
+        flow.udps.state = self._start(packet, flow)
+        if self.config.live:
+            self._open[id(flow)] = flow
+
+    def _update(self, packet: Any, flow: Any) -> None:
+        t = packet.time
+        if t > self._clock_ms:
+            self._clock_ms = t
+        st: _State = flow.udps.state
+        if st.cic is None:  # closed on the wall clock while quiet: this packet starts the next flow
+            flow.udps.state = st = self._start(packet, flow)
+        else:
+            p, icmp = decode(packet, (packet.direction == 0) != st.reversed)
+            if icmp is not None and st.icmp is not None and icmp[0] != st.icmp[0] and icmp[1] != st.icmp[1]:
+                self._emit(flow, st, ExpiryReason.ICMP_CHANGE)
+                flow.udps.state = st = self._start(packet, flow)
+            else:
+                st.cic.add(p)
+                st.packets += 1
+                st.bytes += packet.raw_size
+                st.last_ms = t
+                if st.cic.tcp_state is TcpState.READY:
+                    st.reason = ExpiryReason.TCP_RST if p.flags & 0x04 else ExpiryReason.TCP_FIN
+                    flow.expiration_id = -1
+        if self.config.live:
+            self._open[id(flow)] = flow
+            self._open.move_to_end(id(flow))
+
+    def _expire(self, flow: Any) -> None:
+        st: _State | None = flow.udps.state
+        if st is not None and st.cic is not None:
+            if flow.expiration_id == 1:
+                reason = ExpiryReason.FLOW_TIMEOUT
+                cum = st.cic.carried_us + (st.cic.last_us - st.cic.start_us)
+                self._carry[_key_state(st)] = (st.src, cum, st.last_ms)
+                while len(self._carry) > _CARRY_LIMIT:
+                    self._carry.popitem(last=False)
+            elif flow.expiration_id == -1:
+                reason = st.reason
+            elif self._clock_ms - st.last_ms >= self.config.idle_timeout_ms:
+                reason = ExpiryReason.IDLE
+            else:
+                reason = ExpiryReason.SHUTDOWN if self.config.live else ExpiryReason.END_OF_CAPTURE
+            self._emit(flow, st, reason)
+        flow.udps.state = None
+        if self.config.live:
+            self._open.pop(id(flow), None)
+
+    def _emit(self, flow: Any, st: _State, reason: ExpiryReason) -> None:
+        cic = st.cic
+        assert cic is not None
+        result = FlowResult(
+            st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol,
+            cic.start_us // 1000, cic.last_us // 1000, st.packets, st.bytes, reason.value, cic.values(),
+        )  # fmt: skip
+        st.cic = None
+        if self.config.live:
+            self.results.put(result)
+        else:
+            flow.udps.results.append(result)
+
+    # -- live clock ------------------------------------------------------------------------------
+    def _ensure_clock(self) -> None:
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._clock, name="tapwatch-meter-clock", daemon=True).start()
+
+    def _clock(self) -> None:
+        """Expire flows idle on the wall clock; on stop, flush everything and end the meter process."""
+        assert self._lock is not None
+        while not self.stop.wait(self.config.clock_interval_s):
+            now = max(int(time.time() * 1000), self._clock_ms)
+            with self._lock:
+                while self._open:  # least recently active first
+                    fid, flow = next(iter(self._open.items()))
+                    st = flow.udps.state
+                    if st is not None and st.cic is not None:
+                        if now - st.last_ms < self.config.idle_timeout_ms:
+                            break
+                        self._emit(flow, st, ExpiryReason.IDLE)
+                    del self._open[fid]
+        with self._lock:
+            for flow in list(self._open.values()):
+                st = flow.udps.state
+                if st is not None and st.cic is not None:
+                    self._emit(flow, st, ExpiryReason.SHUTDOWN)
+            self._open.clear()
+            self.results.put(FLUSHED)
+        # The queue's feeder thread must write everything before this process ends.
+        self.results.close()
+        self.results.join_thread()
+        os._exit(0)
+
+
+def _key_state(st: _State) -> tuple[Any, ...]:
+    a, b = st.src, st.dst
+    return (st.protocol, *(a + b if a <= b else b + a))
+
+

@@ -1,0 +1,152 @@
+"""Check capture sources before NFStream sees them, so bad input gets one clear line.
+
+NFStream stops silently on a truncated or corrupt pcap and returns partial results. :func:`scan_pcap`
+walks the file's record structure first (headers only, through ``mmap``), counts the packet records and
+finds where the structure breaks; the sensor reports that after processing the readable part.
+:func:`check_interface` checks that an interface exists and that the process may capture on it
+(CAP_NET_RAW).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapwatch.features.errors import BadInputError
+
+_PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": "<",
+    b"\xa1\xb2\xc3\xd4": ">",
+    b"\x4d\x3c\xb2\xa1": "<",  # nanosecond timestamps
+    b"\xa1\xb2\x3c\x4d": ">",
+}
+_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_PCAPNG_PACKET_BLOCKS = {2, 3, 6}  # obsolete packet, simple packet, enhanced packet
+_MAX_RECORD = 262_144 * 4  # larger than any snap length libpcap writes: a bigger record is corruption
+
+
+@dataclass(frozen=True)
+class PcapScan:
+    """What the structure walk found.
+
+    Parameters
+    ----------
+    path
+        The file.
+    packets
+        Complete packet records before the end or the first break.
+    bytes_read
+        Offset where the readable part ends.
+    size
+        File size in bytes.
+    problem
+        None for a sound file, otherwise a phrase such as ``"truncated: ..."``.
+    """
+
+    path: str
+    packets: int
+    bytes_read: int
+    size: int
+    problem: str | None = None
+
+    def message(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def _open_checked(path: str) -> int:
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(path, "no such file")
+    if p.is_dir():
+        raise BadInputError(path, "is a directory, not a pcap file")
+    if not os.access(path, os.R_OK):
+        raise BadInputError(path, "permission denied")
+    size = p.stat().st_size
+    if size == 0:
+        raise BadInputError(path, "empty file (0 bytes), not a pcap")
+    return size
+
+
+def scan_pcap(path: str) -> PcapScan:
+    """Walk a pcap or pcapng file; raise :class:`BadInputError` when it cannot be read at all.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); f = os.path.join(d, "x.pcap")
+    >>> _ = open(f, "wb").write(b"not a capture at all, just text")
+    >>> try: scan_pcap(f)
+    ... except BadInputError as e: print(e.problem)
+    not a pcap or pcapng file (starts with 6e6f7420)
+    """
+    size = _open_checked(str(path))
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        head = m[:4]
+        if head in _PCAP_MAGICS:
+            return _scan_pcap(str(path), m, size, _PCAP_MAGICS[head])
+        if head == _PCAPNG_SHB:
+            return _scan_pcapng(str(path), m, size)
+    raise BadInputError(str(path), f"not a pcap or pcapng file (starts with {head.hex()})")
+
+
+def _scan_pcap(path: str, m: mmap.mmap, size: int, endian: str) -> PcapScan:
+    if size < 24:
+        raise BadInputError(path, f"truncated: {size} bytes, shorter than the 24-byte pcap header; 0 packets read")
+    rec = struct.Struct(endian + "IIII")
+    off, n = 24, 0
+    while off < size:
+        if off + 16 > size:
+            return PcapScan(path, n, off, size, _truncated(n, off, size))
+        _, _, incl, _ = rec.unpack_from(m, off)
+        if incl > _MAX_RECORD:
+            return PcapScan(path, n, off, size, _corrupt(n, off, size, f"record length {incl}"))
+        if off + 16 + incl > size:
+            return PcapScan(path, n, off, size, _truncated(n, off, size))
+        off += 16 + incl
+        n += 1
+    return PcapScan(path, n, off, size)
+
+
+def _scan_pcapng(path: str, m: mmap.mmap, size: int) -> PcapScan:
+    off, n, endian = 0, 0, "<"
+    while off < size:
+        if off + 12 > size:
+            return PcapScan(path, n, off, size, _truncated(n, off, size))
+        btype_raw = m[off : off + 4]
+        if btype_raw == _PCAPNG_SHB:
+            bom = m[off + 8 : off + 12]
+            endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+        btype, blen = struct.unpack_from(endian + "II", m, off)
+        if blen < 12 or blen % 4 or blen > _MAX_RECORD:
+            return PcapScan(path, n, off, size, _corrupt(n, off, size, f"block length {blen}"))
+        if off + blen > size:
+            return PcapScan(path, n, off, size, _truncated(n, off, size))
+        n += btype in _PCAPNG_PACKET_BLOCKS
+        off += blen
+    return PcapScan(path, n, off, size)
+
+
+def _truncated(n: int, off: int, size: int) -> str:
+    return f"truncated: the file ends inside record {n + 1}; read {n} packets ({off} of {size} bytes)"
+
+
+def _corrupt(n: int, off: int, size: int, what: str) -> str:
+    return f"corrupt: invalid {what} at byte {off}; read {n} packets ({off} of {size} bytes)"
+
+
+def check_interface(name: str) -> None:
+    """Raise :class:`BadInputError` unless ``name`` exists and this process may capture on it."""
+    if not name or "/" in name or not Path("/sys/class/net", name).exists():
+        raise BadInputError(name, "no such network interface")
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    except PermissionError as err:
+        raise BadInputError(name, "permission denied: live capture needs CAP_NET_RAW") from err
+    except OSError as err:
+        if err.errno in (errno.EPERM, errno.EACCES):
+            raise BadInputError(name, "permission denied: live capture needs CAP_NET_RAW") from err
+        raise
+    s.close()

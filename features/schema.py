@@ -1,0 +1,199 @@
+"""Versioned records handed between stages: :class:`FlowRecord` and :class:`WindowEntry`.
+
+A reader rejects a version it does not know with :class:`~tapwatch.features.errors.SchemaError`.
+Window entries travel on the bus as flat string/bytes maps (Redis stream fields); the window tensor is
+raw little-endian float32 bytes, never JSON numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from tapwatch.features.contract import FEATURE_NAMES, feature_index
+from tapwatch.features.errors import SchemaError
+
+FLOW_SCHEMA_VERSION = 1
+WINDOW_SCHEMA_VERSION = 1
+
+
+class ExpiryReason(str, Enum):
+    """Why a flow was closed (a closed set: it is a metric label)."""
+
+    TCP_FIN = "fin"
+    """Both sides sent FIN and the last one was acknowledged (CICFlowMeter READY_FOR_TERMINATION)."""
+    TCP_RST = "rst"
+    """A RST was seen (CICFlowMeter READY_FOR_TERMINATION)."""
+    FLOW_TIMEOUT = "flow_timeout"
+    """A packet arrived more than the flow timeout (120 s) after the flow's first packet."""
+    IDLE = "idle"
+    """No packet for the idle timeout; emitted on the capture clock or, live, on the wall clock."""
+    ICMP_CHANGE = "icmp_change"
+    """An ICMP packet whose type and code both differ from the flow's started a new flow."""
+    END_OF_CAPTURE = "end_of_capture"
+    """The pcap input ended and every remaining flow was flushed."""
+    SHUTDOWN = "shutdown"
+    """Live capture stopped and every remaining flow was flushed."""
+
+
+@dataclass(frozen=True)
+class FlowMeta:
+    """The identifying part of a flow, copied into windows, verdicts and alerts.
+
+    Times are epoch milliseconds (the sensor's resolution); ``packets`` and ``bytes`` count both
+    directions at the link layer (whole frames), as Suricata's and Zeek's flow records do. ``expired_at_ms`` is the wall-clock time at
+    which the sensor closed the flow, the start of the latency budget to an alert.
+    """
+
+    flow_id: int
+    community_id: str
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    protocol: int
+    first_seen_ms: int
+    last_seen_ms: int
+    packets: int
+    bytes: int
+    expiry: ExpiryReason
+    expired_at_ms: int
+    sensor: str
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["expiry"] = self.expiry.value
+        return json.dumps(d, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> FlowMeta:
+        try:
+            d = json.loads(text)
+            d["expiry"] = ExpiryReason(d["expiry"])
+            return cls(**d)
+        except (ValueError, TypeError, KeyError) as err:
+            raise SchemaError("window", "flow_meta", str(err)) from err
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    """A finished flow: its identity and its feature values in :data:`FEATURE_NAMES` order.
+
+    Parameters
+    ----------
+    meta
+        5-tuple, Community ID, times, expiry reason, sensor.
+    values
+        One value per feature of the contract, in contract order.
+
+    Example
+    -------
+    >>> rec = FlowRecord(meta=None, values=tuple(float(i) for i in range(82)))  # type: ignore[arg-type]
+    >>> rec.feature("Flow Duration")
+    1.0
+    """
+
+    meta: FlowMeta
+    values: tuple[float, ...]
+    version: int = field(default=FLOW_SCHEMA_VERSION)
+
+    def feature(self, name: str) -> float:
+        return self.values[feature_index(name)]
+
+    def features(self) -> dict[str, float]:
+        return dict(zip(FEATURE_NAMES, self.values, strict=True))
+
+
+def make_flow_id(sensor: str, community_id: str, first_seen_ms: int, seq: int) -> int:
+    """A 63-bit flow id (Suricata's ``flow_id`` is a signed 64-bit integer), stable for the same input.
+
+    >>> make_flow_id("s", "1:abc", 1, 2) == make_flow_id("s", "1:abc", 1, 2)
+    True
+    """
+    digest = hashlib.blake2b(f"{sensor}|{community_id}|{first_seen_ms}|{seq}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class WindowEntry:
+    """The last T flows of one key, ready for a model, as it travels on ``tapwatch:windows``.
+
+    Parameters
+    ----------
+    sensor
+        The sensor that built it.
+    key
+        The window key (the source host by default).
+    flow
+        Metadata of the newest flow (enough to write an alert with no other look-up).
+    tensor
+        float32 array of shape (T, F), scaled with the model card's scaler, left-padded with zeros.
+    valid_rows
+        How many of the T rows hold real flows (the last ``valid_rows`` ones).
+    feature_set_id
+        :func:`tapwatch.features.contract.feature_set_id` of the model the window was built for.
+    """
+
+    sensor: str
+    key: str
+    flow: FlowMeta
+    tensor: np.ndarray[Any, np.dtype[np.float32]]
+    valid_rows: int
+    feature_set_id: str
+    version: int = WINDOW_SCHEMA_VERSION
+
+    def encode(self) -> dict[str, str | bytes]:
+        """Flat field map for XADD; the tensor as raw little-endian float32 bytes."""
+        t = np.ascontiguousarray(self.tensor, dtype="<f4")
+        return {
+            "v": str(self.version),
+            "sensor": self.sensor,
+            "key": self.key,
+            "flow": self.flow.to_json(),
+            "shape": ",".join(str(n) for n in t.shape),
+            "dtype": "float32",
+            "valid": str(self.valid_rows),
+            "fsid": self.feature_set_id,
+            "tensor": t.tobytes(),
+        }
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> WindowEntry:
+        """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason."""
+        f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+
+        def text(name: str) -> str:
+            if name not in f:
+                raise SchemaError("window", "missing_field", f"field {name!r} is missing")
+            v = f[name]
+            return v.decode() if isinstance(v, bytes) else str(v)
+
+        version = text("v")
+        if version != str(WINDOW_SCHEMA_VERSION):
+            raise SchemaError("window", "version", f"unknown window schema version {version!r}")
+        if text("dtype") != "float32":
+            raise SchemaError("window", "dtype", f"unsupported dtype {text('dtype')!r}")
+        try:
+            shape = tuple(int(n) for n in text("shape").split(","))
+            valid = int(text("valid"))
+        except ValueError as err:
+            raise SchemaError("window", "shape", str(err)) from err
+        raw = f.get("tensor", b"")
+        raw = raw if isinstance(raw, bytes) else str(raw).encode()
+        if len(shape) != 2 or shape[0] * shape[1] * 4 != len(raw) or not 0 <= valid <= shape[0]:
+            raise SchemaError("window", "shape", f"shape {shape} does not match {len(raw)} tensor bytes")
+        tensor = np.frombuffer(raw, dtype="<f4").reshape(shape)
+        return cls(
+            sensor=text("sensor"),
+            key=text("key"),
+            flow=FlowMeta.from_json(text("flow")),
+            tensor=tensor,
+            valid_rows=valid,
+            feature_set_id=text("fsid"),
+        )
