@@ -168,6 +168,7 @@ class CicFlow:
 
     __slots__ = (
         "act_data_fwd",
+        "active",
         "activity_timeout_us",
         "all_len",
         "bulk_bwd",
@@ -198,7 +199,6 @@ class CicFlow:
         "start_active",
         "start_us",
         "tcp_state",
-        "active",
     )
 
     def __init__(
@@ -317,9 +317,7 @@ class CicFlow:
                 self.tcp_state = TcpState.FIRST_FIN
             elif self.tcp_state is TcpState.FIRST_FIN and self.fwd_flags[3] > 0 and self.bwd_flags[3] > 0:
                 self.tcp_state = TcpState.SECOND_FIN
-        elif flags & RST:
-            self.tcp_state = TcpState.READY
-        elif flags & ACK and self.tcp_state is TcpState.SECOND_FIN:
+        elif flags & RST or (flags & ACK and self.tcp_state is TcpState.SECOND_FIN):
             self.tcp_state = TcpState.READY
 
     # -- results ----------------------------------------------------------------------------------

@@ -20,18 +20,13 @@ from typing import Any
 
 import communityid  # type: ignore[import-untyped]
 from nfstream import NFStreamer  # type: ignore[import-untyped]
-
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.plugin import FLUSHED, CicPlugin, FlowResult, MeterConfig
 from tapwatch.capture.source import PcapScan, check_interface, scan_pcap
-from tapwatch.features.contract import feature_index
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, make_flow_id
 
 log = logging.getLogger(__name__)
-
-_ICMP_TYPE = feature_index("ICMP Type")
-_ICMP_CODE = feature_index("ICMP Code")
 
 
 @dataclass(frozen=True)
@@ -103,10 +98,11 @@ class RecordBuilder:
             tpl = communityid.FlowTuple.make_tcp(r.src_ip, r.dst_ip, r.src_port, r.dst_port)
         elif r.protocol == 17:
             tpl = communityid.FlowTuple.make_udp(r.src_ip, r.dst_ip, r.src_port, r.dst_port)
-        elif r.protocol == 1:
-            tpl = communityid.FlowTuple.make_icmp(
-                r.src_ip, r.dst_ip, int(r.values[_ICMP_TYPE]), int(r.values[_ICMP_CODE])
-            )
+        elif r.protocol in (1, 58) and r.icmp is not None:
+            make = communityid.FlowTuple.make_icmp if r.protocol == 1 else communityid.FlowTuple.make_icmp6
+            tpl = make(r.src_ip, r.dst_ip, r.icmp[0], r.icmp[1])
+        elif r.protocol in (6, 17, 132, 1, 58):  # port-enabled protocol without its header: address-only tuple
+            tpl = communityid.FlowTuple(r.protocol, r.src_ip, r.dst_ip, None, None)
         else:
             tpl = communityid.FlowTuple(r.protocol, r.src_ip, r.dst_ip)
         return str(self._cid.calc(tpl))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-
 from tapwatch.features.schema import ExpiryReason
 
 BUILD_VERSION = "0.1.0"
@@ -29,9 +28,7 @@ class CaptureMetrics:
         self.registry = registry
         self.packets = Counter("tapwatch_capture_packets", "Packets in closed flows.", registry=registry)
         self.bytes = Counter("tapwatch_capture_bytes", "Link-layer bytes in closed flows.", registry=registry)
-        self.flows = Counter(
-            "tapwatch_capture_flows", "Flows closed, by expiry reason.", ["reason"], registry=registry
-        )
+        self.flows = Counter("tapwatch_capture_flows", "Flows closed, by expiry reason.", ["reason"], registry=registry)
         for reason in ExpiryReason:
             self.flows.labels(reason=reason.value)
         self.single_packet = Counter(

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from nfstream import NFPlugin  # type: ignore[import-untyped]
-
 from tapwatch.capture.cicflow import CicFlow, Packet, TcpState
 from tapwatch.features.schema import ExpiryReason
 
@@ -51,6 +50,8 @@ class FlowResult(NamedTuple):
     bytes: int
     reason: str
     values: tuple[float, ...]
+    icmp: tuple[int, int] | None = None
+    """(type, code) of the first packet of an ICMP or ICMPv6 flow (for the Community ID)."""
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,9 @@ def decode(pkt: Any, fwd: bool) -> tuple[Packet, tuple[int, int] | None]:
     if proto == 17:
         return Packet(t, fwd, pkt.payload_size, 8, 0, 0), None
     icmp = None
-    if proto == 1:
+    if proto in (1, 58):
         ip = pkt.ip_packet
-        off = (ip[0] & 0x0F) * 4
+        off = (ip[0] & 0x0F) * 4 if pkt.ip_version == 4 else 40
         if len(ip) >= off + 2:
             icmp = (ip[off], ip[off + 1])
     return Packet(t, fwd, 0, 0, 0, 0), icmp
@@ -190,7 +191,9 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
             reversed_ = packet.protocol == 6 and bool(packet.syn and packet.ack)
         fwd = not reversed_
         first, icmp = decode(packet, fwd)
-        cic = CicFlow(packet.protocol, first, self.config.activity_timeout_us, icmp, carried_us)
+        # CICFlowMeter reads ICMP type and code for ICMPv4 only (jNetPcap's Icmp header).
+        cic_icmp = icmp if packet.protocol == 1 else None
+        cic = CicFlow(packet.protocol, first, self.config.activity_timeout_us, cic_icmp, carried_us)
         return _State(packet, reversed_, cic, icmp)
 
     def _init(self, packet: Any, flow: Any) -> None:
@@ -210,7 +213,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
             flow.udps.state = st = self._start(packet, flow)
         else:
             p, icmp = decode(packet, (packet.direction == 0) != st.reversed)
-            if icmp is not None and st.icmp is not None and icmp[0] != st.icmp[0] and icmp[1] != st.icmp[1]:
+            if st.protocol == 1 and icmp and st.icmp and icmp[0] != st.icmp[0] and icmp[1] != st.icmp[1]:
                 self._emit(flow, st, ExpiryReason.ICMP_CHANGE)
                 flow.udps.state = st = self._start(packet, flow)
             else:
@@ -250,7 +253,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         assert cic is not None
         result = FlowResult(
             st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol,
-            cic.start_us // 1000, cic.last_us // 1000, st.packets, st.bytes, reason.value, cic.values(),
+            cic.start_us // 1000, cic.last_us // 1000, st.packets, st.bytes, reason.value, cic.values(), st.icmp,
         )  # fmt: skip
         st.cic = None
         if self.config.live:
@@ -296,5 +299,3 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
 def _key_state(st: _State) -> tuple[Any, ...]:
     a, b = st.src, st.dst
     return (st.protocol, *(a + b if a <= b else b + a))
-
-

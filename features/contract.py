@@ -142,7 +142,9 @@ def _defs() -> tuple[FeatureDef, ...]:
     for direction in ("Fwd", "Bwd"):
         low = direction.lower()
         d += [
-            FeatureDef(f"{direction} Bytes/Bulk Avg", _U.BYTES, f"{low} bulk bytes / {low} bulks (>=4 data pkts, gaps<=1s)"),
+            FeatureDef(
+                f"{direction} Bytes/Bulk Avg", _U.BYTES, f"{low} bulk bytes / {low} bulks (>=4 data pkts, gaps<=1s)"
+            ),
             FeatureDef(f"{direction} Packet/Bulk Avg", _U.PACKETS, f"{low} bulk packets / {low} bulks"),
             FeatureDef(f"{direction} Bulk Rate Avg", _U.BYTES_PER_SECOND, f"{low} bulk bytes / bulk duration (s)"),
         ]

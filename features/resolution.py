@@ -19,7 +19,6 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
-
 from tapwatch.features.contract import TIME_FEATURES, TIME_RESOLUTION_US
 
 

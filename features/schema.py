@@ -15,7 +15,6 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-
 from tapwatch.features.contract import FEATURE_NAMES, feature_index
 from tapwatch.features.errors import SchemaError
 
@@ -47,8 +46,9 @@ class FlowMeta:
     """The identifying part of a flow, copied into windows, verdicts and alerts.
 
     Times are epoch milliseconds (the sensor's resolution); ``packets`` and ``bytes`` count both
-    directions at the link layer (whole frames), as Suricata's and Zeek's flow records do. ``expired_at_ms`` is the wall-clock time at
-    which the sensor closed the flow, the start of the latency budget to an alert.
+    directions at the link layer (whole frames), as Suricata's and Zeek's flow records do.
+    ``expired_at_ms`` is the wall-clock time at which the sensor closed the flow, the start of the
+    latency budget to an alert.
     """
 
     flow_id: int

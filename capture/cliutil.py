@@ -1,0 +1,77 @@
+"""Helpers shared by the ``tapwatch`` commands: error-to-exit-code mapping and flow-cutting options."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from tapwatch.features.errors import BadInputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("tapwatch")
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def run_guarded(fn: Callable[[], int | None]) -> None:
+    """Run a command body; map errors to exit codes and one-line messages."""
+    try:
+        code = fn() or 0
+    except BadInputError as err:
+        click.echo(f"tapwatch: error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # anything else is our bug: say so, keep the traceback in the log
+        log.debug("internal error", exc_info=True)
+        click.echo(f"tapwatch: internal error: {type(err).__name__}: {err} (run with -vv for a traceback)", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
+def timeout_options(fn: F) -> F:
+    """Flow-cutting options shared by every command that reads packets."""
+    opts = [
+        click.option("--sensor", envvar="TAPWATCH_SENSOR", help="Sensor name written into every record."),
+        click.option("--bpf", "bpf_filter", help="BPF filter, for example 'tcp or udp'."),
+        click.option(
+            "--flow-timeout", type=click.IntRange(1, 86_400), default=120, show_default=True,
+            help="Seconds after a flow's first packet at which it is cut (CICFlowMeter: 120).",
+        ),
+        click.option(
+            "--idle-timeout", type=click.IntRange(1, 86_400), default=None,
+            help="Seconds without packets after which a flow is closed [default: the flow timeout].",
+        ),
+        click.option(
+            "--activity-timeout", type=click.FloatRange(0.001, 3600), default=5.0, show_default=True,
+            help="Seconds that split active and idle periods (CICFlowMeter: 5).",
+        ),
+        click.option(
+            "--single-packet-flows/--no-single-packet-flows", default=False, show_default=True,
+            help="Emit one-packet flows (CICFlowMeter and the training data have none).",
+        ),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def capture_config(**kw: Any) -> Any:
+    from tapwatch.capture.meter import CaptureConfig
+
+    cfg: dict[str, Any] = {
+        "bpf_filter": kw.get("bpf_filter"),
+        "flow_timeout_s": kw["flow_timeout"],
+        "idle_timeout_s": kw.get("idle_timeout") or kw["flow_timeout"],
+        "activity_timeout_s": kw["activity_timeout"],
+        "emit_single_packet_flows": kw["single_packet_flows"],
+    }
+    if kw.get("sensor"):
+        cfg["sensor"] = kw["sensor"]
+    return CaptureConfig(**cfg)

@@ -1,0 +1,163 @@
+"""``tapwatch capture``: packets → flow records → per-host windows → ``tapwatch:windows``.
+
+With ``--redis`` windows go to Redis (pipelined XADD, bounded by XTRIM); without it they go to the
+in-memory bus (the embedded mode's). Metrics and health are served while it runs. With pcap input every
+flow is flushed at the end of the files and the command exits 0 (2 if a file was truncated or corrupt,
+after processing its readable part); live capture runs until SIGINT or SIGTERM, then flushes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from prometheus_client import REGISTRY, CollectorRegistry
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from tapwatch.capture.cliutil import capture_config, run_guarded, timeout_options
+from tapwatch.capture.health import HealthServer
+from tapwatch.capture.meter import CaptureConfig, LiveSource, PcapSource
+from tapwatch.capture.metrics import CaptureMetrics
+from tapwatch.features.bus import WINDOWS_STREAM, Bus, MemoryBus, RedisBus
+from tapwatch.features.card import ModelCard, identity_card, load_card
+from tapwatch.features.errors import BadInputError, ModelCardError
+from tapwatch.features.publish import Publisher, PublisherConfig, PublisherCounts
+from tapwatch.features.window import Windower, WindowKey
+
+log = logging.getLogger(__name__)
+
+
+class CaptureSettings(BaseSettings):
+    """Settings of ``tapwatch capture`` (environment variables ``TAPWATCH_<NAME>``; options win)."""
+
+    model_config = SettingsConfigDict(env_prefix="TAPWATCH_", extra="ignore")
+    redis_url: str | None = Field(None, description="Redis URL; None uses the in-memory bus.")
+    stream: str = Field(WINDOWS_STREAM, description="Stream that receives window entries.")
+    stream_maxlen: int = Field(100_000, ge=100, description="Approximate bound of the stream (XTRIM ~).")
+    buffer_limit: int = Field(20_000, ge=1, description="Windows buffered while Redis is unreachable.")
+    card: str | None = Field(None, description="Model card JSON giving T, scaler, feature set; None: identity, T=10.")
+    window_key: WindowKey | None = Field(None, description="Window key; None uses the card's (src_ip).")
+    max_keys: int = Field(100_000, ge=1, description="Cap on window keys held (LRU eviction, counted).")
+    metrics_host: str = Field("127.0.0.1", description="Address of /metrics, /livez, /readyz.")
+    metrics_port: int = Field(9640, ge=0, le=65535, description="Port of /metrics, /livez, /readyz; 0 picks one.")
+
+
+@dataclass
+class Pipeline:
+    """The sensor's stages after capture, wired once."""
+
+    windower: Windower
+    publisher: Publisher
+    metrics: CaptureMetrics
+
+    def feed(self, source: Any) -> None:
+        for record in source:
+            entry = self.windower.add(record)
+            self.metrics.windows.inc()
+            self.publisher.publish(entry.encode())
+        self.metrics.live_keys.set(len(self.windower))
+
+
+def build_pipeline(settings: CaptureSettings, bus: Bus, card: ModelCard, metrics: CaptureMetrics) -> Pipeline:
+    def on_event(kind: str, n: int) -> None:
+        if kind == "sent":
+            metrics.bus_sent.inc(n)
+        elif kind in ("buffer_full", "unreachable", "trimmed"):
+            metrics.bus_dropped.labels(reason=kind).inc(n)
+        elif kind == "buffered":
+            metrics.bus_buffered.set(n)
+        elif kind == "connected":
+            metrics.bus_connected.set(n)
+
+    metrics.bus_connected.set(1)
+    windower = Windower(card, settings.window_key, settings.max_keys, on_evict=metrics.evicted_keys.inc)
+    cfg = PublisherConfig(stream=settings.stream, maxlen=settings.stream_maxlen, buffer_limit=settings.buffer_limit)
+    return Pipeline(windower, Publisher(bus, cfg, on_event), metrics)
+
+
+def load_model_card(path: str | None) -> ModelCard:
+    if path is None:
+        return identity_card(10)
+    try:
+        return load_card(path)
+    except ModelCardError as err:
+        raise BadInputError(path, str(err)) from err
+
+
+def run_capture(
+    settings: CaptureSettings,
+    config: CaptureConfig,
+    interface: str | None,
+    pcaps: list[str],
+    registry: CollectorRegistry,
+) -> tuple[int, PublisherCounts]:
+    """Run the sensor until the pcaps end or a stop signal; return (exit code, publisher counts)."""
+    metrics = CaptureMetrics(registry)
+    card = load_model_card(settings.card)
+    bus: Bus = RedisBus(settings.redis_url) if settings.redis_url else MemoryBus()
+    pipe = build_pipeline(settings, bus, card, metrics)
+    source: Any = LiveSource(interface, config, metrics) if interface else PcapSource(pcaps, config, metrics)
+    running = {"capture": True}
+
+    def ready() -> dict[str, bool]:
+        return {"capture_running": running["capture"], "bus_reachable": pipe.publisher.connected}
+
+    http = HealthServer(registry, ready, settings.metrics_host, settings.metrics_port).start()
+    code = 0
+    try:
+        if isinstance(source, LiveSource):
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: source.stop())
+            pipe.feed(source.records())
+        else:
+            pipe.feed(source)
+            for problem in source.problems:
+                click.echo(f"tapwatch: error: {problem.message()}; its readable part was processed", err=True)
+                code = 2
+    finally:
+        running["capture"] = False
+        counts = pipe.publisher.close()
+        http.stop()
+    log.info("capture done: %s", counts)
+    return code, counts
+
+
+@click.command("capture")
+@click.option("-i", "--interface", help="Capture live on this interface (needs CAP_NET_RAW).")
+@click.option("-r", "--pcap", "pcaps", multiple=True, type=click.Path(path_type=str),
+              help="Read this pcap/pcapng file (repeat for several, read as one capture).")  # fmt: skip
+@click.option("--redis", "redis_url", envvar="TAPWATCH_REDIS_URL",
+              help="Redis URL, e.g. redis://:PASSWORD@host:6379/0 [default: in-memory bus].")  # fmt: skip
+@click.option("--card", envvar="TAPWATCH_CARD", help="Model card JSON (T, scaler, feature set).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Port of /metrics (0: any).")
+@click.option("--metrics-host", default=None, help="Address of /metrics [default: 127.0.0.1].")
+@timeout_options
+def capture_command(interface: str | None, pcaps: tuple[str, ...], **kw: Any) -> None:
+    """Capture flows, build per-host windows and put them on the windows stream.
+
+    Examples: tapwatch capture -r capture/samples/sample.pcap --redis redis://localhost:6379/0 ;
+    sudo tapwatch capture -i eth1 --redis redis://:secret@redis:6379/0
+    """
+    if bool(interface) == bool(pcaps):
+        raise click.UsageError("give exactly one of --interface or --pcap")
+
+    def body() -> int:
+        overrides = {
+            k: kw.pop(k) for k in ("redis_url", "card", "metrics_port", "metrics_host") if kw.get(k) is not None
+        }
+        settings = CaptureSettings(**overrides)
+        if settings.redis_url is None:
+            log.info("no --redis: windows go to the in-memory bus")
+        code, counts = run_capture(settings, capture_config(**kw), interface, list(pcaps), REGISTRY)
+        dropped = counts.dropped_buffer_full + counts.dropped_unreachable + counts.trimmed
+        click.echo(
+            f"tapwatch capture: {counts.produced} windows produced, {counts.sent} sent, "
+            f"{dropped} dropped ({counts.trimmed} trimmed)",
+            err=True,
+        )
+        return code
+
+    run_guarded(body)
