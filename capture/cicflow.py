@@ -29,7 +29,6 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x4
 _FLAG_ORDER = (FIN, SYN, RST, PSH, ACK, URG, CWR, ECE)  # the order of the "... Flag Count" columns
 BULK_MIN_PACKETS = 4  # BasicFlow.updateForwardBulk: a bulk is 4+ data packets ...
 BULK_MAX_GAP_US = 1_000_000  # ... with gaps of at most 1 s
-SUBFLOW_GAP_US = 1_000_000  # BasicFlow.detectUpdateSubflows: a gap over 1 s starts a subflow
 
 
 class Packet(NamedTuple):
@@ -194,8 +193,6 @@ class CicFlow:
         "last_us",
         "min_seg_fwd",
         "protocol",
-        "sf_count",
-        "sf_last",
         "start_active",
         "start_us",
         "tcp_state",
@@ -225,11 +222,9 @@ class CicFlow:
         self.act_data_fwd = 0
         self.min_seg_fwd = 0
         self.init_win_fwd = self.init_win_bwd = 0
-        self.sf_count = 0
         t = first.time_us
         self.start_us = self.last_us = t
         self.start_active = self.end_active = t
-        self.sf_last = t
         self.fwd_last = self.bwd_last = t
         self._bulk(first)
         self._flags(first)
@@ -254,10 +249,6 @@ class CicFlow:
             self.start_active = t
         self.end_active = t
         self._bulk(p)
-        # BasicFlow.detectUpdateSubflows (its own updateActiveIdleTime call is a no-op here).
-        if t - self.sf_last > SUBFLOW_GAP_US:
-            self.sf_count += 1
-        self.sf_last = t
         self._flags(p)
         self.all_len.add(p.payload)
         if p.fwd:
@@ -353,8 +344,14 @@ class CicFlow:
         v.append(bwd_bytes / bwd_n if bwd_n else 0.0)
         v += self.bulk_fwd.features()
         v += self.bulk_bwd.features()
-        sf = self.sf_count
-        v += [fwd_n / sf, fwd_bytes / sf, bwd_n / sf, bwd_bytes / sf] if sf > 0 else [0.0] * 4
+        # The corrected release's subflow columns are integer divisions by the packet count (true of all
+        # 43,419 rows of the subset), not CICFlowMeter's public gap-based subflow count; the model learns them.
+        v += [
+            float(fwd_n // packets),
+            float(fwd_bytes // packets),
+            float(bwd_n // packets),
+            float(bwd_bytes // packets),
+        ]
         v += [float(self.init_win_fwd), float(self.init_win_bwd), float(self.act_data_fwd), float(self.min_seg_fwd)]
         a, i = self.active, self.idle
         v += [a.mean, a.std(), a.maximum, a.minimum] if a.n else [0.0] * 4

@@ -21,7 +21,7 @@ from typing import Any
 import communityid  # type: ignore[import-untyped]
 from nfstream import NFStreamer  # type: ignore[import-untyped]
 from tapwatch.capture.metrics import CaptureMetrics
-from tapwatch.capture.plugin import FLUSHED, CicPlugin, FlowResult, MeterConfig
+from tapwatch.capture.plugin import FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
 from tapwatch.capture.source import PcapScan, check_interface, scan_pcap
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, make_flow_id
@@ -107,8 +107,11 @@ class RecordBuilder:
             tpl = communityid.FlowTuple(r.protocol, r.src_ip, r.dst_ip)
         return str(self._cid.calc(tpl))
 
-    def build(self, r: FlowResult) -> FlowRecord | None:
+    def build(self, r: FlowResult, capture_end_ms: int | None = None) -> FlowRecord | None:
         """Count the flow; return its record, or None for a one-packet flow (unless configured)."""
+        if r.reason == IDLE_OR_END:
+            idle = capture_end_ms is not None and capture_end_ms - r.last_ms >= self.config.idle_timeout_s * 1000
+            r = r._replace(reason=(ExpiryReason.IDLE if idle else ExpiryReason.END_OF_CAPTURE).value)
         m = self.metrics
         m.packets.inc(r.packets)
         m.bytes.inc(r.bytes)
@@ -162,11 +165,12 @@ class PcapSource:
             return
         plugin = CicPlugin(self.config.meter(live=False))
         source: Any = readable[0] if len(readable) == 1 else readable
+        end_ms = max(s.last_ms for s in self.scans)
         try:
             streamer = self.config.streamer(source, plugin)
             for nflow in streamer:
                 for result in nflow.udps.results:
-                    record = self.builder.build(result)
+                    record = self.builder.build(result, end_ms)
                     if record is not None:
                         yield record
         except ValueError as err:  # NFStream reports libpcap errors (bad BPF filter, unreadable file) so

@@ -33,6 +33,9 @@ from tapwatch.features.schema import ExpiryReason
 FLUSHED = "tapwatch:flushed"
 """Sent on the results queue once a stopping live meter has flushed every flow."""
 
+IDLE_OR_END = "idle_or_end"
+"""Pcap mode: NFStream expired the flow with no reason; the reader maps it to idle or end_of_capture."""
+
 _CARRY_LIMIT = 65_536  # continuation entries are consumed by the very next packet; this only bounds leaks
 
 
@@ -231,29 +234,34 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
     def _expire(self, flow: Any) -> None:
         st: _State | None = flow.udps.state
         if st is not None and st.cic is not None:
-            if flow.expiration_id == 1:
-                reason = ExpiryReason.FLOW_TIMEOUT
+            reason: str
+            if flow.expiration_id == -1:
+                reason = st.reason.value
+            else:
+                # NFStream's flow or idle timeout; a later packet of the same connection continues it.
                 cum = st.cic.carried_us + (st.cic.last_us - st.cic.start_us)
                 self._carry[_key_state(st)] = (st.src, cum, st.last_ms)
                 while len(self._carry) > _CARRY_LIMIT:
                     self._carry.popitem(last=False)
-            elif flow.expiration_id == -1:
-                reason = st.reason
-            elif self._clock_ms - st.last_ms >= self.config.idle_timeout_ms:
-                reason = ExpiryReason.IDLE
-            else:
-                reason = ExpiryReason.SHUTDOWN if self.config.live else ExpiryReason.END_OF_CAPTURE
+                if flow.expiration_id == 1:
+                    reason = ExpiryReason.FLOW_TIMEOUT.value
+                elif self.config.live:
+                    reason = ExpiryReason.IDLE.value
+                else:  # NFStream's end-of-file flush looks like an idle expiry; the reader tells them apart
+                    reason = IDLE_OR_END
             self._emit(flow, st, reason)
         flow.udps.state = None
         if self.config.live:
             self._open.pop(id(flow), None)
 
-    def _emit(self, flow: Any, st: _State, reason: ExpiryReason) -> None:
+    def _emit(self, flow: Any, st: _State, reason: ExpiryReason | str) -> None:
         cic = st.cic
         assert cic is not None
+        label = reason.value if isinstance(reason, ExpiryReason) else reason
+        start, last = cic.start_us // 1000, cic.last_us // 1000
         result = FlowResult(
-            st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol,
-            cic.start_us // 1000, cic.last_us // 1000, st.packets, st.bytes, reason.value, cic.values(), st.icmp,
+            st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol, start, last, st.packets, st.bytes, label,
+            cic.values(), st.icmp,
         )  # fmt: skip
         st.cic = None
         if self.config.live:

@@ -53,13 +53,24 @@ class PcapScan:
     bytes_read: int
     size: int
     problem: str | None = None
+    last_ms: int = 0
+    """Timestamp of the last readable packet, epoch milliseconds."""
 
     def message(self) -> str:
         return f"{self.path}: {self.problem}"
 
 
 def _open_checked(path: str) -> int:
-    p = Path(path)
+    try:
+        return _checked_size(Path(path))
+    except PermissionError as err:
+        raise BadInputError(path, "permission denied") from err
+    except OSError as err:
+        raise BadInputError(path, err.strerror or str(err)) from err
+
+
+def _checked_size(p: Path) -> int:
+    path = str(p)
     if not p.exists():
         raise BadInputError(path, "no such file")
     if p.is_dir():
@@ -83,7 +94,11 @@ def scan_pcap(path: str) -> PcapScan:
     not a pcap or pcapng file (starts with 6e6f7420)
     """
     size = _open_checked(str(path))
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed below; mmap needs the descriptor)
+    except OSError as err:
+        raise BadInputError(str(path), err.strerror or str(err)) from err
+    with fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
         head = m[:4]
         if head in _PCAP_MAGICS:
             return _scan_pcap(str(path), m, size, _PCAP_MAGICS[head])
@@ -96,37 +111,42 @@ def _scan_pcap(path: str, m: mmap.mmap, size: int, endian: str) -> PcapScan:
     if size < 24:
         raise BadInputError(path, f"truncated: {size} bytes, shorter than the 24-byte pcap header; 0 packets read")
     rec = struct.Struct(endian + "IIII")
-    off, n = 24, 0
+    frac_per_ms = 1_000_000 if m[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1000
+    off, n, last = 24, 0, 0
     while off < size:
         if off + 16 > size:
-            return PcapScan(path, n, off, size, _truncated(n, off, size))
-        _, _, incl, _ = rec.unpack_from(m, off)
+            return PcapScan(path, n, off, size, _truncated(n, off, size), last)
+        sec, frac, incl, _ = rec.unpack_from(m, off)
         if incl > _MAX_RECORD:
-            return PcapScan(path, n, off, size, _corrupt(n, off, size, f"record length {incl}"))
+            return PcapScan(path, n, off, size, _corrupt(n, off, size, f"record length {incl}"), last)
         if off + 16 + incl > size:
-            return PcapScan(path, n, off, size, _truncated(n, off, size))
+            return PcapScan(path, n, off, size, _truncated(n, off, size), last)
+        last = max(last, sec * 1000 + frac // frac_per_ms)
         off += 16 + incl
         n += 1
-    return PcapScan(path, n, off, size)
+    return PcapScan(path, n, off, size, None, last)
 
 
 def _scan_pcapng(path: str, m: mmap.mmap, size: int) -> PcapScan:
-    off, n, endian = 0, 0, "<"
+    off, n, endian, last = 0, 0, "<", 0
     while off < size:
         if off + 12 > size:
-            return PcapScan(path, n, off, size, _truncated(n, off, size))
+            return PcapScan(path, n, off, size, _truncated(n, off, size), last)
         btype_raw = m[off : off + 4]
         if btype_raw == _PCAPNG_SHB:
             bom = m[off + 8 : off + 12]
             endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
         btype, blen = struct.unpack_from(endian + "II", m, off)
         if blen < 12 or blen % 4 or blen > _MAX_RECORD:
-            return PcapScan(path, n, off, size, _corrupt(n, off, size, f"block length {blen}"))
+            return PcapScan(path, n, off, size, _corrupt(n, off, size, f"block length {blen}"), last)
         if off + blen > size:
-            return PcapScan(path, n, off, size, _truncated(n, off, size))
+            return PcapScan(path, n, off, size, _truncated(n, off, size), last)
+        if btype == 6 and blen >= 28:  # enhanced packet block; default resolution 1 µs (if_tsresol unset)
+            hi, lo = struct.unpack_from(endian + "II", m, off + 12)
+            last = max(last, ((hi << 32) | lo) // 1000)
         n += btype in _PCAPNG_PACKET_BLOCKS
         off += blen
-    return PcapScan(path, n, off, size)
+    return PcapScan(path, n, off, size, None, last)
 
 
 def _truncated(n: int, off: int, size: int) -> str:

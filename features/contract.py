@@ -149,10 +149,12 @@ def _defs() -> tuple[FeatureDef, ...]:
             FeatureDef(f"{direction} Bulk Rate Avg", _U.BYTES_PER_SECOND, f"{low} bulk bytes / bulk duration (s)"),
         ]
     d += [
-        FeatureDef("Subflow Fwd Packets", _U.PACKETS, "fwd packets / subflow count (gaps > 1 s); 0 if none"),
-        FeatureDef("Subflow Fwd Bytes", _U.BYTES, "fwd payload bytes / subflow count; 0 if none"),
-        FeatureDef("Subflow Bwd Packets", _U.PACKETS, "bwd packets / subflow count; 0 if none"),
-        FeatureDef("Subflow Bwd Bytes", _U.BYTES, "bwd payload bytes / subflow count; 0 if none"),
+        # The corrected release divides by the packet count (integer division); checked on every row of
+        # the subset. CICFlowMeter's public code divides by the number of gaps over 1 s instead.
+        FeatureDef("Subflow Fwd Packets", _U.PACKETS, "floor(fwd packets / packets), as the corrected release"),
+        FeatureDef("Subflow Fwd Bytes", _U.BYTES, "floor(fwd payload bytes / packets), as the corrected release"),
+        FeatureDef("Subflow Bwd Packets", _U.PACKETS, "floor(bwd packets / packets), as the corrected release"),
+        FeatureDef("Subflow Bwd Bytes", _U.BYTES, "floor(bwd payload bytes / packets), as the corrected release"),
         FeatureDef("FWD Init Win Bytes", _U.BYTES, "TCP window of the first packet if it is fwd, else 0"),
         FeatureDef("Bwd Init Win Bytes", _U.BYTES, "TCP window of the first bwd packet with a non-zero window"),
         FeatureDef("Fwd Act Data Pkts", _U.PACKETS, "fwd packets with at least 1 byte of payload"),
