@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from tapwatch.capture.cliutil import capture_config, run_guarded, setup_logging, timeout_options
 from tapwatch.capture.service import capture_command
 
@@ -38,6 +39,7 @@ def flows(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
 
     def body() -> int:
         from prometheus_client import CollectorRegistry
+
         from tapwatch.capture.flowcsv import write_csv
         from tapwatch.capture.meter import PcapSource
         from tapwatch.capture.metrics import CaptureMetrics

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
 from tapwatch.features.errors import BadInputError
 
 F = TypeVar("F", bound=Callable[..., Any])

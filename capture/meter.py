@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import communityid  # type: ignore[import-untyped]
-from nfstream import NFStreamer  # type: ignore[import-untyped]
+import communityid
+from nfstream import NFStreamer
+
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.plugin import FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
 from tapwatch.capture.source import PcapScan, check_interface, scan_pcap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+
 from tapwatch.features.schema import ExpiryReason
 
 BUILD_VERSION = "0.1.0"
@@ -29,8 +30,8 @@ class CaptureMetrics:
         self.packets = Counter("tapwatch_capture_packets", "Packets in closed flows.", registry=registry)
         self.bytes = Counter("tapwatch_capture_bytes", "Link-layer bytes in closed flows.", registry=registry)
         self.flows = Counter("tapwatch_capture_flows", "Flows closed, by expiry reason.", ["reason"], registry=registry)
-        for reason in ExpiryReason:
-            self.flows.labels(reason=reason.value)
+        for expiry in ExpiryReason:
+            self.flows.labels(reason=expiry.value)
         self.single_packet = Counter(
             "tapwatch_capture_single_packet_flows",
             "One-packet flows not emitted (CICFlowMeter writes no flow with fewer than 2 packets).",

@@ -26,7 +26,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from nfstream import NFPlugin  # type: ignore[import-untyped]
+from nfstream import NFPlugin
+
 from tapwatch.capture.cicflow import CicFlow, Packet, TcpState
 from tapwatch.features.schema import ExpiryReason
 
@@ -212,19 +213,20 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         if t > self._clock_ms:
             self._clock_ms = t
         st: _State = flow.udps.state
-        if st.cic is None:  # closed on the wall clock while quiet: this packet starts the next flow
-            flow.udps.state = st = self._start(packet, flow)
+        cic = st.cic
+        if cic is None:  # closed on the wall clock while quiet: this packet starts the next flow
+            flow.udps.state = self._start(packet, flow)
         else:
             p, icmp = decode(packet, (packet.direction == 0) != st.reversed)
             if st.protocol == 1 and icmp and st.icmp and icmp[0] != st.icmp[0] and icmp[1] != st.icmp[1]:
                 self._emit(flow, st, ExpiryReason.ICMP_CHANGE)
-                flow.udps.state = st = self._start(packet, flow)
+                flow.udps.state = self._start(packet, flow)
             else:
-                st.cic.add(p)
+                cic.add(p)
                 st.packets += 1
                 st.bytes += packet.raw_size
                 st.last_ms = t
-                if st.cic.tcp_state is TcpState.READY:
+                if cic.tcp_state is TcpState.READY:
                     st.reason = ExpiryReason.TCP_RST if p.flags & 0x04 else ExpiryReason.TCP_FIN
                     flow.expiration_id = -1
         if self.config.live:

@@ -17,6 +17,7 @@ import click
 from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from tapwatch.capture.cliutil import capture_config, run_guarded, timeout_options
 from tapwatch.capture.health import HealthServer
 from tapwatch.capture.meter import CaptureConfig, LiveSource, PcapSource

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import redis
+
 from tapwatch.features.errors import TapwatchError
 
 WINDOWS_STREAM = "tapwatch:windows"
@@ -170,7 +171,7 @@ class RedisBus:
         def run() -> list[str]:
             pipe = self.client.pipeline(transaction=False)
             for fields in entries:
-                pipe.xadd(stream, dict(fields))
+                pipe.xadd(stream, dict[Any, Any](fields))
             return [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
 
         return list(self._call(run))

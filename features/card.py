@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from tapwatch.features.contract import FEATURE_NAMES, TIME_RESOLUTION_US, feature_set_id
 from tapwatch.features.errors import ModelCardError
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
+
 from tapwatch.features.contract import TIME_FEATURES, TIME_RESOLUTION_US
 
 

@@ -15,8 +15,11 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+
 from tapwatch.features.contract import FEATURE_NAMES, feature_index
 from tapwatch.features.errors import SchemaError
+
+_Bytes = bytes  # FlowMeta has a field named "bytes"
 
 FLOW_SCHEMA_VERSION = 1
 WINDOW_SCHEMA_VERSION = 1
@@ -72,7 +75,7 @@ class FlowMeta:
         return json.dumps(d, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> FlowMeta:
+    def from_json(cls, text: str | _Bytes) -> FlowMeta:
         try:
             d = json.loads(text)
             d["expiry"] = ExpiryReason(d["expiry"])

@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+
 from tapwatch.features.card import ModelCard
 from tapwatch.features.contract import FEATURE_NAMES
 from tapwatch.features.errors import ModelCardError
@@ -83,7 +84,7 @@ class Windower:
         x = np.asarray(values, dtype=np.float64)
         if self._log1p:
             x = np.sign(x) * np.log1p(np.abs(x))
-        return ((x - self._center) / self._scale).astype(np.float32)
+        return np.asarray((x - self._center) / self._scale, dtype=np.float32)
 
     def add(self, record: FlowRecord) -> WindowEntry:
         """Append the record to its key's window and return the window as it now stands."""

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tapwatch.capture.cli import main
 
+from tapwatch.capture.cli import main
 from tests.conftest import need
 
 TAPWATCH = [sys.executable, "-m", "tapwatch.capture"]

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
 from tapwatch.features.bus import Bus, MemoryBus, RedisBus
 from tapwatch.features.contract import feature_set_id
 from tapwatch.features.errors import SchemaError

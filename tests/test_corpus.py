@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from tapwatch.capture.cli import main
 from tapwatch.capture.flowcsv import HEADER
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from scapy.all import ICMP, IP, TCP, UDP, Ether, wrpcap  # type: ignore[import-untyped]
+
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.features.schema import FlowRecord

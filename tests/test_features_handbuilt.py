@@ -16,11 +16,11 @@ from statistics import mean, stdev, variance
 
 import pytest
 from prometheus_client import CollectorRegistry
+
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.features.contract import FEATURE_NAMES
 from tapwatch.features.schema import ExpiryReason, FlowRecord
-
 from tests.pcapkit import CLIENT, ETHER_IP, MSS_ONLY, SERVER, SYN_OPTIONS, T0_MS, Conversation
 
 C, S = CLIENT, SERVER
@@ -287,7 +287,7 @@ def test_bulk_transfer(tmp_path: Path) -> None:
     assert c.frame_bytes() == frame_bytes
     # updateForwardBulk: bulk 1 = 4 packets 10..45 (3500 B, 35 ms) + the 5th at 60 (800 B, +15 ms);
     # bulk 2 = 1500..1800 (800 B, 300 ms). Fwd: 2 bulks, 9 packets, 5100 B, 350 ms.
-    # updateBackwardBulk: 70..110, 4 packets, 4000 B, 40 ms. 
+    # updateBackwardBulk: 70..110, 4 packets, 4000 B, 40 ms.
     expected = {
         "Protocol": 6, "Flow Duration": 1_822_000, "Total Fwd Packet": 15, "Total Bwd packets": 8,
         "Total Length of Fwd Packet": 5100, "Total Length of Bwd Packet": 4000,

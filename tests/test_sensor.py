@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+
 from tapwatch.capture.health import HealthServer
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
