@@ -54,6 +54,10 @@ def timeout_options(fn: F) -> F:
             help="Seconds that split active and idle periods (CICFlowMeter: 5).",
         ),
         click.option(
+            "--termination-linger", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
+            help="Seconds a TCP flow ended by RST or FIN/ACK waits for trailing packets before it is closed.",
+        ),
+        click.option(
             "--single-packet-flows/--no-single-packet-flows", default=False, show_default=True,
             help="Emit one-packet flows (CICFlowMeter and the training data have none).",
         ),
@@ -72,6 +76,7 @@ def capture_config(**kw: Any) -> Any:
         "idle_timeout_s": kw.get("idle_timeout") or kw["flow_timeout"],
         "activity_timeout_s": kw["activity_timeout"],
         "emit_single_packet_flows": kw["single_packet_flows"],
+        "termination_linger_s": kw["termination_linger"],
     }
     if kw.get("sensor"):
         cfg["sensor"] = kw["sensor"]

@@ -48,6 +48,9 @@ class CaptureConfig:
         A flow with no packet for this long is closed (on the capture clock; live also on the wall clock).
     emit_single_packet_flows
         CICFlowMeter writes no one-packet flow (the corrected CSVs hold none); they are counted, not emitted.
+    termination_linger_s
+        A TCP flow ready for termination (RST, or FINs both ways and the last ACK) takes later packets, as
+        CICFlowMeter does, until a SYN or until no packet came for this long; then it is closed.
     """
 
     sensor: str = field(default_factory=socket.gethostname)
@@ -56,6 +59,7 @@ class CaptureConfig:
     activity_timeout_s: float = 5.0
     idle_timeout_s: int = 120
     emit_single_packet_flows: bool = False
+    termination_linger_s: float = 2.0
     snaplen: int = 1536
     promiscuous: bool = True
 
@@ -64,6 +68,7 @@ class CaptureConfig:
             activity_timeout_us=int(self.activity_timeout_s * 1_000_000),
             idle_timeout_ms=self.idle_timeout_s * 1000,
             flow_timeout_ms=self.flow_timeout_s * 1000,
+            termination_linger_ms=int(self.termination_linger_s * 1000),
             live=live,
         )
 

@@ -3,8 +3,11 @@
 NFStream parses packets and keys flows; this plugin orients each flow as CICFlowMeter does, feeds every
 packet to a :class:`CicFlow`, and closes flows by CICFlowMeter's rules:
 
-* TCP FIN/RST: once a flow reaches CICFlowMeter's READY_FOR_TERMINATION state (a RST, or the ACK after
-  FINs from both sides) the plugin sets ``expiration_id = -1`` and NFStream emits it at once.
+* TCP FIN/RST: a flow that reached CICFlowMeter's READY_FOR_TERMINATION state (a RST, or the ACK after
+  FINs from both sides) still takes the packets that follow, as CICFlowMeter does (the release has 8,608
+  rows with two or more RSTs), until a SYN starts the next connection; tapwatch also closes it once no
+  packet came for ``termination_linger_ms`` (CICFlowMeter would wait for the flow timeout), so that a
+  finished connection is reported within seconds.
 * The 120 s flow timeout is NFStream's active timeout; a TCP connection that continues keeps its
   orientation and carries its elapsed time into ``Total TCP Flow Time`` (the ``carry`` table).
 * ICMP: a packet whose type and code both differ from the flow's starts a new flow.
@@ -28,7 +31,7 @@ from typing import Any, NamedTuple
 
 from nfstream import NFPlugin
 
-from tapwatch.capture.cicflow import CicFlow, Packet, TcpState
+from tapwatch.capture.cicflow import READY, RST, SYN, CicFlow
 from tapwatch.features.schema import ExpiryReason
 
 FLUSHED = "tapwatch:flushed"
@@ -65,6 +68,7 @@ class MeterConfig:
     activity_timeout_us: int = 5_000_000
     idle_timeout_ms: int = 120_000
     flow_timeout_ms: int = 120_000
+    termination_linger_ms: int = 2_000
     live: bool = False
     clock_interval_s: float = 0.5
 
@@ -87,14 +91,16 @@ class _State:
         self.reason = ExpiryReason.IDLE
 
 
-def decode(pkt: Any, fwd: bool) -> tuple[Packet, tuple[int, int] | None]:
-    """Read what CICFlowMeter reads of an NFStream packet: payload, header, flags, window, ICMP type.
+Decoded = tuple[int, int, int, int, "tuple[int, int] | None"]
+
+
+def decode(pkt: Any) -> Decoded:
+    """Read what CICFlowMeter reads of an NFStream packet: (payload, header, flags, window, icmp).
 
     TCP flags and window come from the raw TCP header; lengths from NFStream, which derives them from
-    the IP total length (Ethernet padding is never payload).
+    the IP total length (Ethernet padding is never payload). ICMP payload and header count 0.
     """
     proto = pkt.protocol
-    t = pkt.time * 1000
     if proto == 6:
         ip = pkt.ip_packet
         off = (ip[0] & 0x0F) * 4 if pkt.ip_version == 4 else (40 if len(ip) > 6 and ip[6] == 6 else -1)
@@ -106,16 +112,16 @@ def decode(pkt: Any, fwd: bool) -> tuple[Packet, tuple[int, int] | None]:
             flags |= pkt.ece << 6 | pkt.cwr << 7
             window = 0
         payload = pkt.payload_size
-        return Packet(t, fwd, payload, pkt.transport_size - payload, flags, window), None
+        return payload, pkt.transport_size - payload, flags, window, None
     if proto == 17:
-        return Packet(t, fwd, pkt.payload_size, 8, 0, 0), None
+        return pkt.payload_size, 8, 0, 0, None
     icmp = None
     if proto in (1, 58):
         ip = pkt.ip_packet
         off = (ip[0] & 0x0F) * 4 if pkt.ip_version == 4 else 40
         if len(ip) >= off + 2:
             icmp = (ip[off], ip[off + 1])
-    return Packet(t, fwd, 0, 0, 0, 0), icmp
+    return 0, 0, 0, 0, icmp
 
 
 def _key(pkt: Any) -> tuple[Any, ...]:
@@ -151,6 +157,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         self._clock_ms = 0
         self._carry: OrderedDict[tuple[Any, ...], tuple[tuple[Any, int], int, int]] = OrderedDict()
         self._open: OrderedDict[int, Any] = OrderedDict()  # live: NFStream flows by id(), LRU order
+        self._ready: OrderedDict[int, Any] = OrderedDict()  # live: flows ready for termination, LRU order
         self._lock: threading.Lock | None = None
         self._pid = -1
 
@@ -181,30 +188,31 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
             self._expire(flow)
 
     # -- flow logic ------------------------------------------------------------------------------
-    def _start(self, packet: Any, flow: Any) -> _State:
+    def _start(self, packet: Any, continues: bool = True) -> _State:
         """A new CIC flow starting with ``packet``: orientation, carried connection time, ICMP type."""
         t = packet.time
-        carry = self._carry.pop(_key(packet), None)
+        carry = self._carry.pop(_key(packet), None) if continues else None
         carried_us = 0
         if carry is not None and (packet.protocol == 6 or t - carry[2] <= self.config.flow_timeout_ms):
             src, cum_us, last_ms = carry
             reversed_ = (packet.src_ip, packet.src_port) != src
             if packet.protocol == 6:
                 carried_us = cum_us + (t - last_ms) * 1000
-        else:
+        else:  # FlowGenerator: a flow whose first packet is a SYN-ACK is oriented from the server
             reversed_ = packet.protocol == 6 and bool(packet.syn and packet.ack)
-        fwd = not reversed_
-        first, icmp = decode(packet, fwd)
+        payload, header, flags, window, icmp = decode(packet)
         # CICFlowMeter reads ICMP type and code for ICMPv4 only (jNetPcap's Icmp header).
         cic_icmp = icmp if packet.protocol == 1 else None
-        cic = CicFlow(packet.protocol, first, self.config.activity_timeout_us, cic_icmp, carried_us)
+        cfg = self.config
+        cic = CicFlow(packet.protocol, t * 1000, not reversed_, payload, header, flags, window,
+                      cfg.activity_timeout_us, cic_icmp, carried_us)  # fmt: skip
         return _State(packet, reversed_, cic, icmp)
 
     def _init(self, packet: Any, flow: Any) -> None:
         if packet.time > self._clock_ms:
             self._clock_ms = packet.time
         flow.udps.results = []
-        flow.udps.state = self._start(packet, flow)
+        flow.udps.state = self._start(packet)
         if self.config.live:
             self._open[id(flow)] = flow
 
@@ -215,29 +223,38 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         st: _State = flow.udps.state
         cic = st.cic
         if cic is None:  # closed on the wall clock while quiet: this packet starts the next flow
-            flow.udps.state = self._start(packet, flow)
+            flow.udps.state = self._start(packet)
         else:
-            p, icmp = decode(packet, (packet.direction == 0) != st.reversed)
-            if st.protocol == 1 and icmp and st.icmp and icmp[0] != st.icmp[0] and icmp[1] != st.icmp[1]:
+            payload, header, flags, window, icmp = decode(packet)
+            if cic.tcp_state == READY and (flags & SYN or t - st.last_ms > self.config.termination_linger_ms):
+                # FlowGenerator: a SYN on a flow ready for termination starts the next connection
+                self._emit(flow, st, st.reason)
+                flow.udps.state = self._start(packet, continues=False)
+            elif st.protocol == 1 and icmp and st.icmp and icmp[0] != st.icmp[0] and icmp[1] != st.icmp[1]:
                 self._emit(flow, st, ExpiryReason.ICMP_CHANGE)
-                flow.udps.state = self._start(packet, flow)
+                flow.udps.state = self._start(packet, continues=False)
             else:
-                cic.add(p)
+                was_ready = cic.tcp_state == READY
+                cic.add(t * 1000, (packet.direction == 0) != st.reversed, payload, header, flags, window)
                 st.packets += 1
                 st.bytes += packet.raw_size
                 st.last_ms = t
-                if cic.tcp_state is TcpState.READY:
-                    st.reason = ExpiryReason.TCP_RST if p.flags & 0x04 else ExpiryReason.TCP_FIN
-                    flow.expiration_id = -1
+                if cic.tcp_state == READY and not was_ready:
+                    st.reason = ExpiryReason.TCP_RST if flags & RST else ExpiryReason.TCP_FIN
         if self.config.live:
-            self._open[id(flow)] = flow
-            self._open.move_to_end(id(flow))
+            fid = id(flow)
+            self._open[fid] = flow
+            self._open.move_to_end(fid)
+            st = flow.udps.state
+            if st.cic is not None and st.cic.tcp_state == READY:
+                self._ready[fid] = flow
+                self._ready.move_to_end(fid)
 
     def _expire(self, flow: Any) -> None:
         st: _State | None = flow.udps.state
         if st is not None and st.cic is not None:
             reason: str
-            if flow.expiration_id == -1:
+            if st.cic.tcp_state == READY:
                 reason = st.reason.value
             else:
                 # NFStream's flow or idle timeout; a later packet of the same connection continues it.
@@ -255,6 +272,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         flow.udps.state = None
         if self.config.live:
             self._open.pop(id(flow), None)
+            self._ready.pop(id(flow), None)
 
     def _emit(self, flow: Any, st: _State, reason: ExpiryReason | str) -> None:
         cic = st.cic
@@ -279,25 +297,30 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         self._lock = threading.Lock()
         threading.Thread(target=self._clock, name="tapwatch-meter-clock", daemon=True).start()
 
+    def _expire_quiet(self, flows: OrderedDict[int, Any], now: int, quiet_ms: int) -> None:
+        """Emit flows (least recently active first) with no packet for ``quiet_ms``."""
+        while flows:
+            fid, flow = next(iter(flows.items()))
+            st = flow.udps.state
+            if st is not None and st.cic is not None:
+                if now - st.last_ms < quiet_ms:
+                    return
+                self._emit(flow, st, st.reason if st.cic.tcp_state == READY else ExpiryReason.IDLE)
+            del flows[fid]
+
     def _clock(self) -> None:
         """Expire flows idle on the wall clock; on stop, flush everything and end the meter process."""
         assert self._lock is not None
         while not self.stop.wait(self.config.clock_interval_s):
             now = max(int(time.time() * 1000), self._clock_ms)
             with self._lock:
-                while self._open:  # least recently active first
-                    fid, flow = next(iter(self._open.items()))
-                    st = flow.udps.state
-                    if st is not None and st.cic is not None:
-                        if now - st.last_ms < self.config.idle_timeout_ms:
-                            break
-                        self._emit(flow, st, ExpiryReason.IDLE)
-                    del self._open[fid]
+                self._expire_quiet(self._ready, now, self.config.termination_linger_ms)
+                self._expire_quiet(self._open, now, self.config.idle_timeout_ms)
         with self._lock:
             for flow in list(self._open.values()):
                 st = flow.udps.state
                 if st is not None and st.cic is not None:
-                    self._emit(flow, st, ExpiryReason.SHUTDOWN)
+                    self._emit(flow, st, st.reason if st.cic.tcp_state == READY else ExpiryReason.SHUTDOWN)
             self._open.clear()
             self.results.put(FLUSHED)
         # The queue's feeder thread must write everything before this process ends.

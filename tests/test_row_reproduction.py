@@ -5,8 +5,8 @@ Each case names one row of ``../shared/datasets/cic-ids2017/engelen_improved_sam
 row implies, using CICFlowMeter's rules (``BasicFlow`` / ``FlowGenerator``): lengths are TCP/UDP payload
 bytes, header lengths the TCP data offset × 4 (so TCP options give 24/32/40) or 8 for UDP, ``FWD Init Win
 Bytes`` is the first packet's window, fwd is the direction of the first packet. The sensor must emit one
-flow equal to the row at its own resolution, i.e. to ``quantize_row(row)`` for all 82 features, with two
-documented exceptions:
+flow equal to the row at its own resolution, i.e. to ``quantize_row(row)`` for all 82 features, with one
+documented exception:
 
 * Resolution. The mean or std of 2+ gaps measured in whole milliseconds is in general not a whole number
   of milliseconds, so ``quantize_row`` (which rounds it to one) cannot be the sensor's value for it. For
@@ -14,12 +14,12 @@ documented exceptions:
   ``quantize_row``; :func:`test_packets_are_the_rows` checks the µs timeline itself against the row. A
   duration or a gap from the first packet rounds exactly; other gaps (max, min) can round 1 ms apart from
   ``quantize_row``, so the SSH timeline below was chosen to round consistently.
-* The CICFlowMeter build that wrote the subset departs from the reference Java (the corrected CICFlowMeter's
-  ``BasicFlow``) on two columns, and the sensor follows the reference (:data:`ACT_DATA`, :data:`BWD_WIN`).
-  Those columns are asserted on their own, as strict xfails that pass once the sensor follows the subset's
-  build, as it already does for the Subflow columns.
 
-TCP flows with packets after the first RST are the sensor's own bug (:data:`RST_CONTINUES`): strict xfails.
+Where the CICFlowMeter build that wrote the subset departs from the reference Java, the sensor follows the
+subset, because models learn from it; these rows pin that down: ``Fwd Act Data Pkts`` leaves out the first
+packet (DNS row: 0), ``Bwd Init Win Bytes`` is the last backward packet's window (SSH row: 247, not the
+SYN-ACK's 28960), and packets after a RST stay in the flow until a SYN or the flow timeout (the two
+Infiltration-Portscan rows with two RST-ACKs).
 
 Subflow columns: in this subset they are ``floor(total / packets)`` on every row (that build's
 ``detectUpdateSubflows`` tests ``(ts - (sfLastPacketTS)/(double)1000000) > 1.0``, true for every packet,
@@ -30,8 +30,7 @@ divides as the subset does, so no row is avoided for them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,34 +54,12 @@ from tests.rowkit import (
 
 pytestmark = pytest.mark.shared
 
-ACT_DATA = (
-    "the subset's build does not count the flow's first packet in Fwd Act Data Pkts (ahlashkari/CICFlowMeter "
-    "BasicFlow.firstPacket has no Act_data_pkt_forward++; in BENIGN_5000 all 3,207 rows whose fwd packets all "
-    "carry data have Fwd Act Data Pkts = fwd packets - 1); the reference BasicFlow.firstPacket counts it, as the "
-    "sensor does"
-)
-BWD_WIN = (
-    "the subset's Bwd Init Win Bytes is the last bwd packet's window (ahlashkari/CICFlowMeter BasicFlow.addPacket "
-    "sets Init_Win_bytes_backward for every bwd packet: it is 0 on exactly the 3,952 FTP-Patator rows that have "
-    "a bwd RST, 235 on all 4,482 DoS Hulk and 229 on all 5,000 DDoS rows with a SYN-ACK, scaled windows that no "
-    "SYN-ACK carries); the reference BasicFlow.addPacket keeps the first non-zero bwd window (here the "
-    "SYN-ACK's 28960), as the sensor does"
-)
-RST_CONTINUES = (
-    "extractor wrong: the plugin emits a TCP flow as soon as it reaches READY_FOR_TERMINATION (the first RST), "
-    "so the row's later RST-ACK starts a new one-packet flow; FlowGenerator.addPacket only closes a READY flow "
-    "when a packet with SYN arrives (or on the 120 s flow timeout) and adds every other packet, here the "
-    "second RST-ACK, to it"
-)
-
-
 @dataclass(frozen=True)
 class Case:
-    """A row, its inferred packets, and columns on which the subset's build departs from the reference."""
+    """A row and its inferred packets."""
 
     ref: RowRef
     packets: tuple[Pkt, ...]
-    dataset_rules: Mapping[str, str] = field(default_factory=dict)
 
 
 def syn_probe(at_us: int) -> Pkt:
@@ -131,7 +108,6 @@ SSH_PATATOR = Case(
     RowRef("SSH-Patator_2961.csv.gz", 79302, "172.16.0.1-192.168.10.50-52040-22-6", "2017-07-04 18:07:05.366967",
            "SSH-Patator"),
     tuple(Pkt(t, d, f, n, 40 if "S" in f else 32, w) for t, d, f, n, w in _SSH),
-    {"Bwd Init Win Bytes": BWD_WIN},
 )  # fmt: skip
 
 # (c) Benign DNS over UDP: one 62-byte query to port 53, one 112-byte answer 23081 µs later.
@@ -139,7 +115,6 @@ DNS = Case(
     RowRef("BENIGN_5000.csv.gz", 66239, "192.168.10.3-192.168.10.1-61782-53-17", "2017-07-07 17:36:04.177262",
            "BENIGN"),
     (Pkt(0, FWD, payload=62), Pkt(23081, BWD, payload=112)),
-    {"Fwd Act Data Pkts": ACT_DATA},
 )  # fmt: skip
 
 # ICMP echo request (type 8 code 0) and its reply 18 µs later: ICMP Type/Code are the first packet's; the
@@ -179,7 +154,6 @@ INFILTRATION_2SYN_2RST = Case(
     (syn_probe(0), syn_probe(1), Pkt(6, BWD, "RA"), Pkt(55, BWD, "RA")),
 )  # fmt: skip
 
-_XFAIL_RST = pytest.mark.xfail(strict=True, reason=RST_CONTINUES)
 CASES = [
     pytest.param(PORTSCAN, id="portscan-syn-rstack"),
     pytest.param(SSH_PATATOR, id="ssh-patator"),
@@ -187,17 +161,9 @@ CASES = [
     pytest.param(ICMP_ECHO, id="portscan-icmp-echo"),
     pytest.param(ICMP_UNREACHABLE, id="benign-icmp-unreachable"),
     pytest.param(INFILTRATION_2SYN, id="infiltration-portscan-2syn"),
-    pytest.param(INFILTRATION_RST_RST, id="infiltration-portscan-syn-rst-rst", marks=_XFAIL_RST),
-    pytest.param(INFILTRATION_2SYN_2RST, id="infiltration-portscan-2syn-2rst", marks=_XFAIL_RST),
+    pytest.param(INFILTRATION_RST_RST, id="infiltration-portscan-syn-rst-rst"),
+    pytest.param(INFILTRATION_2SYN_2RST, id="infiltration-portscan-2syn-2rst"),
 ]
-DIVERGING = [
-    pytest.param(c, id=p.id, marks=pytest.mark.xfail(strict=True, reason="; ".join(c.dataset_rules.values())))
-    for p in CASES
-    for c in p.values
-    if isinstance(c, Case) and c.dataset_rules
-]
-
-
 def sensor_flow(case: Case, tmp_path: Path) -> dict[str, float]:
     """The features of the one flow the sensor emits for the case's packets."""
     pcap = write_pcap(tmp_path / "row.pcap", load_row(case.ref), case.packets)
@@ -226,18 +192,8 @@ def test_packets_are_the_rows(case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_row_reproduced(case: Case, tmp_path: Path) -> None:
-    """One flow whose 82 features equal the row at the sensor's resolution (except ``dataset_rules``)."""
+    """One flow whose 82 features equal the row at the sensor's resolution."""
     got = sensor_flow(case, tmp_path)
     expected = expected_at_sensor(case)
-    names = [n for n in FEATURE_NAMES if n not in case.dataset_rules]
-    wrong = mismatches(got, expected, names)
-    assert not wrong, f"{case.ref}:\n" + "\n".join(wrong)
-
-
-@pytest.mark.parametrize("case", DIVERGING)
-def test_dataset_build_columns(case: Case, tmp_path: Path) -> None:
-    """The columns where the subset's CICFlowMeter build departs from the reference: the row's values."""
-    got = sensor_flow(case, tmp_path)
-    expected = expected_at_sensor(case)
-    wrong = mismatches(got, expected, case.dataset_rules)
+    wrong = mismatches(got, expected, FEATURE_NAMES)
     assert not wrong, f"{case.ref}:\n" + "\n".join(wrong)
