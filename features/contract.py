@@ -11,8 +11,9 @@ SYN-ACK). Packet lengths are transport payload bytes (TCP/UDP payload from the I
 Ethernet padding is never counted; 0 for ICMP and other protocols), header lengths are transport header
 bytes (TCP data offset × 4, 8 for UDP, 0 otherwise), as in CICFlowMeter's ``BasicPacketInfo``.
 
-Time resolution: NFStream timestamps packets in whole milliseconds, so every time feature is a
-difference of millisecond timestamps expressed in microseconds (a multiple of 1000).
+Time resolution: NFStream timestamps packets in whole milliseconds, so every duration and gap is a
+difference of millisecond timestamps expressed in microseconds (a multiple of 1000); means and standard
+deviations of several gaps need not be.
 :mod:`tapwatch.features.resolution` maps training rows measured at 1 µs onto that resolution.
 
 >>> len(FEATURES)
@@ -156,8 +157,10 @@ def _defs() -> tuple[FeatureDef, ...]:
         FeatureDef("Subflow Bwd Packets", _U.PACKETS, "floor(bwd packets / packets), as the corrected release"),
         FeatureDef("Subflow Bwd Bytes", _U.BYTES, "floor(bwd payload bytes / packets), as the corrected release"),
         FeatureDef("FWD Init Win Bytes", _U.BYTES, "TCP window of the first packet if it is fwd, else 0"),
-        FeatureDef("Bwd Init Win Bytes", _U.BYTES, "TCP window of the first bwd packet with a non-zero window"),
-        FeatureDef("Fwd Act Data Pkts", _U.PACKETS, "fwd packets with at least 1 byte of payload"),
+        # The release's build overwrites it with every bwd packet (0 on all FTP-Patator rows ending in a RST).
+        FeatureDef("Bwd Init Win Bytes", _U.BYTES, "TCP window of the last bwd packet, as the corrected release"),
+        # The release's build does not count the first packet (at most fwd packets - 1 in 99.98 % of rows).
+        FeatureDef("Fwd Act Data Pkts", _U.PACKETS, "fwd packets after the first with >= 1 byte of payload"),
         FeatureDef("Fwd Seg Size Min", _U.BYTES, "smallest fwd transport header length"),
     ]
     for kind, what in (("Active", "active period (gaps <= activity timeout)"), ("Idle", "idle gap > activity timeout")):
