@@ -39,6 +39,8 @@ from tapwatch.features.errors import TapwatchError
 
 log = logging.getLogger(__name__)
 
+Result = subprocess.CompletedProcess[str]
+
 _SEQ = itertools.count()  # with the PID, names stay unique across processes and across uses in one process
 
 
@@ -131,9 +133,6 @@ class NsPair:
         if proc in self.procs:
             self.procs.remove(proc)
         return code
-
-
-Result = subprocess.CompletedProcess[str]
 
 
 def _ip(*args: str, timeout: float = 30.0) -> Result:
