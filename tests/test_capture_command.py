@@ -94,7 +94,7 @@ def test_live_capture_on_loopback_serves_health_emits_quiet_flows_and_flushes_on
         exchange(udp_echo, b"last one")  # still open at shutdown: flushed by SIGTERM
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
