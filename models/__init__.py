@@ -1,0 +1,1 @@
+"""tapwatch.models: training, evaluation and reports for the detection models."""
