@@ -88,6 +88,8 @@ def subflow(fwd_n: int, fwd_bytes: int, bwd_n: int, bwd_bytes: int) -> dict[str,
     n = fwd_n + bwd_n
     return {"Subflow Fwd Packets": fwd_n // n, "Subflow Fwd Bytes": fwd_bytes // n,
             "Subflow Bwd Packets": bwd_n // n, "Subflow Bwd Bytes": bwd_bytes // n}  # fmt: skip
+
+
 NO_ACTIVE_IDLE = {f"{k} {s}": 0.0 for k in ("Active", "Idle") for s in ("Mean", "Std", "Max", "Min")}
 NOT_ICMP = {"ICMP Code": -1, "ICMP Type": -1}
 NO_URG = {"Fwd URG Flags": 0, "Bwd URG Flags": 0}

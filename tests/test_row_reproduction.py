@@ -54,6 +54,7 @@ from tests.rowkit import (
 
 pytestmark = pytest.mark.shared
 
+
 @dataclass(frozen=True)
 class Case:
     """A row and its inferred packets."""
@@ -164,6 +165,8 @@ CASES = [
     pytest.param(INFILTRATION_RST_RST, id="infiltration-portscan-syn-rst-rst"),
     pytest.param(INFILTRATION_2SYN_2RST, id="infiltration-portscan-2syn-2rst"),
 ]
+
+
 def sensor_flow(case: Case, tmp_path: Path) -> dict[str, float]:
     """The features of the one flow the sensor emits for the case's packets."""
     pcap = write_pcap(tmp_path / "row.pcap", load_row(case.ref), case.packets)
