@@ -195,8 +195,15 @@ def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     far = fp / (fp + tn) if fp + tn else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "far": far,
-            "accuracy": (tp + tn) / len(y_true), "fn": fn, "fp": fp}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "far": far,
+        "accuracy": (tp + tn) / len(y_true),
+        "fn": fn,
+        "fp": fp,
+    }
 
 
 def _forest(cfg: Config, seed: int, x: np.ndarray, y: np.ndarray) -> RandomForestClassifier:
@@ -218,16 +225,29 @@ def run_one(data: Data, protocol: SplitProtocol, seed: int, cfg: Config) -> dict
         binary, multi = fitted[res]
         pred = binary.predict(x[test])
         row: dict[str, Any] = binary_metrics(data.attack[test], pred)
-        row["macro_f1"] = float(f1_score(y_label, multi.predict(x[test]), labels=present,
-                                         average="macro", zero_division=0))
+        row["macro_f1"] = float(
+            f1_score(y_label, multi.predict(x[test]), labels=present, average="macro", zero_division=0)
+        )
         row["flagged_by_class"] = {str(c): float(pred[y_label == c].mean()) for c in present}
         scores[variant.value] = row
-    log.info("protocol=%s seed=%s A.f1=%.5f B.f1=%.5f C.f1=%.5f", protocol.value, seed,
-             scores["A"]["f1"], scores["B"]["f1"], scores["C"]["f1"])
+    log.info(
+        "protocol=%s seed=%s A.f1=%.5f B.f1=%.5f C.f1=%.5f",
+        protocol.value,
+        seed,
+        scores["A"]["f1"],
+        scores["B"]["f1"],
+        scores["C"]["f1"],
+    )
     counts = pd.Series(y_label).value_counts()
-    return {"protocol": protocol.value, "seed": seed, "n_train": int(train.size), "n_test": int(test.size),
-            "n_test_attack": int(data.attack[test].sum()),
-            "n_test_by_class": {str(c): int(counts[c]) for c in present}, "scores": scores}
+    return {
+        "protocol": protocol.value,
+        "seed": seed,
+        "n_train": int(train.size),
+        "n_test": int(test.size),
+        "n_test_attack": int(data.attack[test].sum()),
+        "n_test_by_class": {str(c): int(counts[c]) for c in present},
+        "scores": scores,
+    }
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -247,8 +267,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for v, w in (("B", "A"), ("C", "A"), ("C", "B"))
         }
         classes = mine[0]["A"]["flagged_by_class"].keys()
-        flagged = {v.value: {c: float(np.mean([s[v.value]["flagged_by_class"][c] for s in mine])) for c in classes}
-                   for v in Variant}
+        flagged = {
+            v.value: {c: float(np.mean([s[v.value]["flagged_by_class"][c] for s in mine])) for c in classes}
+            for v in Variant
+        }
         out[protocol.value] = {"variants": per_variant, "paired_deltas": deltas, "flagged_by_class": flagged}
     return out
 
@@ -262,8 +284,14 @@ def time_split_composition(data: Data, test_size: float) -> dict[str, list[int]]
 
 def environment() -> dict[str, str]:
     """Interpreter, libraries and machine, for the report."""
-    return {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
-            "scikit-learn": sklearn.__version__, "platform": platform.platform(), "cpus": str(os.cpu_count())}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+    }
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -275,13 +303,22 @@ def run(cfg: Config) -> dict[str, Any]:
     runs = [run_one(data, p, seed, cfg) for p in SplitProtocol for seed in cfg.seeds]
     return {
         "command": COMMAND,
-        "config": {"seeds": list(cfg.seeds), "n_trees": cfg.n_trees, "n_jobs": cfg.n_jobs,
-                   "test_size": cfg.test_size, "time_resolution_us": TIME_RESOLUTION_US,
-                   "features": list(FEATURE_NAMES), "time_features": list(TIME_FEATURES),
-                   "data_dir": os.path.relpath(cfg.data_dir, REPO_ROOT)},
-        "dataset": {"rows": len(frame), "files": files,
-                    "classes": {str(k): int(v) for k, v in frame["Label"].value_counts().items()},
-                    "time_split_train_test_by_class": time_split_composition(data, cfg.test_size)},
+        "config": {
+            "seeds": list(cfg.seeds),
+            "n_trees": cfg.n_trees,
+            "n_jobs": cfg.n_jobs,
+            "test_size": cfg.test_size,
+            "time_resolution_us": TIME_RESOLUTION_US,
+            "features": list(FEATURE_NAMES),
+            "time_features": list(TIME_FEATURES),
+            "data_dir": os.path.relpath(cfg.data_dir, REPO_ROOT),
+        },
+        "dataset": {
+            "rows": len(frame),
+            "files": files,
+            "classes": {str(k): int(v) for k, v in frame["Label"].value_counts().items()},
+            "time_split_train_test_by_class": time_split_composition(data, cfg.test_size),
+        },
         "quantisation": quantisation_stats(frame, data),
         "summary": summarise(runs),
         "runs": runs,
@@ -302,8 +339,10 @@ def _delta(s: dict[str, float]) -> str:
 
 
 def _headline(summary: dict[str, Any]) -> list[str]:
-    lines = ["| protocol | variant | attack P | attack R | attack F1 | FAR | multi-class macro-F1 | FN | FP |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| protocol | variant | attack P | attack R | attack F1 | FAR | multi-class macro-F1 | FN | FP |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for p in SplitProtocol:
         for v in Variant:
             m = summary[p.value]["variants"][v.value]
@@ -326,8 +365,10 @@ def _deltas(summary: dict[str, Any]) -> list[str]:
 
 def _families(result: dict[str, Any]) -> list[str]:
     summary, comp = result["summary"], result["dataset"]["time_split_train_test_by_class"]
-    lines = ["| class | random: test rows (seed 0) | A | B | C | time: train / test rows | A | B | C |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| class | random: test rows (seed 0) | A | B | C | time: train / test rows | A | B | C |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c, (n_tr, n_te) in comp.items():
         rnd = summary["random"]["flagged_by_class"]
         tim = summary["time"]["flagged_by_class"]
@@ -345,18 +386,25 @@ def _quantisation(q: dict[str, Any]) -> list[str]:
     def row(text: str, k: int) -> str:
         return f"| {text} | {k:,} | {k / n:.2%} |"
 
-    lines = ["| rows of the subset | count | share |", "|---|---|---|",
-             row("any of the 24 time features changes", q["rows_time_feature_changed"]),
-             row("any of the 4 recomputed rates changes", q["rows_rate_feature_changed"]),
-             row("Flow Duration < 1 ms (1000 µs)", q["flow_duration_lt_1ms"]),
-             row("… of them BENIGN", q["flow_duration_lt_1ms_benign"]),
-             row("… of them attack", q["flow_duration_lt_1ms_attack"]),
-             row("Flow Duration < 500 µs: rounds to 0, so rates become -1 / 0", q["flow_duration_rounds_to_0"]),
-             row("Flow Duration = 0 in the µs data", q["flow_duration_zero_before"])]
-    lines += ["", f"Median relative change of Flow Duration for flows ≥ 1 ms: "
-              f"{q['flow_duration_ge_1ms_median_relative_change']:.2e}.", "",
-              "Flows shorter than 1 ms by class (short / all): " + "; ".join(
-                  f"{c} {s:,}/{a:,}" for c, (s, a) in sorted(q["flow_duration_lt_1ms_by_class"].items()))]
+    lines = [
+        "| rows of the subset | count | share |",
+        "|---|---|---|",
+        row("any of the 24 time features changes", q["rows_time_feature_changed"]),
+        row("any of the 4 recomputed rates changes", q["rows_rate_feature_changed"]),
+        row("Flow Duration < 1 ms (1000 µs)", q["flow_duration_lt_1ms"]),
+        row("… of them BENIGN", q["flow_duration_lt_1ms_benign"]),
+        row("… of them attack", q["flow_duration_lt_1ms_attack"]),
+        row("Flow Duration < 500 µs: rounds to 0, so rates become -1 / 0", q["flow_duration_rounds_to_0"]),
+        row("Flow Duration = 0 in the µs data", q["flow_duration_zero_before"]),
+    ]
+    lines += [
+        "",
+        f"Median relative change of Flow Duration for flows ≥ 1 ms: "
+        f"{q['flow_duration_ge_1ms_median_relative_change']:.2e}.",
+        "",
+        "Flows shorter than 1 ms by class (short / all): "
+        + "; ".join(f"{c} {s:,}/{a:,}" for c, (s, a) in sorted(q["flow_duration_lt_1ms_by_class"].items())),
+    ]
     return lines
 
 
@@ -372,10 +420,12 @@ def _verdict(d: dict[str, float]) -> str:
 
 def _effect(d: dict[str, Any], n_attack: int) -> str:
     f1, mf1 = d["f1"], d["macro_f1"]
-    return (f"attack F1 {f1['mean']:+.5f} [{f1['min']:+.5f}, {f1['max']:+.5f}] ({_verdict(f1)}), "
-            f"missed attacks {d['fn']['mean']:+.1f} of {n_attack:,}, "
-            f"FAR {d['far']['mean']:+.5f} ({_verdict(d['far'])}), "
-            f"multi-class macro-F1 {mf1['mean']:+.5f} ({_verdict(mf1)})")
+    return (
+        f"attack F1 {f1['mean']:+.5f} [{f1['min']:+.5f}, {f1['max']:+.5f}] ({_verdict(f1)}), "
+        f"missed attacks {d['fn']['mean']:+.1f} of {n_attack:,}, "
+        f"FAR {d['far']['mean']:+.5f} ({_verdict(d['far'])}), "
+        f"multi-class macro-F1 {mf1['mean']:+.5f} ({_verdict(mf1)})"
+    )
 
 
 def _conclusion(result: dict[str, Any]) -> list[str]:
@@ -389,7 +439,8 @@ def _conclusion(result: dict[str, Any]) -> list[str]:
             f"- **{PROTOCOL_TEXT[p]}**: attack F1 A {a:.4f}, B {b:.4f}, C {c:.4f}.{note} "
             f"B − A (training on ms-rounded values): {_effect(s['paired_deltas']['B-A'], n_attack)}. "
             f"C − A (µs-trained model fed ms values): {_effect(s['paired_deltas']['C-A'], n_attack)}. "
-            f"C − B: {_effect(s['paired_deltas']['C-B'], n_attack)}.")
+            f"C − B: {_effect(s['paired_deltas']['C-B'], n_attack)}."
+        )
     ba = {p: summary[p.value]["paired_deltas"]["B-A"] for p in SplitProtocol}
     rnd, tim = SplitProtocol.RANDOM, SplitProtocol.TIME
     lines.append(
@@ -399,7 +450,8 @@ def _conclusion(result: dict[str, Any]) -> list[str]:
         f"{ba[rnd]['macro_f1']['mean']:+.5f} and {ba[tim]['macro_f1']['mean']:+.5f}. The issue's single data point "
         f"was {ISSUE_POINT}. B is what tapwatch does: training and live inputs share one resolution, so the "
         "offline numbers are the ones the sensor can reach; C is the mismatch a µs-trained model would carry "
-        "into production.")
+        "into production."
+    )
     return lines
 
 
@@ -432,25 +484,52 @@ def render(result: dict[str, Any]) -> str:
         "# Time resolution: µs (CSVs) vs ms (sensor) features, Random Forest",
         "",
         "Generated by `models/resolution_check.py`; do not edit by hand. Regenerate from the repo root with:",
-        "", f"    {result['command']}", "", *_intro(result),
-        "", "## Results (mean ± sample std over seeds)", "", *_headline(result["summary"]), "",
-        "FAR = false positive rate on BENIGN. FN / FP = missed attacks / false alarms on the test set.", "",
-        "## Paired differences (same split and seed), mean ± std [min, max]", "", *_deltas(result["summary"]), "",
-        "## Conclusion", "", *_conclusion(result), "",
-        "## What quantisation changes", "", *_quantisation(q), "",
-        "## Share flagged as attack by class (binary forest, mean over seeds; for BENIGN this is the FAR)", "",
-        *_families(result), "",
-        "## Caveats", "",
+        "",
+        f"    {result['command']}",
+        "",
+        *_intro(result),
+        "",
+        "## Results (mean ± sample std over seeds)",
+        "",
+        *_headline(result["summary"]),
+        "",
+        "FAR = false positive rate on BENIGN. FN / FP = missed attacks / false alarms on the test set.",
+        "",
+        "## Paired differences (same split and seed), mean ± std [min, max]",
+        "",
+        *_deltas(result["summary"]),
+        "",
+        "## Conclusion",
+        "",
+        *_conclusion(result),
+        "",
+        "## What quantisation changes",
+        "",
+        *_quantisation(q),
+        "",
+        "## Share flagged as attack by class (binary forest, mean over seeds; for BENIGN this is the FAR)",
+        "",
+        *_families(result),
+        "",
+        "## Caveats",
+        "",
         "- `quantize_columns` rounds each µs value; the sensor takes differences of ms timestamps, so a live gap of "
         "0.6 ms reads 0 or 1 ms depending on where it falls, and IAT means and stds are computed from rounded "
         "gaps rather than rounded afterwards. B is the training-side mapping, not a replay of live measurement.",
         "- The time split's test part holds classes never seen in training; its multi-class macro-F1 counts them.",
-        "", "## Reproducibility", "",
-        "| file (uncompressed) | rows | sha256 | matches SHA256SUMS |", "|---|---|---|---|",
-        *[f"| {f['file']} | {f['rows']:,} | `{f['sha256']}` | {'yes' if f['matches_SHA256SUMS'] else 'NO'} |"
-          for f in result["dataset"]["files"]],
-        "", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
-        f"Wall time: {result['wall_time_s']} s (load, quantise, {4 * len(runs)} forest fits, scoring).", "",
+        "",
+        "## Reproducibility",
+        "",
+        "| file (uncompressed) | rows | sha256 | matches SHA256SUMS |",
+        "|---|---|---|---|",
+        *[
+            f"| {f['file']} | {f['rows']:,} | `{f['sha256']}` | {'yes' if f['matches_SHA256SUMS'] else 'NO'} |"
+            for f in result["dataset"]["files"]
+        ],
+        "",
+        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
+        f"Wall time: {result['wall_time_s']} s (load, quantise, {4 * len(runs)} forest fits, scoring).",
+        "",
     ]
     return "\n".join(out)
 
