@@ -22,7 +22,7 @@ import communityid
 from nfstream import NFStreamer
 
 from tapwatch.capture.metrics import CaptureMetrics
-from tapwatch.capture.plugin import FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
+from tapwatch.capture.plugin import CAPTURE_DELAY_MS, FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
 from tapwatch.capture.source import PcapScan, check_interface, scan_pcap
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, make_flow_id
@@ -208,9 +208,11 @@ class LiveSource:
         self.builder = RecordBuilder(config, metrics)
         self.flush_timeout_s = flush_timeout_s
         ctx = multiprocessing.get_context("fork")  # NFStream's meters are forked from this process
-        self._results: Any = ctx.Queue()
+        # Bounded: when the reader falls behind, the meter blocks and the kernel drops (and counts) packets.
+        self._results: Any = ctx.Queue(maxsize=32_767)
         self._stop_meter: Any = ctx.Event()
         self._stopping = threading.Event()
+        self._ended = threading.Event()
         self._error: BaseException | None = None
         self._it: Any = None
         self.running = threading.Event()
@@ -228,7 +230,7 @@ class LiveSource:
         except BaseException as err:  # a failing capture must reach the reader, not die in a thread
             self._error = err
         finally:
-            self._results.put(None)
+            self._ended.set()
 
     def records(self) -> Iterator[FlowRecord]:
         plugin = CicPlugin(self.config.meter(live=True), results=self._results, stop=self._stop_meter)
@@ -237,38 +239,40 @@ class LiveSource:
         except ValueError as err:
             raise BadInputError(self.interface, str(err)) from err
         self._it = iter(streamer)
-        drain = threading.Thread(target=self._drain, name="tapwatch-nfstream", daemon=True)
-        drain.start()
+        threading.Thread(target=self._drain, name="tapwatch-nfstream", daemon=True).start()
         self.running.set()
+        flush_at: float | None = None
         deadline: float | None = None
         next_poll = 0.0
         while True:
-            if time.monotonic() >= next_poll:
+            now = time.monotonic()
+            if now >= next_poll:
                 self._poll_kernel_drops()
-                next_poll = time.monotonic() + 1.0
-            if self._stopping.is_set() and deadline is None:
+                next_poll = now + 1.0
+            if self._stopping.is_set() and flush_at is None:
+                # libpcap hands packets to NFStream in blocks retired after up to 1 s: wait for the last one.
+                flush_at = now + CAPTURE_DELAY_MS / 1000
+            if flush_at is not None and deadline is None and now >= flush_at:
                 self._stop_meter.set()
-                deadline = time.monotonic() + self.flush_timeout_s
+                deadline = now + self.flush_timeout_s
             try:
                 item = self._results.get(timeout=0.2)
             except queue.Empty:
+                if self._ended.is_set() and self._error is not None:
+                    raise BadInputError(self.interface, str(self._error)) from self._error
                 if deadline is not None and time.monotonic() > deadline:
                     log.info("live %s: meter sent no flush (it had seen no packet)", self.interface)
                     break
                 continue
             if item == FLUSHED:
                 break
-            if item is None:  # NFStream ended by itself: an error
-                if self._error is not None:
-                    raise BadInputError(self.interface, str(self._error)) from self._error
-                break
             record = self.builder.build(item)
             if record is not None:
                 yield record
-        self._end_streamer()
+        self._reap_meters()
 
     def _nfstream_locals(self) -> dict[str, Any]:
-        """NFStream 6.6.0 keeps its meters, channel and drop counters in the generator's locals only."""
+        """NFStream 6.6.0 keeps its meters and drop counters in the generator's locals only."""
         frame = self._it.gi_frame if self._it is not None else None
         return dict(frame.f_locals) if frame is not None else {}
 
@@ -279,13 +283,15 @@ class LiveSource:
             self.metrics.kernel_drops.inc(drops - self._kernel_drops)
             self._kernel_drops = drops
 
-    def _end_streamer(self) -> None:
-        """End NFStream's iterator once its meter has flushed and exited."""
-        loc = self._nfstream_locals()
-        for meter in loc.get("meters", []):
+    def _reap_meters(self) -> None:
+        """The meter ends itself after its flush; terminate it only if it did not.
+
+        NFStream's own reader thread stays blocked on its channel (a daemon thread): putting into that
+        channel could block forever on a lock the ended meter held, so it is left alone.
+        """
+        for meter in self._nfstream_locals().get("meters", []):
+            meter.join(timeout=5)
             if meter.is_alive():
                 meter.terminate()
-        channel = loc.get("channel")
-        if channel is not None:
-            for _ in loc.get("meters", []):
-                channel.put(None)
+                meter.join(timeout=5)
+        self._results.cancel_join_thread()

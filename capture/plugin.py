@@ -37,6 +37,11 @@ from tapwatch.features.schema import ExpiryReason
 FLUSHED = "tapwatch:flushed"
 """Sent on the results queue once a stopping live meter has flushed every flow."""
 
+CAPTURE_DELAY_MS = 1_500
+"""How late a packet can reach the meter live: NFStream opens libpcap with a 1000 ms buffer timeout, and
+TPACKET_V3 hands packets over in blocks retired after at most that long (plus a margin). Wall-clock
+expiry and the stop flush wait this long, so that no buffered packet is cut off its flow."""
+
 IDLE_OR_END = "idle_or_end"
 """Pcap mode: NFStream expired the flow with no reason; the reader maps it to idle or end_of_capture."""
 
@@ -312,7 +317,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         """Expire flows idle on the wall clock; on stop, flush everything and end the meter process."""
         assert self._lock is not None
         while not self.stop.wait(self.config.clock_interval_s):
-            now = max(int(time.time() * 1000), self._clock_ms)
+            now = max(int(time.time() * 1000) - CAPTURE_DELAY_MS, self._clock_ms)
             with self._lock:
                 self._expire_quiet(self._ready, now, self.config.termination_linger_ms)
                 self._expire_quiet(self._open, now, self.config.idle_timeout_ms)

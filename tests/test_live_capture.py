@@ -379,12 +379,6 @@ def test_stop_flushes_open_flows(live: LiveRun) -> None:
         assert flow["meta"]["expiry"] == "shutdown" and flow["at"] >= live.stopping_at
 
 
-@pytest.mark.xfail(
-    reason="LiveSource.stop() flushes before NFStream reads libpcap's buffer (1 s TPACKET_V3 block "
-    "timeout): packets of the last second before stop() are lost",
-    strict=False,  # the buffer is handed over on a 1 s timer, so the loss is likely, not certain
-    raises=AssertionError,  # only the missing flow is expected; a setup failure (CI=true) still fails
-)
 def test_stop_keeps_last_packets() -> None:
     """A UDP exchange finished just before stop() must be flushed as ``shutdown``, not lost."""
     _require_netns()
