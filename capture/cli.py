@@ -5,6 +5,8 @@ Exit codes: 0 ok; 2 bad input or usage (one line naming the file, interface or o
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -18,7 +20,50 @@ from tapwatch.capture.service import capture_command
 log = logging.getLogger("tapwatch")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands of later stages, imported only when used: `tapwatch flows` never imports ONNX Runtime, and
+# nothing at run time imports TensorFlow. A module that is not there yet simply adds no command.
+LAZY_COMMANDS = {
+    "train": "tapwatch.models.cli:train_command",
+    "evaluate": "tapwatch.models.cli:evaluate_command",
+    "export": "tapwatch.models.cli:export_command",
+    "score": "tapwatch.models.score:score_command",
+    "worker": "tapwatch.inference.cli:worker_command",
+    "alerter": "tapwatch.alerting.cli:alerter_command",
+    "detect": "tapwatch.alerting.embedded:detect_command",
+    "run": "tapwatch.alerting.embedded:run_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports the modules of :data:`LAZY_COMMANDS` on demand."""
+
+    def _available(self) -> dict[str, str]:
+        found = {}
+        for name, target in LAZY_COMMANDS.items():
+            module = target.split(":")[0]
+            try:
+                if importlib.util.find_spec(module) is not None:
+                    found[name] = target
+            except ModuleNotFoundError:
+                continue
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        target = self._available().get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        found = getattr(importlib.import_module(module), attr)
+        return found if isinstance(found, click.Command) else None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="tapwatch")
 def main(verbose: int) -> None:

@@ -38,6 +38,10 @@ class BusUnavailable(TapwatchError):
     """The bus cannot be reached right now (Redis down or restarting)."""
 
 
+class GroupMissing(TapwatchError):
+    """The stream or its consumer group is gone (a Redis that lost its data); recreate and count it."""
+
+
 class Bus(Protocol):
     """What every stage needs of a stream bus."""
 
@@ -45,13 +49,25 @@ class Bus(Protocol):
 
     def trim(self, stream: str, maxlen: int) -> int: ...
 
-    def ensure_group(self, stream: str, group: str) -> None: ...
+    def ensure_group(self, stream: str, group: str) -> bool:
+        """Create the stream and group if missing; True if the group had to be created."""
+        ...
 
-    def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]: ...
+    def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
+        """New entries for this consumer; raises :class:`GroupMissing` if the group is gone."""
+        ...
+
+    def claim_stale(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
+        """Take over entries pending longer than ``min_idle_ms`` in other consumers (XAUTOCLAIM)."""
+        ...
 
     def ack(self, stream: str, group: str, ids: Sequence[str]) -> int: ...
 
     def length(self, stream: str) -> int: ...
+
+    def set_once(self, key: str, ttl_s: int) -> bool:
+        """Set ``key`` unless it exists (SET NX EX); True if this call set it."""
+        ...
 
 
 def _b(v: str | bytes) -> bytes:
@@ -63,7 +79,8 @@ class _MemStream:
         self.entries: OrderedDict[str, dict[str, bytes]] = OrderedDict()
         self.last_ms = 0
         self.seq = 0
-        self.groups: dict[str, tuple[list[str], dict[str, str]]] = {}  # group -> (cursor, pending id->consumer)
+        # group -> (cursor, pending: entry id -> (consumer, delivery time))
+        self.groups: dict[str, tuple[list[str], dict[str, tuple[str, float]]]] = {}
 
 
 class MemoryBus:
@@ -74,6 +91,7 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self._streams: dict[str, _MemStream] = {}
+        self._keys: dict[str, float] = {}
         self._cond = threading.Condition()
 
     def _stream(self, name: str) -> _MemStream:
@@ -104,40 +122,84 @@ class MemoryBus:
                 n += 1
             return n
 
-    def ensure_group(self, stream: str, group: str) -> None:
+    def ensure_group(self, stream: str, group: str) -> bool:
         with self._cond:
-            self._stream(stream).groups.setdefault(group, (["0-0"], {}))
+            groups = self._stream(stream).groups
+            if group in groups:
+                return False
+            groups[group] = (["0-0"], {})
+            return True
 
     def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
         deadline = time.monotonic() + block_ms / 1000
         with self._cond:
             while True:
                 s = self._stream(stream)
+                if group not in s.groups:
+                    raise GroupMissing(f"memory bus: no group {group!r} on {stream!r}")
                 cursor, pending = s.groups[group]
                 out = [(eid, f) for eid, f in s.entries.items() if _after(eid, cursor[0])][:count]
                 if out or block_ms <= 0 or time.monotonic() >= deadline:
                     break
                 self._cond.wait(max(0.0, deadline - time.monotonic()))
+            now = time.monotonic()
             for eid, _ in out:
-                pending[eid] = consumer
+                pending[eid] = (consumer, now)
             if out:
                 cursor[0] = out[-1][0]
             return out
 
+    def claim_stale(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
+        with self._cond:
+            s = self._stream(stream)
+            if group not in s.groups:
+                raise GroupMissing(f"memory bus: no group {group!r} on {stream!r}")
+            pending = s.groups[group][1]
+            now = time.monotonic()
+            out: list[Entry] = []
+            for eid, (_, since) in list(pending.items()):
+                if len(out) >= count:
+                    break
+                if (now - since) * 1000 >= min_idle_ms:
+                    if eid in s.entries:
+                        pending[eid] = (consumer, now)
+                        out.append((eid, s.entries[eid]))
+                    else:  # trimmed while pending: nothing left to claim
+                        del pending[eid]
+            return out
+
     def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         with self._cond:
-            pending = self._stream(stream).groups[group][1]
+            groups = self._stream(stream).groups
+            if group not in groups:
+                return 0
+            pending = groups[group][1]
             return sum(pending.pop(i, None) is not None for i in ids)
 
     def length(self, stream: str) -> int:
         with self._cond:
             return len(self._stream(stream).entries)
 
+    def set_once(self, key: str, ttl_s: int) -> bool:
+        with self._cond:
+            now = time.monotonic()
+            if self._keys.get(key, 0.0) > now:
+                return False
+            self._keys[key] = now + ttl_s
+            if len(self._keys) > 1_000_000:  # bound the guard table like Redis's expiry would
+                self._keys = {k: t for k, t in self._keys.items() if t > now}
+            return True
+
 
 def _after(a: str, b: str) -> bool:
     ams, aseq = a.split("-")
     bms, bseq = b.split("-")
     return (int(ams), int(aseq)) > (int(bms), int(bseq))
+
+
+def _entry(eid: Any, fields: Mapping[Any, Any]) -> Entry:
+    key = eid.decode() if isinstance(eid, bytes) else str(eid)
+    return key, {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
 
 
 class RedisBus:
@@ -179,21 +241,37 @@ class RedisBus:
     def trim(self, stream: str, maxlen: int) -> int:
         return int(self._call(self.client.xtrim, stream, maxlen=maxlen, approximate=True))
 
-    def ensure_group(self, stream: str, group: str) -> None:
+    def ensure_group(self, stream: str, group: str) -> bool:
         try:
             self._call(self.client.xgroup_create, stream, group, id="0", mkstream=True)
         except redis.ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
+            return False
+        return True
 
     def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        resp = self._call(self.client.xreadgroup, group, consumer, {stream: ">"}, count=count, block=block_ms)
-        out: list[Entry] = []
-        for _, items in resp or []:
-            for eid, fields in items:
-                key = eid.decode() if isinstance(eid, bytes) else str(eid)
-                out.append((key, {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}))
-        return out
+        try:
+            resp = self._call(self.client.xreadgroup, group, consumer, {stream: ">"}, count=count, block=block_ms)
+        except redis.ResponseError as err:
+            if "NOGROUP" in str(err):
+                raise GroupMissing(f"redis {self._where()}: {err}") from err
+            raise
+        return [_entry(eid, fields) for _, items in resp or [] for eid, fields in items]
+
+    def claim_stale(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
+        try:
+            resp = self._call(self.client.xautoclaim, stream, group, consumer, min_idle_ms, "0-0", count=count)
+        except redis.ResponseError as err:
+            if "NOGROUP" in str(err):
+                raise GroupMissing(f"redis {self._where()}: {err}") from err
+            raise
+        # Redis 7 returns [cursor, entries, deleted ids], 6.2 [cursor, entries]; entries trimmed away are None.
+        items = resp[1] if resp else []
+        return [_entry(eid, fields) for eid, fields in items if fields is not None]
+
+    def set_once(self, key: str, ttl_s: int) -> bool:
+        return bool(self._call(self.client.set, key, b"1", nx=True, ex=ttl_s))
 
     def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         return int(self._call(self.client.xack, stream, group, *ids)) if ids else 0

@@ -200,3 +200,112 @@ class WindowEntry:
             valid_rows=valid,
             feature_set_id=text("fsid"),
         )
+
+
+VERDICT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A model's decision on one window, as it travels on ``tapwatch:verdicts``.
+
+    Parameters
+    ----------
+    window_id
+        The window's stream entry id (the alerter's idempotency key).
+    sensor, key, flow
+        Copied from the window: the newest flow's metadata is enough to write an alert.
+    model, model_version
+        Name and version from the model card.
+    class_names, probabilities
+        The model's classes and their probabilities, in the card's order.
+    predicted
+        The most probable class.
+    score
+        The attack score, 1 - P(benign class).
+    threshold
+        The card's decision threshold on ``score``.
+    feature_set_id
+        The window's (and the model's) feature-set id.
+    decided_at_ms
+        Wall-clock time of the decision.
+    tensor, valid_rows
+        The window, carried only when ``score >= threshold`` so the alerter can explain it.
+    """
+
+    window_id: str
+    sensor: str
+    key: str
+    flow: FlowMeta
+    model: str
+    model_version: str
+    class_names: tuple[str, ...]
+    probabilities: tuple[float, ...]
+    predicted: str
+    score: float
+    threshold: float
+    feature_set_id: str
+    decided_at_ms: int
+    tensor: np.ndarray[Any, np.dtype[np.float32]] | None = None
+    valid_rows: int = 0
+    version: int = VERDICT_SCHEMA_VERSION
+
+    @property
+    def over_threshold(self) -> bool:
+        return self.score >= self.threshold
+
+    def encode(self) -> dict[str, str | bytes]:
+        out: dict[str, str | bytes] = {
+            "v": str(self.version),
+            "window_id": self.window_id,
+            "sensor": self.sensor,
+            "key": self.key,
+            "flow": self.flow.to_json(),
+            "model": self.model,
+            "model_version": self.model_version,
+            "classes": json.dumps(list(self.class_names)),
+            "probs": json.dumps([round(float(p), 7) for p in self.probabilities]),
+            "predicted": self.predicted,
+            "score": repr(float(self.score)),
+            "threshold": repr(float(self.threshold)),
+            "fsid": self.feature_set_id,
+            "at": str(self.decided_at_ms),
+        }
+        if self.tensor is not None:
+            t = np.ascontiguousarray(self.tensor, dtype="<f4")
+            out.update({"shape": ",".join(str(n) for n in t.shape), "valid": str(self.valid_rows),
+                        "tensor": t.tobytes()})  # fmt: skip
+        return out
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> Verdict:
+        """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason."""
+        f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+
+        def text(name: str) -> str:
+            if name not in f:
+                raise SchemaError("verdict", "missing_field", f"field {name!r} is missing")
+            v = f[name]
+            return v.decode() if isinstance(v, bytes) else str(v)
+
+        if text("v") != str(VERDICT_SCHEMA_VERSION):
+            raise SchemaError("verdict", "version", f"unknown verdict schema version {text('v')!r}")
+        try:
+            classes = tuple(str(c) for c in json.loads(text("classes")))
+            probs = tuple(float(p) for p in json.loads(text("probs")))
+            score, threshold, at = float(text("score")), float(text("threshold")), int(text("at"))
+        except (ValueError, TypeError) as err:
+            raise SchemaError("verdict", "value", str(err)) from err
+        tensor, valid = None, 0
+        if "tensor" in f:
+            shape = tuple(int(n) for n in text("shape").split(","))
+            raw = f["tensor"] if isinstance(f["tensor"], bytes) else str(f["tensor"]).encode()
+            if len(shape) != 2 or shape[0] * shape[1] * 4 != len(raw):
+                raise SchemaError("verdict", "shape", f"shape {shape} does not match {len(raw)} tensor bytes")
+            tensor, valid = np.frombuffer(raw, dtype="<f4").reshape(shape), int(text("valid"))
+        return cls(
+            window_id=text("window_id"), sensor=text("sensor"), key=text("key"), flow=FlowMeta.from_json(text("flow")),
+            model=text("model"), model_version=text("model_version"), class_names=classes, probabilities=probs,
+            predicted=text("predicted"), score=score, threshold=threshold, feature_set_id=text("fsid"),
+            decided_at_ms=at, tensor=tensor, valid_rows=valid,
+        )  # fmt: skip

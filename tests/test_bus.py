@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from tapwatch.features.bus import Bus, MemoryBus, RedisBus
+from tapwatch.features.bus import Bus, GroupMissing, MemoryBus, RedisBus
 from tapwatch.features.contract import feature_set_id
 from tapwatch.features.errors import SchemaError
-from tapwatch.features.schema import ExpiryReason, FlowMeta, WindowEntry
+from tapwatch.features.schema import ExpiryReason, FlowMeta, Verdict, WindowEntry
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -90,3 +91,48 @@ def test_missing_field_is_rejected() -> None:
     del fields["fsid"]
     with pytest.raises(SchemaError, match="fsid"):
         WindowEntry.decode(fields)
+
+
+def test_stale_entries_are_claimed_by_another_consumer(bus: Bus) -> None:
+    bus.ensure_group("c", "g")
+    bus.add_many("c", [{"n": str(i)} for i in range(3)])
+    taken = bus.read_group("c", "g", "dead-worker", count=3, block_ms=10)
+    assert len(taken) == 3
+    assert bus.claim_stale("c", "g", "survivor", min_idle_ms=60_000, count=10) == []
+    time.sleep(0.05)
+    claimed = bus.claim_stale("c", "g", "survivor", min_idle_ms=20, count=10)
+    assert [i for i, _ in claimed] == [i for i, _ in taken]
+    assert bus.ack("c", "g", [i for i, _ in claimed]) == 3
+
+
+def test_a_missing_group_is_reported_and_recreated(bus: Bus) -> None:
+    bus.add_many("m", [{"n": "1"}])
+    with pytest.raises(GroupMissing):
+        bus.read_group("m", "g", "c", count=1, block_ms=10)
+    assert bus.ensure_group("m", "g") is True
+    assert bus.ensure_group("m", "g") is False
+    assert len(bus.read_group("m", "g", "c", count=5, block_ms=10)) == 1
+
+
+def test_set_once_guards_a_key(bus: Bus) -> None:
+    assert bus.set_once("tapwatch:test:alerted:1-0", 60) is True
+    assert bus.set_once("tapwatch:test:alerted:1-0", 60) is False
+    assert bus.set_once("tapwatch:test:alerted:2-0", 60) is True
+
+
+def test_verdict_round_trip() -> None:
+    w = window()
+    v = Verdict(
+        window_id="5-0", sensor="s1", key=w.key, flow=w.flow, model="hybrid", model_version="1",
+        class_names=("BENIGN", "Portscan"), probabilities=(0.1, 0.9), predicted="Portscan", score=0.9,
+        threshold=0.5, feature_set_id=w.feature_set_id, decided_at_ms=7, tensor=w.tensor, valid_rows=2,
+    )  # fmt: skip
+    back = Verdict.decode(v.encode())
+    assert back.over_threshold and back.probabilities == (0.1, 0.9) and back.flow == w.flow
+    np.testing.assert_array_equal(back.tensor, w.tensor)
+    quiet = Verdict.decode({**v.encode(), "score": "0.1"})
+    assert not quiet.over_threshold
+    fields = dict(v.encode())
+    fields["v"] = "2"
+    with pytest.raises(SchemaError, match="version"):
+        Verdict.decode(fields)
