@@ -35,6 +35,7 @@ BULK_MIN_PACKETS = 4  # BasicFlow.updateForwardBulk: a bulk is 4+ data packets .
 BULK_MAX_GAP_US = 1_000_000  # ... with gaps of at most 1 s
 
 _INF = math.inf
+_BITS = [tuple(1 if b & bit else 0 for bit in FLAG_COLUMNS) for b in range(256)]  # flag byte -> column bits
 
 
 def summary(n: int, total: int, squares: int, lo: float, hi: float) -> tuple[float, float, float, float]:
@@ -346,7 +347,9 @@ class CicFlow:
                 v += [last - first, mean, std, hi, lo]
             else:
                 v += [0.0] * 5
-        v += self._direction_flags()
+        fwd_bits, bwd_bits = _flag_columns(self.fwd_flags), _flag_columns(self.bwd_flags)
+        # columns FIN, SYN, RST, PSH, ACK, URG, CWR, ECE: PSH is 3, URG 5, RST 2
+        v += [fwd_bits[3], bwd_bits[3], fwd_bits[5], bwd_bits[5], fwd_bits[2], bwd_bits[2]]
         v += [self.fwd_header, self.bwd_header]
         v += [fn / secs, bn / secs] if duration else [0.0, 0.0]
         total_sq = self.fwd_sq + self.bwd_sq
@@ -354,10 +357,7 @@ class CicFlow:
             n, fb + bb, total_sq, min(self.fwd_min, self.bwd_min), max(self.fwd_max, self.bwd_max)
         )
         v += [lo, hi, mean, std, variance(n, fb + bb, total_sq)]
-        both = dict(self.fwd_flags)
-        for fl, c in self.bwd_flags.items():
-            both[fl] = both.get(fl, 0) + c
-        v += [self._count_flag(both, bit) for bit in FLAG_COLUMNS]
+        v += [f + b for f, b in zip(fwd_bits, bwd_bits, strict=True)]
         v += [bn / fn if fn else 0.0, (fb + bb) / n, fb / fn if fn else 0.0, bb / bn if bn else 0.0]
         v += self.bulk_fwd.features()
         v += self.bulk_bwd.features()
@@ -373,12 +373,18 @@ class CicFlow:
             v += [mean, std, hi, lo]
         icmp_type, icmp_code = self.icmp if self.icmp is not None else (-1, -1)
         v += [icmp_code, icmp_type, self.carried_us + duration if self.protocol == 6 else 0]
-        return tuple(float(x) for x in v)
+        return tuple(map(float, v))
 
-    def _direction_flags(self) -> list[int]:
-        """Fwd/Bwd PSH, URG and RST counts, in column order."""
-        cf, ff, bf = self._count_flag, self.fwd_flags, self.bwd_flags
-        return [cf(ff, PSH), cf(bf, PSH), cf(ff, URG), cf(bf, URG), cf(ff, RST), cf(bf, RST)]
+
+def _flag_columns(counts: dict[int, int]) -> list[int]:
+    """Packets per flag column (FIN, SYN, RST, PSH, ACK, URG, CWR, ECE) from counts per flag byte."""
+    out = [0] * 8
+    for flags, n in counts.items():
+        bits = _BITS[flags]
+        for i in range(8):
+            if bits[i]:
+                out[i] += n
+    return out
 
 
 assert len(FEATURE_NAMES) == 82

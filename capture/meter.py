@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import communityid
 from nfstream import NFStreamer
 
+from tapwatch.capture.cid import community_id
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.plugin import CAPTURE_DELAY_MS, FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
 from tapwatch.capture.source import PcapScan, check_interface, scan_pcap
@@ -96,22 +96,11 @@ class RecordBuilder:
     def __init__(self, config: CaptureConfig, metrics: CaptureMetrics) -> None:
         self.config = config
         self.metrics = metrics
-        self._cid = communityid.CommunityID(seed=0)
         self._seq = 0
+        self._flows_by_reason = {reason.value: metrics.flows.labels(reason=reason.value) for reason in ExpiryReason}
 
     def community_id(self, r: FlowResult) -> str:
-        if r.protocol == 6:
-            tpl = communityid.FlowTuple.make_tcp(r.src_ip, r.dst_ip, r.src_port, r.dst_port)
-        elif r.protocol == 17:
-            tpl = communityid.FlowTuple.make_udp(r.src_ip, r.dst_ip, r.src_port, r.dst_port)
-        elif r.protocol in (1, 58) and r.icmp is not None:
-            make = communityid.FlowTuple.make_icmp if r.protocol == 1 else communityid.FlowTuple.make_icmp6
-            tpl = make(r.src_ip, r.dst_ip, r.icmp[0], r.icmp[1])
-        elif r.protocol in (6, 17, 132, 1, 58):  # port-enabled protocol without its header: address-only tuple
-            tpl = communityid.FlowTuple(r.protocol, r.src_ip, r.dst_ip, None, None)
-        else:
-            tpl = communityid.FlowTuple(r.protocol, r.src_ip, r.dst_ip)
-        return str(self._cid.calc(tpl))
+        return community_id(r.protocol, r.src_ip, r.dst_ip, r.src_port, r.dst_port, r.icmp)
 
     def build(self, r: FlowResult, capture_end_ms: int | None = None) -> FlowRecord | None:
         """Count the flow; return its record, or None for a one-packet flow (unless configured)."""
@@ -121,7 +110,7 @@ class RecordBuilder:
         m = self.metrics
         m.packets.inc(r.packets)
         m.bytes.inc(r.bytes)
-        m.flows.labels(reason=r.reason).inc()
+        self._flows_by_reason[r.reason].inc()
         if r.packets < 2 and not self.config.emit_single_packet_flows:
             m.single_packet.inc()
             return None
