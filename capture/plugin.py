@@ -81,7 +81,7 @@ class MeterConfig:
 class _State:
     """One CIC flow inside one NFStream flow."""
 
-    __slots__ = ("bytes", "cic", "dst", "icmp", "last_ms", "packets", "protocol", "reason", "reversed", "src")
+    __slots__ = ("bytes", "cic", "dst", "icmp", "last_ms", "protocol", "reason", "reversed", "src")
 
     def __init__(self, pkt: Any, reversed_: bool, cic: CicFlow, icmp: tuple[int, int] | None) -> None:
         self.reversed = reversed_
@@ -90,7 +90,6 @@ class _State:
         self.protocol = pkt.protocol
         self.cic: CicFlow | None = cic
         self.icmp = icmp
-        self.packets = 1
         self.bytes = pkt.raw_size
         self.last_ms = pkt.time
         self.reason = ExpiryReason.IDLE
@@ -165,6 +164,9 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         self._ready: OrderedDict[int, Any] = OrderedDict()  # live: flows ready for termination, LRU order
         self._lock: threading.Lock | None = None
         self._pid = -1
+        self._linger_ms = config.termination_linger_ms
+        if not config.live:  # no clock thread, no lock: NFStream calls the flow logic directly (per packet)
+            self.on_update = self._update  # type: ignore[method-assign]
 
     # -- NFStream entry points -------------------------------------------------------------------
     def on_init(self, packet: Any, flow: Any) -> None:
@@ -177,11 +179,8 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
             self._init(packet, flow)
 
     def on_update(self, packet: Any, flow: Any) -> None:
-        if self.config.live:
-            assert self._lock is not None
-            with self._lock:
-                self._update(packet, flow)
-        else:
+        assert self._lock is not None
+        with self._lock:
             self._update(packet, flow)
 
     def on_expire(self, flow: Any) -> None:
@@ -223,30 +222,28 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
 
     def _update(self, packet: Any, flow: Any) -> None:
         t = packet.time
-        if t > self._clock_ms:
-            self._clock_ms = t
         st: _State = flow.udps.state
         cic = st.cic
         if cic is None:  # closed on the wall clock while quiet: this packet starts the next flow
             flow.udps.state = self._start(packet)
         else:
             payload, header, flags, window, icmp = decode(packet)
-            if cic.tcp_state == READY and (flags & SYN or t - st.last_ms > self.config.termination_linger_ms):
+            if cic.tcp_state == READY and (flags & SYN or t - st.last_ms > self._linger_ms):
                 # FlowGenerator: a SYN on a flow ready for termination starts the next connection
                 self._emit(flow, st, st.reason)
                 flow.udps.state = self._start(packet, continues=False)
-            elif st.protocol == 1 and icmp and st.icmp and icmp[0] != st.icmp[0] and icmp[1] != st.icmp[1]:
+            elif icmp and st.protocol == 1 and st.icmp and icmp[0] != st.icmp[0] and icmp[1] != st.icmp[1]:
                 self._emit(flow, st, ExpiryReason.ICMP_CHANGE)
                 flow.udps.state = self._start(packet, continues=False)
             else:
                 was_ready = cic.tcp_state == READY
                 cic.add(t * 1000, (packet.direction == 0) != st.reversed, payload, header, flags, window)
-                st.packets += 1
                 st.bytes += packet.raw_size
                 st.last_ms = t
                 if cic.tcp_state == READY and not was_ready:
                     st.reason = ExpiryReason.TCP_RST if flags & RST else ExpiryReason.TCP_FIN
         if self.config.live:
+            self._clock_ms = max(self._clock_ms, t)
             fid = id(flow)
             self._open[fid] = flow
             self._open.move_to_end(fid)
@@ -285,7 +282,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         label = reason.value if isinstance(reason, ExpiryReason) else reason
         start, last = cic.start_us // 1000, cic.last_us // 1000
         result = FlowResult(
-            st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol, start, last, st.packets, st.bytes, label,
+            st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol, start, last, cic.packets, st.bytes, label,
             cic.values(), st.icmp,
         )  # fmt: skip
         st.cic = None
