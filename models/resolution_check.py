@@ -143,7 +143,8 @@ def load_frame(data_dir: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
 def build_data(frame: pd.DataFrame) -> Data:
     """Features in contract order at µs and at the sensor's resolution; binary and multi-class labels."""
     x_us = frame[list(FEATURE_NAMES)].astype(np.float64)
-    x_ms = quantize_columns(x_us.copy())[list(FEATURE_NAMES)]
+    x_ms = x_us.copy()
+    quantize_columns(x_ms)
     stamps = pd.to_datetime(frame["Timestamp"], format="ISO8601")
     # A stable sort keeps ties in file order, so the time split is the same on every run.
     order = np.argsort(stamps.to_numpy(), kind="stable")
