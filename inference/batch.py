@@ -1,0 +1,159 @@
+"""Turn a batch of stream entries into verdicts and dead letters (pure functions, no I/O).
+
+:func:`triage` decodes every entry and checks it against the serving model: a window must follow a known
+schema version, have the model's feature-set id and shape (T, F), and hold finite numbers. What fails goes
+to the dead-letter stream with a :class:`DeadReason`. :func:`decide` turns the model's probabilities
+into :class:`~tapwatch.features.schema.Verdict` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from tapwatch.features.bus import Entry
+from tapwatch.features.errors import SchemaError
+from tapwatch.features.schema import Verdict, WindowEntry
+from tapwatch.inference.model import Model, Probabilities
+
+
+class DeadReason(str, Enum):
+    """Why an entry was dead-lettered (a closed set: it is a metric label)."""
+
+    MISSING_FIELD = "missing_field"
+    """A field of the window schema is absent."""
+    VERSION = "version"
+    """Unknown window schema version."""
+    DTYPE = "dtype"
+    """The tensor is not float32."""
+    SHAPE = "shape"
+    """The tensor bytes do not match the stated shape, or the shape is not the model's (T, F)."""
+    FLOW_META = "flow_meta"
+    """The newest flow's metadata is not valid JSON of the FlowMeta schema."""
+    FEATURE_SET = "feature_set"
+    """Built for another feature set (order, units, resolution or T) than the serving model's."""
+    NON_FINITE = "non_finite"
+    """NaN or infinity in the window, or in the model's output for it."""
+    MALFORMED = "malformed"
+    """Anything else that cannot be parsed (for example field names or values that are not UTF-8)."""
+
+    @classmethod
+    def of(cls, err: SchemaError) -> DeadReason:
+        """The reason for a schema error; reasons this worker does not know become ``malformed``.
+
+        >>> DeadReason.of(SchemaError("window", "version", "v9")).value
+        'version'
+        >>> DeadReason.of(SchemaError("window", "something_new", "")).value
+        'malformed'
+        """
+        try:
+            return cls(err.reason)
+        except ValueError:
+            return cls.MALFORMED
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A window that passed every check, with its stream entry id and original fields."""
+
+    entry_id: str
+    window: WindowEntry
+    fields: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class Dead:
+    """An entry to dead-letter: its id, original fields, reason and a line of detail."""
+
+    entry_id: str
+    fields: dict[str, bytes]
+    reason: DeadReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where dead letters came from, recorded in each of them."""
+
+    stream: str
+    group: str
+    consumer: str
+
+
+def check_window(fields: dict[str, bytes], model: Model) -> WindowEntry:
+    """Decode one entry and check it against ``model``; raise :class:`SchemaError` with the reason."""
+    try:
+        window = WindowEntry.decode(fields)
+    except UnicodeDecodeError as err:  # decode() lets non-UTF-8 text fields through as this
+        raise SchemaError("window", DeadReason.MALFORMED.value, f"not UTF-8: {err}") from err
+    if window.feature_set_id != model.card.feature_set_id:
+        detail = f"feature set {window.feature_set_id!r}, model {model.card.name} has {model.card.feature_set_id!r}"
+        raise SchemaError("window", DeadReason.FEATURE_SET.value, detail)
+    if window.tensor.shape != model.window_shape:
+        raise SchemaError("window", DeadReason.SHAPE.value, f"shape {window.tensor.shape}, model {model.window_shape}")
+    if not np.isfinite(window.tensor).all():
+        raise SchemaError("window", DeadReason.NON_FINITE.value, "NaN or infinity in the window")
+    return window
+
+
+def triage(entries: Sequence[Entry], model: Model) -> tuple[list[Accepted], list[Dead]]:
+    """Split entries into windows the model can take and dead letters."""
+    accepted: list[Accepted] = []
+    dead: list[Dead] = []
+    for entry_id, fields in entries:
+        try:
+            accepted.append(Accepted(entry_id, check_window(fields, model), fields))
+        except SchemaError as err:
+            dead.append(Dead(entry_id, fields, DeadReason.of(err), err.detail))
+    return accepted, dead
+
+
+def stack(accepted: Sequence[Accepted]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The model input, shape (N, T, F)."""
+    return np.stack([a.window.tensor for a in accepted]).astype(np.float32, copy=False)
+
+
+def decide(
+    model: Model, accepted: Sequence[Accepted], probs: Probabilities, now_ms: int
+) -> tuple[list[Verdict], list[Dead]]:
+    """One verdict per window; a window whose output row is not finite becomes a dead letter instead.
+
+    The attack score is ``1 - P(benign)``; windows scoring at or over the card's threshold carry their
+    tensor so the alerter can explain them without another look-up.
+    """
+    card = model.card
+    classes = tuple(card.class_names)
+    scores = np.clip(1.0 - probs[:, model.benign_index].astype(np.float64), 0.0, 1.0)
+    best = probs.argmax(axis=1)
+    finite: list[bool] = [bool(np.isfinite(row).all()) for row in probs]
+    verdicts: list[Verdict] = []
+    dead: list[Dead] = []
+    for i, item in enumerate(accepted):
+        w = item.window
+        if not finite[i]:
+            dead.append(Dead(item.entry_id, item.fields, DeadReason.NON_FINITE, "model output not finite"))
+            continue
+        over = bool(scores[i] >= model.threshold)
+        verdicts.append(Verdict(
+            window_id=item.entry_id, sensor=w.sensor, key=w.key, flow=w.flow, model=card.name,
+            model_version=card.version, class_names=classes, probabilities=tuple(float(p) for p in probs[i]),
+            predicted=classes[int(best[i])], score=float(scores[i]), threshold=model.threshold,
+            feature_set_id=w.feature_set_id, decided_at_ms=now_ms, tensor=w.tensor if over else None,
+            valid_rows=w.valid_rows,
+        ))  # fmt: skip
+    return verdicts, dead
+
+
+def dead_letter(dead: Dead, origin: Origin, now_ms: int) -> dict[str, str | bytes]:
+    """The dead-letter entry: the original fields plus ``dead_*`` fields saying why and from where."""
+    out: dict[str, str | bytes] = dict(dead.fields)
+    out.update({
+        "dead_reason": dead.reason.value, "dead_detail": dead.detail[:500], "dead_entry_id": dead.entry_id,
+        "dead_stream": origin.stream, "dead_group": origin.group, "dead_consumer": origin.consumer,
+        "dead_at_ms": str(now_ms),
+    })  # fmt: skip
+    return out

@@ -1,0 +1,77 @@
+"""The worker loop's configuration: a plain frozen dataclass, so the embedded mode needs no environment.
+
+:class:`~tapwatch.inference.settings.WorkerSettings` (the service's pydantic-settings, read once in
+``main``) takes its defaults from here and validates the ranges; :class:`WorkerConfig` only refuses the
+values that would break the loop itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from tapwatch.features.bus import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM
+from tapwatch.features.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a :class:`~tapwatch.inference.worker.Worker` reads, writes, claims and backs off.
+
+    Parameters
+    ----------
+    stream, group, consumer
+        The windows stream, the consumer group (``workers``) and this consumer's name (empty: host-pid).
+    verdicts_stream, verdicts_maxlen
+        Where verdicts go and the approximate bound of that stream (trimming is counted).
+    dead_stream, dead_maxlen
+        Where bad entries go and the approximate bound of that stream.
+    batch_size
+        Entries per XREADGROUP and per model run. It bounds the work in hand: the loop holds one batch
+        at a time, batch_size × T × F × 4 bytes (210 kB at 64 × 10 × 82), and ONNX Runtime's per-window
+        cost stops falling beyond a few dozen windows per run (issue 3's cost table: batch 32 vs 256).
+    block_ms
+        Longest wait for new entries in one read; also how often an idle worker does its housekeeping
+        (claims, reload polls, stats) and how soon it notices a stop request. Must be >= 1: Redis reads
+        ``BLOCK 0`` as "forever".
+    claim_idle_ms, claim_interval_s
+        Entries pending in any consumer longer than ``claim_idle_ms`` are taken over (XAUTOCLAIM), looked
+        for every ``claim_interval_s``. The idle time must exceed the longest batch, or live workers steal
+        each other's batches (harmless, at least once, but wasted work).
+    backoff_initial_s, backoff_max_s
+        Wait after the bus becomes unreachable, doubled per failure up to the cap.
+    stats_interval_s
+        How often the pending and lag gauges are refreshed (one XINFO GROUPS).
+    drain_timeout_s
+        After a stop request, how long to keep retrying to write and ack the batch in hand while the bus
+        is unreachable; after that its entries stay pending and another worker claims them.
+    """
+
+    stream: str = WINDOWS_STREAM
+    group: str = "workers"
+    consumer: str = ""
+    verdicts_stream: str = VERDICTS_STREAM
+    verdicts_maxlen: int = 100_000
+    dead_stream: str = DEAD_STREAM
+    dead_maxlen: int = 10_000
+    batch_size: int = 64
+    block_ms: int = 1000
+    claim_idle_ms: int = 60_000
+    claim_interval_s: float = 5.0
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    stats_interval_s: float = 5.0
+    drain_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.block_ms < 1:
+            raise ConfigError("block_ms", f"must be >= 1 (Redis reads BLOCK 0 as forever), not {self.block_ms}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size", f"must be >= 1, not {self.batch_size}")
+        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
+            raise ConfigError("backoff_initial_s", "must be > 0 and <= backoff_max_s")
+
+    def consumer_name(self) -> str:
+        """``consumer``, or ``<host>-<pid>`` so that two workers on one host never share pending entries."""
+        return self.consumer or f"{socket.gethostname()}-{os.getpid()}"

@@ -1,0 +1,82 @@
+"""Hot reload: notice that a model's files changed, and load the new ones (the worker decides to swap).
+
+Polling ``stat`` is cheap (two syscalls per poll); the sha256 and every card check run only once the
+files changed. A change must hold still for one poll interval before a load is tried, so a file still
+being copied is not loaded half-written (and counted as a failed reload). An atomic replace (write a
+temporary file, then rename) is picked up after one to two intervals.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tapwatch.inference.model import Model, default_card_path, load_model
+
+Fingerprint = tuple[tuple[int, int, int], tuple[int, int, int]]
+
+
+class ModelReloader:
+    """Load a model from its files, and tell when those files changed since the last load.
+
+    Parameters
+    ----------
+    onnx_path
+        The ONNX file.
+    card_path
+        Its card; None: ``NAME.card.json`` or ``NAME.json`` beside it (resolved once, here).
+    threads
+        ONNX Runtime intra-op threads of every session it builds.
+    poll_s
+        Interval between file polls; 0 turns polling off (SIGHUP still reloads).
+    clock
+        Monotonic clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        card_path: str | Path | None = None,
+        threads: int = 1,
+        poll_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.onnx_path = Path(onnx_path)
+        self.card_path = Path(card_path) if card_path is not None else default_card_path(self.onnx_path)
+        self.threads = threads
+        self.poll_s = poll_s
+        self._clock = clock
+        self._loaded: Fingerprint | None = None
+        self._candidate: Fingerprint | None = None
+        self._next_poll = 0.0
+
+    def _fingerprint(self) -> Fingerprint | None:
+        try:
+            a, b = os.stat(self.onnx_path), os.stat(self.card_path)
+        except OSError:  # in the middle of a replace: look again at the next poll
+            return None
+        return (a.st_mtime_ns, a.st_size, a.st_ino), (b.st_mtime_ns, b.st_size, b.st_ino)
+
+    def changed(self) -> bool:
+        """True when a poll is due and the files differ from the last load, unchanged since the last poll."""
+        if self.poll_s <= 0 or self._clock() < self._next_poll:
+            return False
+        self._next_poll = self._clock() + self.poll_s
+        now = self._fingerprint()
+        if now is None or now == self._loaded:
+            self._candidate = None
+            return False
+        if now != self._candidate:
+            self._candidate = now
+            return False
+        return True
+
+    def load(self) -> Model:
+        """Load and check the files as they are now; raises :class:`~tapwatch.inference.model.ModelRejected`.
+
+        A failed load is not retried until the files change again.
+        """
+        self._loaded, self._candidate = self._fingerprint(), None
+        return load_model(self.onnx_path, self.card_path, self.threads)
