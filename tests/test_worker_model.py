@@ -1,10 +1,8 @@
-"""The worker's model: card checks at load, hot reload (poll and SIGHUP), settings, and packaging rules
-(no TensorFlow at run time, doctests)."""
+"""The worker's model: card checks at load, hot reload (poll and SIGHUP), settings, and no TensorFlow at
+run time (inference/'s doctests run from pyproject's testpaths)."""
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import os
 import subprocess
 import sys
@@ -122,10 +120,3 @@ def test_the_inference_package_never_imports_tensorflow() -> None:
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))\n"
             "assert not bad, bad\n")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-
-
-@pytest.mark.parametrize("name", INFERENCE_MODULES)
-def test_doctests(name: str) -> None:
-    # pyproject's testpaths do not list inference/ (yet), so its doctests run from here.
-    result = doctest.testmod(importlib.import_module(f"tapwatch.inference.{name}"), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
