@@ -254,7 +254,8 @@ class RedisBus:
         try:
             resp = self._call(self.client.xreadgroup, group, consumer, {stream: ">"}, count=count, block=block_ms)
         except redis.ResponseError as err:
-            if "NOGROUP" in str(err):
+            # NOGROUP; or, for a read blocked while the data went away (FLUSHALL), Redis 7's "UNBLOCKED"
+            if "NOGROUP" in str(err) or str(err).startswith("UNBLOCKED"):
                 raise GroupMissing(f"redis {self._where()}: {err}") from err
             raise
         return [_entry(eid, fields) for _, items in resp or [] for eid, fields in items]

@@ -175,7 +175,10 @@ class WindowEntry:
             if name not in f:
                 raise SchemaError("window", "missing_field", f"field {name!r} is missing")
             v = f[name]
-            return v.decode() if isinstance(v, bytes) else str(v)
+            try:
+                return v.decode() if isinstance(v, bytes) else str(v)
+            except UnicodeDecodeError as err:
+                raise SchemaError("window", "malformed", f"field {name!r} is not UTF-8") from err
 
         version = text("v")
         if version != str(WINDOW_SCHEMA_VERSION):
@@ -286,7 +289,10 @@ class Verdict:
             if name not in f:
                 raise SchemaError("verdict", "missing_field", f"field {name!r} is missing")
             v = f[name]
-            return v.decode() if isinstance(v, bytes) else str(v)
+            try:
+                return v.decode() if isinstance(v, bytes) else str(v)
+            except UnicodeDecodeError as err:
+                raise SchemaError("verdict", "malformed", f"field {name!r} is not UTF-8") from err
 
         if text("v") != str(VERDICT_SCHEMA_VERSION):
             raise SchemaError("verdict", "version", f"unknown verdict schema version {text('v')!r}")
