@@ -1,0 +1,293 @@
+"""The alerter loop: verdicts over threshold → suppression → explanation → EVE alert → sinks → XACK.
+
+It reads ``tapwatch:verdicts`` in consumer group ``alerters`` through the :class:`~tapwatch.features.bus.Bus`
+protocol only, so the same class runs on Redis (``tapwatch alerter``) and on the in-memory bus (the embedded
+``detect``/``run`` modes).
+
+Delivery is at least once, so a verdict may come twice (a worker or an alerter crashed before its XACK). The
+alerter emits at most one alert per window id: just before the sinks write, it sets
+``tapwatch:alerted:<window_id>`` with SET NX EX; a verdict whose key exists is acked without an alert, and the
+key lives in Redis, so the guard survives an alerter restart. The key is set before the sinks write: a crash
+in between loses that one alert rather than writing it twice.
+
+Suppression and thresholds run before the explanation, so suppressed alerts spend no explanation budget (the
+outcome is the one of explaining first). Entries are acked only after every alert of the batch is with the
+sinks; a sink that fails is counted and does not hold the others up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tapwatch.alerting.alert import ExplanationStatus, alerted_class, from_verdict
+from tapwatch.alerting.budget import ExplainQueue, Ticket
+from tapwatch.alerting.errors import InvalidAlert
+from tapwatch.alerting.metrics import AlerterMetrics
+from tapwatch.alerting.settings import AlerterSettings
+from tapwatch.alerting.signatures import Signature, signature_for
+from tapwatch.alerting.sinks import SinkSet
+from tapwatch.alerting.suppress import Suppressor
+from tapwatch.features.bus import Bus, BusUnavailable, Entry, GroupMissing
+from tapwatch.features.card import ModelCard
+from tapwatch.features.errors import SchemaError
+from tapwatch.features.schema import Verdict
+
+log = logging.getLogger(__name__)
+
+ALERTED_KEY = "tapwatch:alerted:{}"
+BACKOFF_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """What the alerter does to an alert besides writing it.
+
+    Parameters
+    ----------
+    suppressor
+        Suppression, thresholds and whitelisted networks; None suppresses nothing.
+    explainer
+        The explanation queue; None sends every alert with ``explanation_status`` ``disabled``.
+    """
+
+    suppressor: Suppressor | None = None
+    explainer: ExplainQueue | None = None
+
+
+@dataclass
+class _Pending:
+    entry_id: str
+    verdict: Verdict
+    signature: Signature
+    ticket: Ticket
+
+
+class Alerter:
+    """Turn verdicts into alerts on any bus.
+
+    Parameters
+    ----------
+    bus
+        Where the verdicts are (and the dedup keys and the dead-letter stream).
+    card
+        The model card, for its benign class, T and the explainer's model identity; None works without.
+    settings
+        Stream, group, consumer, read sizes, dedup TTL, signature family.
+    sinks
+        Where alerts go.
+    metrics
+        Counters on an injected registry.
+    policy
+        Suppression and explanation (:class:`AlertPolicy`); by default neither.
+
+    Example
+    -------
+    >>> from prometheus_client import CollectorRegistry
+    >>> from tapwatch.features.bus import MemoryBus
+    >>> a = Alerter(MemoryBus(), None, AlerterSettings(block_ms=1), SinkSet([]), AlerterMetrics(CollectorRegistry()))
+    >>> a.run_once()
+    0
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        card: ModelCard | None,
+        settings: AlerterSettings,
+        sinks: SinkSet,
+        metrics: AlerterMetrics,
+        policy: AlertPolicy | None = None,
+    ) -> None:
+        self.bus = bus
+        self.card = card
+        self.settings = settings
+        self.sinks = sinks
+        self.metrics = metrics
+        self.suppressor = policy.suppressor if policy else None
+        self.explainer = policy.explainer if policy else None
+        self.bus_ok = True
+        self._group_ready = False
+        self._next_claim = 0.0
+        self._next_length = 0.0
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Claim stale entries (now and then), read one batch, handle it; return the entries handled."""
+        s = self.settings
+        if not self._group_ready:
+            self._ensure_group(recreated=False)
+        entries: list[Entry] = []
+        try:
+            if time.monotonic() >= self._next_claim:
+                self._next_claim = time.monotonic() + s.claim_interval_s
+                entries = self.bus.claim_stale(
+                    s.verdicts_stream, s.alerter_group, s.alerter_consumer, s.claim_idle_ms, s.read_count
+                )
+            if not entries:
+                entries = self.bus.read_group(
+                    s.verdicts_stream, s.alerter_group, s.alerter_consumer, s.read_count, s.block_ms
+                )
+        except GroupMissing as err:
+            log.warning("alerter %s: %s; recreating the group", s.alerter_consumer, err)
+            self._ensure_group(recreated=True)
+            return 0
+        if entries:
+            self.handle(entries)
+        self._observe_length()
+        return len(entries)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set; the batch in hand is finished and acked first.
+
+        Bus down: capped exponential backoff (never a busy loop), ``bus_ok`` false, one log line per state
+        change. Any other error propagates: the process exits non-zero and its supervisor restarts it.
+        """
+        delay = 0.0
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except BusUnavailable as err:
+                delay = min(max(delay * 2, 0.1), BACKOFF_MAX_S)
+                self._set_bus(False, err)
+                stop.wait(delay)
+                continue
+            delay = 0.0
+            self._set_bus(True, None)
+
+    def close(self) -> None:
+        """Stop the explainer and close every sink (the webhook delivers what it holds first)."""
+        if self.explainer is not None:
+            self.explainer.close()
+        self.sinks.close()
+
+    def ready(self) -> dict[str, bool]:
+        """``/readyz`` checks."""
+        return {
+            "bus_reachable": self.bus_ok,
+            "explainer_ready": self.explainer is not None or self.settings.explain is not True,
+        }
+
+    # -- one batch -----------------------------------------------------------------------------------------------
+
+    def handle(self, entries: list[Entry]) -> None:
+        """Turn a batch into alerts, then ack all of it."""
+        pending = [p for p in (self._prepare(eid, fields) for eid, fields in entries) if p is not None]
+        for p in pending:
+            self._deliver(p)
+        self.bus.ack(self.settings.verdicts_stream, self.settings.alerter_group, [eid for eid, _ in entries])
+
+    def _prepare(self, entry_id: str, fields: Mapping[str, Any]) -> _Pending | None:
+        verdict = self._decode(entry_id, fields)
+        if verdict is None:
+            return None
+        if not verdict.over_threshold:
+            self.metrics.verdicts.labels(outcome="below").inc()
+            return None
+        self.metrics.verdicts.labels(outcome="over").inc()
+        benign = self.card.benign_class if self.card is not None and self.card.name == verdict.model else None
+        sig = signature_for(verdict.model, alerted_class(verdict, benign), self.settings.signature_family)
+        if self.suppressor is not None:
+            f = verdict.flow
+            reason = self.suppressor.check(sig.gid, sig.sid, f.src_ip, f.dst_ip, f.last_seen_ms)
+            if reason is not None:
+                self.metrics.suppressed.labels(reason=reason.value).inc()
+                log.debug("window %s (sid %s) %s", verdict.window_id, sig.sid, reason.value)
+                return None
+        return _Pending(entry_id, verdict, sig, self._submit(verdict))
+
+    def _submit(self, verdict: Verdict) -> Ticket:
+        if self.explainer is None:
+            return Ticket(ExplanationStatus.DISABLED)
+        if verdict.tensor is None:
+            return Ticket(ExplanationStatus.NO_TENSOR)
+        card = self.card
+        if card is not None and (card.name, card.version, card.feature_set_id) != (
+            verdict.model,
+            verdict.model_version,
+            verdict.feature_set_id,
+        ):
+            return Ticket(ExplanationStatus.MODEL_MISMATCH)
+        return self.explainer.submit(verdict.tensor)
+
+    def _deliver(self, p: _Pending) -> None:
+        v = p.verdict
+        if not self.bus.set_once(ALERTED_KEY.format(v.window_id), self.settings.dedup_ttl_s):
+            if p.ticket.future is not None:
+                p.ticket.future.cancel()
+            self.metrics.duplicates.inc()
+            log.info("window %s already alerted (entry %s re-delivered); acked without an alert", v.window_id,
+                     p.entry_id)  # fmt: skip
+            return
+        explanation, status = self.explainer.result(p.ticket) if self.explainer else (None, p.ticket.status)
+        status = status or ExplanationStatus.DISABLED
+        try:
+            alert = from_verdict(v, p.signature, explanation, status, self.card.window_length if self.card else None)
+        except InvalidAlert as err:  # e.g. a model that emits logits, not probabilities
+            self._dead_letter(p.entry_id, "invalid_alert", str(err))
+            return
+        if status is not ExplanationStatus.OK:
+            self.metrics.explain_skipped.labels(reason=status.value).inc()
+        if status is ExplanationStatus.ERROR:
+            log.warning("window %s: explanation failed; alert %s sent without one", v.window_id, alert.id)
+        held = self.sinks.emit(alert)
+        self.metrics.alerts.labels(**{"class": alert.class_name, "severity": str(int(alert.severity))}).inc()
+        log.info("alert %s window %s sid %s %s -> %s sinks", alert.id, v.window_id, p.signature.sid,
+                 alert.class_name, held)  # fmt: skip
+
+    def _decode(self, entry_id: str, fields: Mapping[str, Any]) -> Verdict | None:
+        """A verdict, or None after dead-lettering a malformed entry."""
+        try:
+            return Verdict.decode(fields)
+        except SchemaError as err:
+            reason, detail = err.reason, err.detail
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+            reason, detail = "malformed", f"{type(err).__name__}: {err}"
+        self._dead_letter(entry_id, reason, detail)
+        return None
+
+    def _dead_letter(self, entry_id: str, reason: str, detail: str) -> None:
+        """Log with the entry id, copy to the dead-letter stream with the reason, count; the batch ack acks it."""
+        s = self.settings
+        log.warning("verdict entry %s rejected (%s): %s; dead-lettered", entry_id, reason, detail)
+        fields = {"stage": "alerter", "stream": s.verdicts_stream, "id": entry_id, "reason": reason,
+                  "detail": detail[:1000]}  # fmt: skip
+        self.bus.add_many(s.dead_stream, [fields])
+        self.metrics.dead.labels(reason=reason).inc()
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------------
+
+    def _ensure_group(self, recreated: bool) -> None:
+        s = self.settings
+        created = self.bus.ensure_group(s.verdicts_stream, s.alerter_group)
+        self._group_ready = True
+        if recreated:
+            self.metrics.group_recreated.inc()
+            log.warning(
+                "alerter %s: recreated group %s on %s (verdicts added while it was gone are read from the "
+                "start of the stream)",
+                s.alerter_consumer,
+                s.alerter_group,
+                s.verdicts_stream,
+            )
+        elif created:
+            log.info("alerter %s: created group %s on %s", s.alerter_consumer, s.alerter_group, s.verdicts_stream)
+
+    def _set_bus(self, ok: bool, err: BaseException | None) -> None:
+        if ok != self.bus_ok:
+            if ok:
+                log.warning("alerter %s: bus reachable again", self.settings.alerter_consumer)
+            else:
+                log.warning("alerter %s: bus unreachable (%s); backing off", self.settings.alerter_consumer, err)
+        self.bus_ok = ok
+        self.metrics.bus_up.set(1 if ok else 0)
+
+    def _observe_length(self) -> None:
+        if time.monotonic() >= self._next_length:
+            self._next_length = time.monotonic() + 5.0
+            self.metrics.stream_length.set(self.bus.length(self.settings.verdicts_stream))

@@ -1,0 +1,141 @@
+"""Wiring of the alerter from :class:`~tapwatch.alerting.settings.AlerterSettings`: sinks, suppression, the
+explainer, metrics and health. ``tapwatch alerter`` calls :func:`run_alerter`; the embedded mode calls
+:func:`build_alerter` with its in-memory bus and drives :meth:`Alerter.run_once` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Info
+
+from tapwatch.alerting.alerter import Alerter, AlertPolicy
+from tapwatch.alerting.budget import BudgetConfig, ExplainQueue
+from tapwatch.alerting.errors import ExplainerUnavailable
+from tapwatch.alerting.explain import ExplainConfig, LimeExplainer, ScoreFn, load_onnx_explainer
+from tapwatch.alerting.metrics import AlerterMetrics
+from tapwatch.alerting.netsinks import FACILITIES, SyslogSink, Transport, WebhookSink, parse_hostport
+from tapwatch.alerting.settings import AlerterSettings
+from tapwatch.alerting.sinks import FileSink, RedisStreamSink, Sink, SinkSet, StdoutSink
+from tapwatch.alerting.suppress import Suppressor, load_threshold_config
+from tapwatch.features.bus import Bus, RedisBus
+from tapwatch.features.card import ModelCard, load_card
+from tapwatch.features.errors import ConfigError, ModelCardError
+
+log = logging.getLogger(__name__)
+
+
+def build_sinks(settings: AlerterSettings, bus: Bus, metrics: AlerterMetrics | None) -> SinkSet:
+    """Every sink the settings switch on (the Redis stream one by default when Redis is the bus)."""
+    s = settings
+    sinks: list[Sink] = []
+    if s.stdout:
+        sinks.append(StdoutSink())
+    if s.alert_file:
+        sinks.append(FileSink(s.alert_file, s.alert_file_max_bytes, s.alert_file_keep))
+    if s.redis_sink_on:
+        sinks.append(RedisStreamSink(bus, s.alerts_stream, s.alerts_stream_maxlen))
+    for addr, transport in ((s.syslog_udp, Transport.UDP), (s.syslog_tcp, Transport.TCP)):
+        if addr:
+            host, port = parse_hostport(addr, f"syslog_{transport.value}")
+            sinks.append(SyslogSink(host, port, transport, FACILITIES[s.syslog_facility]))
+    if s.webhook_url:
+        try:
+            sinks.append(
+                WebhookSink(s.webhook_url, s.webhook_queue, s.webhook_retries, s.webhook_backoff_s, s.webhook_timeout_s)
+            )
+        except ValueError as err:
+            raise ConfigError("webhook_url", str(err)) from err
+    if not sinks:
+        log.warning("no alert sink is switched on: alerts are counted and dropped")
+    return SinkSet(sinks, metrics)
+
+
+def load_alert_card(settings: AlerterSettings) -> ModelCard | None:
+    if settings.card is None:
+        return None
+    try:
+        return load_card(settings.card)
+    except ModelCardError as err:
+        raise ConfigError(settings.card, str(err)) from err
+
+
+def build_explainer(
+    settings: AlerterSettings, card: ModelCard | None, metrics: AlerterMetrics | None, score_fn: ScoreFn | None = None
+) -> ExplainQueue | None:
+    """The explanation queue, or None when explanations are off or (with ``explain`` unset) impossible.
+
+    ``score_fn`` lets the embedded mode reuse the worker's session instead of loading the ONNX file twice.
+    """
+    s = settings
+    if s.explain is False:
+        return None
+    cfg = ExplainConfig(samples=s.explain_samples, top_k=s.explain_top_k, seed=s.explain_seed)
+    try:
+        if card is None:
+            raise ExplainerUnavailable("no model card given (--card)")
+        if score_fn is not None:
+            explainer = LimeExplainer(score_fn, card, cfg)
+        else:
+            explainer = load_onnx_explainer(card, s.card or ".", s.onnx, cfg, s.explain_threads)
+    except ExplainerUnavailable as err:
+        if s.explain:
+            raise ConfigError("explain", f"explanations were required but are not possible: {err}") from err
+        log.warning("alerts go out without explanations: %s", err)
+        return None
+    budget = BudgetConfig(s.explain_per_second, s.explain_queue, s.explain_deadline_ms)
+    return ExplainQueue(explainer, budget, metrics)
+
+
+def build_alerter(
+    settings: AlerterSettings,
+    bus: Bus,
+    metrics: AlerterMetrics,
+    card: ModelCard | None = None,
+    score_fn: ScoreFn | None = None,
+) -> Alerter:
+    """A ready alerter on ``bus``; ``card`` defaults to the settings' card file."""
+    card = card if card is not None else load_alert_card(settings)
+    suppressor = None
+    if settings.threshold_file:
+        config = load_threshold_config(Path(settings.threshold_file))
+        suppressor = Suppressor(config, settings.threshold_max_entries, metrics.threshold_evictions.inc)
+    sinks = build_sinks(settings, bus, metrics)
+    try:
+        explainer = build_explainer(settings, card, metrics, score_fn)
+    except BaseException:
+        sinks.close()
+        raise
+    return Alerter(bus, card, settings, sinks, metrics, AlertPolicy(suppressor, explainer))
+
+
+def run_alerter(settings: AlerterSettings, registry: CollectorRegistry, stop: threading.Event) -> int:
+    """Serve metrics and health and run the alerter on Redis until ``stop`` is set; return the exit code."""
+    if not settings.redis_url:
+        raise ConfigError("redis_url", "tapwatch alerter needs --redis (the embedded modes are detect and run)")
+    from tapwatch.capture.health import HealthServer
+
+    Info("tapwatch_build", "tapwatch build.", registry=registry).info({"version": _version()})
+    metrics = AlerterMetrics(registry)
+    alerter = build_alerter(settings, RedisBus(settings.redis_url), metrics)
+    http = HealthServer(registry, alerter.ready, settings.metrics_host, settings.metrics_port).start()
+    log.info(
+        "alerter %s reading %s in group %s", settings.alerter_consumer, settings.verdicts_stream, settings.alerter_group
+    )
+    try:
+        alerter.run(stop)
+    finally:
+        alerter.close()
+        http.stop()
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tapwatch")
+    except PackageNotFoundError:
+        return "unknown"

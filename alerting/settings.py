@@ -1,0 +1,102 @@
+"""Settings of ``tapwatch alerter`` (and of the alerter inside the embedded ``detect``/``run`` modes).
+
+Environment variables ``TAPWATCH_<FIELD>``; command-line options win. Built once in ``main`` and passed down;
+library code never reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tapwatch.features.bus import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM
+
+
+def default_consumer() -> str:
+    """A consumer name unique per process and stable for its life: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class AlerterSettings(BaseSettings):
+    """Every setting of the alerter; see ``docs/alerts.md`` and ``tapwatch alerter --help``."""
+
+    model_config = SettingsConfigDict(env_prefix="TAPWATCH_", extra="ignore")
+
+    redis_url: str | None = Field(None, description="Redis URL; None is the in-memory bus (embedded mode only).")
+    verdicts_stream: str = Field(VERDICTS_STREAM, description="Stream the verdicts are read from.")
+    alerter_group: str = Field("alerters", description="Consumer group on the verdicts stream.")
+    alerter_consumer: str = Field(default_factory=default_consumer, description="This process's consumer name.")
+    read_count: int = Field(64, ge=1, le=10_000, description="Verdicts per XREADGROUP.")
+    # >= 1: XREADGROUP BLOCK 0 waits forever on Redis; < 1500: RedisBus's socket timeout is 2 s, and an idle
+    # read must not look like a dead server.
+    block_ms: int = Field(1000, ge=1, le=1500, description="XREADGROUP block time; also bounds stop latency.")
+    claim_idle_ms: int = Field(30_000, ge=0, description="Claim verdicts pending this long in any alerter.")
+    claim_interval_s: float = Field(10.0, gt=0, description="How often to look for stale pending verdicts.")
+    dead_stream: str = Field(DEAD_STREAM, description="Where malformed verdicts go, with the reason.")
+    dedup_ttl_s: int = Field(
+        3600, ge=60, le=30 * 86400, description="Lifetime of the per-window 'alerted' key (one Redis key per alert)."
+    )
+
+    card: str | None = Field(None, description="Model card JSON; needed for explanations.")
+    onnx: str | None = Field(None, description="ONNX file; default: the card's onnx.file beside the card.")
+    signature_family: str | None = Field(None, description="Model family for signature ids; default from the name.")
+
+    threshold_file: str | None = Field(None, description="Suricata threshold.config style suppression file.")
+    threshold_max_entries: int = Field(100_000, ge=1, description="Cap on threshold tracking entries (LRU).")
+
+    explain: bool | None = Field(
+        None,
+        description="LIME explanations: True requires them (a card with "
+        "feature_stats and its ONNX file), False never, None when the card allows.",
+    )
+    explain_samples: int = Field(500, ge=10, le=100_000, description="LIME perturbed samples per explanation.")
+    explain_top_k: int = Field(5, ge=1, le=50, description="Features per explanation.")
+    explain_per_second: float = Field(10.0, ge=0, description="Explanations per second (budget); 0: none.")
+    explain_queue: int = Field(8, ge=1, le=1000, description="Explanations waiting at once.")
+    explain_deadline_ms: int = Field(200, ge=1, le=60_000, description="Longest wait of an alert for LIME.")
+    explain_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads of the explainer.")
+    explain_seed: int | None = Field(None, description="LIME sampler seed (reproducible explanations).")
+
+    stdout: bool = Field(False, description="Write EVE lines to standard output.")
+    alert_file: str | None = Field(None, description="JSON-lines alert file.")
+    alert_file_max_bytes: int = Field(100 * 2**20, ge=1024, description="Rotate the alert file at this size.")
+    alert_file_keep: int = Field(5, ge=0, le=1000, description="Rotated alert files kept.")
+    redis_sink: bool | None = Field(None, description="Alerts to the alerts stream; default: on with Redis.")
+    alerts_stream: str = Field(ALERTS_STREAM, description="Stream of the Redis sink.")
+    alerts_stream_maxlen: int = Field(100_000, ge=100, description="Approximate bound of the alerts stream.")
+    syslog_udp: str | None = Field(None, description="HOST:PORT of an RFC 5424 syslog receiver over UDP.")
+    syslog_tcp: str | None = Field(None, description="HOST:PORT of an RFC 5424 syslog receiver over TCP.")
+    syslog_facility: str = Field("local0", description="Syslog facility name.")
+    webhook_url: str | None = Field(None, description="URL that receives each alert as a JSON POST.")
+    webhook_queue: int = Field(1000, ge=1, le=1_000_000, description="Alerts waiting for the webhook.")
+    webhook_retries: int = Field(3, ge=0, le=20, description="Retries per alert after a failed POST.")
+    webhook_backoff_s: float = Field(0.5, gt=0, le=60, description="First retry delay (doubles, capped at 10 s).")
+    webhook_timeout_s: float = Field(2.0, gt=0, le=60, description="Per-request timeout of the webhook.")
+
+    metrics_host: str = Field("127.0.0.1", description="Address of /metrics, /livez, /readyz.")
+    metrics_port: int = Field(9642, ge=0, le=65535, description="Port of /metrics, /livez, /readyz; 0 picks one.")
+
+    @field_validator("syslog_facility")
+    @classmethod
+    def _facility(cls, v: str) -> str:
+        from tapwatch.alerting.netsinks import FACILITIES
+
+        if v not in FACILITIES:
+            raise ValueError(f"unknown syslog facility {v!r} (valid: {', '.join(FACILITIES)})")
+        return v
+
+    @field_validator("syslog_udp", "syslog_tcp")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        from tapwatch.alerting.netsinks import parse_hostport
+
+        if v is not None:
+            parse_hostport(v, "syslog")
+        return v
+
+    @property
+    def redis_sink_on(self) -> bool:
+        return self.redis_sink if self.redis_sink is not None else self.redis_url is not None

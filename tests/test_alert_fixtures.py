@@ -1,0 +1,186 @@
+"""Builders shared by the alerting tests: verdicts, a tiny real ONNX model with its card, loopback receivers.
+
+No tests here; the other ``test_alert*`` modules import these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tapwatch.features.card import FeatureStats, ModelCard, OnnxInfo, TrainingData
+from tapwatch.features.contract import FEATURE_NAMES, feature_set_id
+from tapwatch.features.schema import ExpiryReason, FlowMeta, Verdict
+
+T = 4
+F = len(FEATURE_NAMES)
+STRONG = {"Flow Duration": 2.0, "Total Fwd Packet": -1.5, "Flow Bytes/s": 1.0}
+"""Weights of the newest row's features that drive the tiny model's logit (others: |w| <= 0.03)."""
+BIAS = -1.0
+
+
+def meta(i: int = 1, src: str = "10.0.0.1", dst: str = "10.0.0.2", last_seen_ms: int = 1_700_000_000_000,
+         proto: int = 6) -> FlowMeta:  # fmt: skip
+    return FlowMeta(
+        flow_id=1000 + i, community_id=f"1:flow{i}=", src_ip=src, src_port=40000 + i, dst_ip=dst, dst_port=80,
+        protocol=proto, first_seen_ms=last_seen_ms - 500, last_seen_ms=last_seen_ms, packets=6, bytes=900,
+        expiry=ExpiryReason.TCP_FIN, expired_at_ms=last_seen_ms + 5, sensor="tap-1",
+    )  # fmt: skip
+
+
+def verdict(i: int = 1, score: float = 0.9, *, classes: tuple[str, ...] = ("BENIGN", "PortScan"),
+            tensor: np.ndarray[Any, Any] | None = None, model: str = "hybrid-test", version: str = "1",
+            threshold: float = 0.5, **flow: Any) -> Verdict:  # fmt: skip
+    """A verdict for window ``w<i>``; probabilities put ``1 - score`` on the first (benign) class."""
+    rest = [score / (len(classes) - 1)] * (len(classes) - 1)
+    probs = (1.0 - score, *rest)
+    predicted = classes[int(np.argmax(probs))]
+    return Verdict(
+        window_id=f"{1_700_000_000_000 + i}-0", sensor="tap-1", key=flow.get("src", "10.0.0.1"), flow=meta(i, **flow),
+        model=model, model_version=version, class_names=classes, probabilities=probs, predicted=predicted,
+        score=score, threshold=threshold, feature_set_id=feature_set_id(T), decided_at_ms=1_700_000_000_100,
+        tensor=tensor if tensor is not None or score < threshold else np.zeros((T, F), np.float32),
+        valid_rows=T if score >= threshold else 0,
+    )  # fmt: skip
+
+
+def weights(seed: int = 7) -> np.ndarray[Any, Any]:
+    """(T, F) weights: the newest row has the STRONG ones and small noise; older rows a little weight."""
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(-0.03, 0.03, size=(T, F))
+    w[:-1] *= 3
+    for name, value in STRONG.items():
+        w[-1, FEATURE_NAMES.index(name)] = value
+    return w.astype(np.float32)
+
+
+def build_onnx(path: Path, w: np.ndarray[Any, Any]) -> None:
+    """A logistic model over the whole window: p = sigmoid(sum(X * W) + b); output [1 - p, p]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Reshape", ["windows", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "W"], ["logit0"]),
+        helper.make_node("Add", ["logit0", "b"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["p"]),
+        helper.make_node("Sub", ["one", "p"], ["q"]),
+        helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([-1, T * F], np.int64), "flat_shape"),
+        numpy_helper.from_array(w.reshape(T * F, 1).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array([BIAS], np.float32), "b"),
+        numpy_helper.from_array(np.array([1.0], np.float32), "one"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("windows", TensorProto.FLOAT, [None, T, F])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+
+
+def normal_stats() -> list[FeatureStats]:
+    """N(0, 1) training statistics for every feature, with the models stage's quantile keys."""
+    qs = {"p1": -2.326, "p5": -1.645, "p25": -0.674, "p50": 0.0, "p75": 0.674, "p95": 1.645, "p99": 2.326}
+    return [FeatureStats(feature=f, mean=0.0, std=1.0, quantiles=qs) for f in FEATURE_NAMES]
+
+
+@dataclass
+class TinyModel:
+    card: ModelCard
+    card_path: Path
+    onnx_path: Path
+    w: np.ndarray[Any, Any]
+
+    def score(self, windows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        logit = np.einsum("ntf,tf->n", windows.astype(np.float64), self.w.astype(np.float64)) + BIAS
+        return np.asarray(1 / (1 + np.exp(-logit)))
+
+
+def tiny_model(tmp: Path, name: str = "hybrid-test", version: str = "1") -> TinyModel:
+    w = weights()
+    onnx_path = tmp / f"{name}.onnx"
+    build_onnx(onnx_path, w)
+    card = ModelCard(
+        name=name, version=version, created="2026-01-01T00:00:00Z", training_data=TrainingData(dataset="synthetic"),
+        feature_set_id=feature_set_id(T), features=list(FEATURE_NAMES), window_length=T,
+        class_names=["BENIGN", "PortScan"], benign_class="BENIGN", thresholds={"attack": 0.5},
+        feature_stats=normal_stats(),
+        onnx=OnnxInfo(file=onnx_path.name, sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(), opset=17,
+                      input_name="windows", input_shape=[None, T, F], output_names=["probabilities"]),
+    )  # fmt: skip
+    card_path = tmp / f"{name}.json"
+    card_path.write_text(card.model_dump_json(indent=1))
+    return TinyModel(card, card_path, onnx_path, w)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WebhookServer:
+    """A loopback HTTP server that records POSTed JSON; ``fail_first`` requests get ``status``."""
+
+    fail_first: int = 0
+    status: int = 500
+    delay_s: float = 0.0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+
+    def __enter__(self) -> WebhookServer:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests += 1
+                if outer.delay_s:
+                    threading.Event().wait(outer.delay_s)
+                code = outer.status if outer.requests <= outer.fail_first else 200
+                if code == 200:
+                    outer.bodies.append(json.loads(body))
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def read_jsonl(*paths: Path) -> Iterator[dict[str, Any]]:
+    for p in paths:
+        if p.exists():
+            for line in p.read_text().splitlines():
+                yield json.loads(line)

@@ -1,0 +1,298 @@
+"""The alerter loop on the in-memory bus and on a real Redis: alerts, idempotency across restarts, suppression,
+explanations within budget, dead letters, metrics scraped over HTTP, and ``tapwatch alerter`` itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from tapwatch.alerting.alert import Alert
+from tapwatch.alerting.alerter import Alerter, AlertPolicy
+from tapwatch.alerting.metrics import AlerterMetrics
+from tapwatch.alerting.netsinks import WebhookSink
+from tapwatch.alerting.service import build_alerter
+from tapwatch.alerting.settings import AlerterSettings
+from tapwatch.alerting.sinks import FileSink, SinkSet
+from tapwatch.alerting.suppress import Suppressor, parse_threshold_config
+from tapwatch.capture.health import HealthServer
+from tapwatch.features.bus import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM, Bus, MemoryBus, RedisBus
+from tapwatch.features.schema import Verdict
+from tests.test_alert_explain import alert_windows
+from tests.test_alert_fixtures import TinyModel, free_port, read_jsonl, tiny_model, verdict
+
+PORTSCAN_SID = 9_101_006  # hybrid family, PortScan
+
+
+def settings(**kw: Any) -> AlerterSettings:
+    base: dict[str, Any] = {"block_ms": 1, "alerter_consumer": "a1", "explain": False}
+    return AlerterSettings(**{**base, **kw})
+
+
+def put(bus: Bus, *verdicts: Verdict) -> list[str]:
+    return bus.add_many(VERDICTS_STREAM, [v.encode() for v in verdicts])
+
+
+def drain(alerter: Alerter) -> None:
+    while alerter.run_once():
+        pass
+
+
+def sample(m: AlerterMetrics, name: str, **labels: str) -> float:
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def make(bus: Bus, path: Path, policy: AlertPolicy | None = None, **kw: Any) -> tuple[Alerter, AlerterMetrics]:
+    m = AlerterMetrics(CollectorRegistry())
+    return Alerter(bus, None, settings(**kw), SinkSet([FileSink(path)], m), m, policy), m
+
+
+def test_verdicts_over_threshold_become_alerts_and_everything_is_acked(tmp_path: Path) -> None:
+    bus, out = MemoryBus(), tmp_path / "alerts.jsonl"
+    alerter, m = make(bus, out)
+    put(bus, verdict(1, 0.2), verdict(2, 0.9), verdict(3, 0.49),
+        verdict(4, 0.95, classes=("BENIGN", "DDoS", "PortScan")), verdict(5, 0.7))  # fmt: skip
+    drain(alerter)
+    alerts = list(read_jsonl(out))
+    assert [a["flow_id"] for a in alerts] == [1002, 1004, 1005]
+    assert [a["alert"]["signature_id"] for a in alerts] == [PORTSCAN_SID, 9_101_005, PORTSCAN_SID]
+    assert all(a["ml"]["explanation_status"] == "disabled" for a in alerts)
+    assert bus.claim_stale(VERDICTS_STREAM, "alerters", "other", 0, 100) == []  # nothing left pending
+    assert sample(m, "tapwatch_alerting_verdicts_total", outcome="below") == 2
+    assert sample(m, "tapwatch_alerting_alerts_total", **{"class": "PortScan", "severity": "3"}) == 2
+
+
+def test_a_repeated_window_gives_one_alert(tmp_path: Path) -> None:
+    bus, out = MemoryBus(), tmp_path / "alerts.jsonl"
+    alerter, m = make(bus, out)
+    put(bus, verdict(1), verdict(1), verdict(2))
+    drain(alerter)
+    put(bus, verdict(2))
+    drain(alerter)
+    assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1002]
+    assert sample(m, "tapwatch_alerting_duplicates_total") == 2
+
+
+def test_malformed_verdicts_are_dead_lettered_acked_and_counted(tmp_path: Path) -> None:
+    bus, out = MemoryBus(), tmp_path / "alerts.jsonl"
+    alerter, m = make(bus, out)
+    bad_version = {**verdict(2).encode(), "v": "99"}
+    logits = dataclasses.replace(verdict(4), probabilities=(-2.0, 3.0))  # not probabilities: no alert from it
+    put(bus, verdict(1))
+    bus.add_many(VERDICTS_STREAM, [{"junk": "1"}, bad_version])
+    put(bus, verdict(3), logits)
+    drain(alerter)
+    assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1003]
+    bus.ensure_group(DEAD_STREAM, "t")
+    dead = bus.read_group(DEAD_STREAM, "t", "t", 10, 0)
+    assert [f["reason"] for _, f in dead] == [b"missing_field", b"version", b"invalid_alert"]
+    assert all(f["stage"] == b"alerter" and f["id"] for _, f in dead)
+    assert sample(m, "tapwatch_alerting_dead_lettered_total", reason="version") == 1
+    assert bus.claim_stale(VERDICTS_STREAM, "alerters", "other", 0, 100) == []
+
+
+def test_suppressed_alerts_are_counted_by_reason(tmp_path: Path) -> None:
+    rules = (f"threshold gen_id 1, sig_id {PORTSCAN_SID}, type limit, track by_src, count 1, seconds 60\n"
+             "pass-net 192.168.0.0/16\nsuppress gen_id 1, sig_id 9101005\n")  # fmt: skip
+    bus, out = MemoryBus(), tmp_path / "alerts.jsonl"
+    alerter, m = make(bus, out, AlertPolicy(suppressor=Suppressor(parse_threshold_config(rules))))
+    put(bus, *[verdict(i) for i in range(1, 5)], verdict(5, src="192.168.1.9"),
+        verdict(6, classes=("BENIGN", "DDoS")), verdict(7, src="10.0.0.77"))  # fmt: skip
+    drain(alerter)
+    assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1007]
+    assert [sample(m, "tapwatch_alerting_suppressed_total", reason=r) for r in ("threshold", "whitelist", "suppress")
+            ] == [3, 1, 1]  # fmt: skip
+
+
+class Crash(BaseException):
+    """The process dies (not an error a sink reports): nothing after it runs."""
+
+
+class CrashAfterWrite:
+    kind = "stdout"
+
+    def write(self, alert: Alert, line: str) -> None:
+        raise Crash
+
+    def close(self) -> None:
+        return None
+
+
+def test_idempotent_across_an_alerter_restart(redis_server: Any, tmp_path: Path) -> None:
+    out = tmp_path / "alerts.jsonl"
+    bus = RedisBus(redis_server.url)
+    put(bus, verdict(1), verdict(2), verdict(3))
+    m1 = AlerterMetrics(CollectorRegistry())
+    first = Alerter(bus, None, settings(redis_url=redis_server.url), SinkSet([FileSink(out), CrashAfterWrite()], m1),
+                    m1)  # fmt: skip
+    with pytest.raises(Crash):
+        first.run_once()  # window 1's alert is in the file; the process dies before its XACK
+    assert len(list(read_jsonl(out))) == 1
+
+    second, m2 = make(RedisBus(redis_server.url), out, redis_url=redis_server.url, alerter_consumer="a2",
+                      claim_idle_ms=0)  # fmt: skip
+    drain(second)  # claims the dead consumer's pending verdicts
+    put(bus, verdict(2))  # a worker re-delivers a verdict after its own crash
+    drain(second)
+    assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1002, 1003]
+    assert sample(m2, "tapwatch_alerting_duplicates_total") == 2
+    assert bus.client.xpending(VERDICTS_STREAM, "alerters")["pending"] == 0
+    assert bus.client.ttl("tapwatch:alerted:1700000000001-0") > 3000
+
+
+def test_a_lost_group_is_recreated_and_counted(redis_server: Any, tmp_path: Path) -> None:
+    bus, out = RedisBus(redis_server.url), tmp_path / "alerts.jsonl"
+    alerter, m = make(bus, out, redis_url=redis_server.url)
+    put(bus, verdict(1))
+    drain(alerter)
+    bus.client.delete(VERDICTS_STREAM)  # a Redis that lost its data
+    assert alerter.run_once() == 0
+    assert sample(m, "tapwatch_alerting_group_recreated_total") == 1
+    put(bus, verdict(2))
+    drain(alerter)
+    assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1002]
+
+
+def test_redis_down_backs_off_and_reports_not_ready(tmp_path: Path) -> None:
+    import threading
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    alerter, m = make(RedisBus(url, timeout_s=0.2), tmp_path / "a.jsonl", redis_url=url)
+    stop = threading.Event()
+    t = threading.Thread(target=alerter.run, args=(stop,))
+    t.start()
+    time.sleep(0.8)
+    stop.set()
+    t.join(5)
+    assert not t.is_alive()
+    assert alerter.ready()["bus_reachable"] is False and sample(m, "tapwatch_alerting_bus_connected") == 0
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return tiny_model(tmp_path_factory.mktemp("alerter-model"))
+
+
+def test_explanations_within_budget_and_the_rest_marked(model: TinyModel, tmp_path: Path) -> None:
+    out = tmp_path / "alerts.jsonl"
+    s = settings(card=str(model.card_path), explain=True, explain_per_second=2, explain_deadline_ms=5000,
+                 explain_seed=0, alert_file=str(out))  # fmt: skip
+    bus, m = MemoryBus(), AlerterMetrics(CollectorRegistry())
+    alerter = build_alerter(s, bus, m)
+    windows = alert_windows(model, 6)
+    put(bus, *[verdict(i, 0.9, tensor=w) for i, w in enumerate(windows)],
+        verdict(10, 0.9, version="2"), dataclasses.replace(verdict(11, 0.9), tensor=None))  # fmt: skip
+    drain(alerter)
+    alerter.close()
+    statuses = [a["ml"]["explanation_status"] for a in read_jsonl(out)]
+    assert statuses == ["ok"] * 2 + ["skipped_budget"] * 4 + ["unavailable_model_mismatch", "unavailable_no_tensor"]
+    explained = next(read_jsonl(out))["ml"]["explanation"]
+    assert len(explained) == 5 and {"feature", "value", "weight"} == set(explained[0])
+    assert sample(m, "tapwatch_alerting_explanations_skipped_total", reason="skipped_budget") == 4
+    assert sample(m, "tapwatch_alerting_explanation_latency_seconds_count") == 2
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}  # fmt: skip
+
+
+def test_metrics_scraped_equal_the_counted_events(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    m = AlerterMetrics(registry)
+    rules = (f"threshold gen_id 1, sig_id {PORTSCAN_SID}, type limit, track by_src, count 1, seconds 60\n"
+             "pass-net 192.168.0.0/16")  # fmt: skip
+    hook = WebhookSink(f"http://127.0.0.1:{free_port()}/", retries=0)
+    bus, out = MemoryBus(), tmp_path / "alerts.jsonl"
+    alerter = Alerter(bus, None, settings(), SinkSet([FileSink(out), hook], m), m,
+                      AlertPolicy(suppressor=Suppressor(parse_threshold_config(rules))))  # fmt: skip
+    http = HealthServer(registry, alerter.ready, port=0).start()
+    try:
+        below = [verdict(i, 0.1) for i in range(20, 23)]
+        portscans = [verdict(i) for i in range(1, 4)]  # same source: 1 alert, 2 over the limit
+        ddos = verdict(4, 0.8, classes=("BENIGN", "DDoS"))
+        put(bus, *below, *portscans, ddos, verdict(5, src="192.168.7.7"), ddos)
+        bus.add_many(VERDICTS_STREAM, [{"v": "1"}])
+        drain(alerter)
+        hook.flush(5)
+        got = scrape(http.port)
+        ready = urllib.request.urlopen(f"http://127.0.0.1:{http.port}/readyz", timeout=5)
+        live = urllib.request.urlopen(f"http://127.0.0.1:{http.port}/livez", timeout=5)
+    finally:
+        http.stop()
+        alerter.close()
+    alerts = list(read_jsonl(out))
+
+    def v(name: str, **labels: str) -> float:
+        return got.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert len(alerts) == 2 and ready.status == 200 and live.status == 200
+    assert v("tapwatch_alerting_verdicts_total", outcome="below") == len(below)
+    assert v("tapwatch_alerting_verdicts_total", outcome="over") == 6
+    assert v("tapwatch_alerting_alerts_total", **{"class": "PortScan", "severity": "3"}) == 1
+    assert v("tapwatch_alerting_alerts_total", **{"class": "DDoS", "severity": "2"}) == 1
+    assert v("tapwatch_alerting_suppressed_total", reason="threshold") == 2
+    assert v("tapwatch_alerting_suppressed_total", reason="whitelist") == 1
+    assert v("tapwatch_alerting_suppressed_total", reason="suppress") == 0
+    assert v("tapwatch_alerting_duplicates_total") == 1
+    assert v("tapwatch_alerting_dead_lettered_total", reason="missing_field") == 1
+    assert v("tapwatch_alerting_explanations_skipped_total", reason="disabled") == len(alerts)
+    assert v("tapwatch_alerting_sink_failures_total", sink="webhook") == len(alerts)
+    assert v("tapwatch_alerting_sink_failures_total", sink="file") == 0
+    assert v("tapwatch_alerting_sink_up", sink="webhook") == 0 and v("tapwatch_alerting_sink_up", sink="file") == 1
+
+
+def tapwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
+    return subprocess.Popen([sys.executable, "-m", "tapwatch.capture", *args], env={**clean, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_tapwatch_alerter_command(redis_server: Any, model: TinyModel, tmp_path: Path) -> None:
+    out, port = tmp_path / "alerts.jsonl", free_port()
+    rules = tmp_path / "threshold.config"
+    rules.write_text("pass-net 192.168.0.0/16\n")
+    bus = RedisBus(redis_server.url)
+    put(bus, verdict(1, 0.2), verdict(2, 0.9, tensor=alert_windows(model, 1)[0]), verdict(3, src="192.168.0.5"),
+        verdict(4, 0.95, classes=("BENIGN", "DoS Hulk")))  # fmt: skip
+    proc = tapwatch("-v", "alerter", "--redis", redis_server.url, "--card", str(model.card_path), "-o", str(out),
+                    "--threshold-file", str(rules), "--metrics-port", str(port), "--explain",
+                    env={"TAPWATCH_EXPLAIN_DEADLINE_MS": "10000", "TAPWATCH_BLOCK_MS": "100"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while len(list(read_jsonl(out))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        ready = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).read())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    alerts = list(read_jsonl(out))
+    assert [a["alert"]["signature_id"] for a in alerts] == [PORTSCAN_SID, 9_101_001]
+    assert alerts[0]["ml"]["explanation_status"] == "ok" and len(alerts[0]["ml"]["explanation"]) == 5
+    assert ready == {"bus_reachable": True, "explainer_ready": True}
+    assert bus.length(ALERTS_STREAM) == 2  # the Redis sink is on by default with --redis
+    assert "signal" in err
+
+
+def test_tapwatch_alerter_bad_threshold_file_exits_2(redis_server: Any, tmp_path: Path) -> None:
+    rules = tmp_path / "t.conf"
+    rules.write_text("# ok\nthreshold gen_id 1, sig_id 5, type limit, track by_src, count 1\n")
+    proc = tapwatch("alerter", "--redis", redis_server.url, "--threshold-file", str(rules), "--metrics-port", "0")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and f"{rules}:2" in err and "missing seconds" in err
+    proc = tapwatch("alerter", "--redis", redis_server.url, "--syslog-udp", "nohostport")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "syslog_udp" in err
