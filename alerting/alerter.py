@@ -114,6 +114,7 @@ class Alerter:
         self._group_ready = False
         self._next_claim = 0.0
         self._next_length = 0.0
+        self._in_hand: list[Entry] = []
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -122,9 +123,9 @@ class Alerter:
         s = self.settings
         if not self._group_ready:
             self._ensure_group(recreated=False)
-        entries: list[Entry] = []
+        entries = self._in_hand  # a batch the bus failed under is retried first (the dedup keys make it safe)
         try:
-            if time.monotonic() >= self._next_claim:
+            if not entries and time.monotonic() >= self._next_claim:
                 self._next_claim = time.monotonic() + s.claim_interval_s
                 entries = self.bus.claim_stale(
                     s.verdicts_stream, s.alerter_group, s.alerter_consumer, s.claim_idle_ms, s.read_count
@@ -138,7 +139,9 @@ class Alerter:
             self._ensure_group(recreated=True)
             return 0
         if entries:
+            self._in_hand = entries
             self.handle(entries)
+            self._in_hand = []
         self._observe_length()
         return len(entries)
 
@@ -146,7 +149,8 @@ class Alerter:
         """Run until ``stop`` is set; the batch in hand is finished and acked first.
 
         Bus down: capped exponential backoff (never a busy loop), ``bus_ok`` false, one log line per state
-        change. Any other error propagates: the process exits non-zero and its supervisor restarts it.
+        change; the batch in hand is handled again once the bus is back, rather than waiting to be claimed as
+        stale. Any other error propagates: the process exits non-zero and its supervisor restarts it.
         """
         delay = 0.0
         while not stop.is_set():

@@ -27,7 +27,15 @@ from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.sinks import FileSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor, parse_threshold_config
 from tapwatch.capture.health import HealthServer
-from tapwatch.features.bus import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM, Bus, MemoryBus, RedisBus
+from tapwatch.features.bus import (
+    ALERTS_STREAM,
+    DEAD_STREAM,
+    VERDICTS_STREAM,
+    Bus,
+    BusUnavailable,
+    MemoryBus,
+    RedisBus,
+)
 from tapwatch.features.schema import Verdict
 from tests.test_alert_explain import alert_windows
 from tests.test_alert_fixtures import TinyModel, free_port, read_jsonl, tiny_model, verdict
@@ -177,6 +185,31 @@ def test_redis_down_backs_off_and_reports_not_ready(tmp_path: Path) -> None:
     t.join(5)
     assert not t.is_alive()
     assert alerter.ready()["bus_reachable"] is False and sample(m, "tapwatch_alerting_bus_connected") == 0
+
+
+class Flaky(MemoryBus):
+    """A bus that is unreachable for the first ``down`` dedup-key writes."""
+
+    def __init__(self, down: int) -> None:
+        super().__init__()
+        self.down = down
+
+    def set_once(self, key: str, ttl_s: int) -> bool:
+        if self.down > 0:
+            self.down -= 1
+            raise BusUnavailable("down for the test")
+        return super().set_once(key, ttl_s)
+
+
+def test_the_batch_in_hand_is_retried_when_the_bus_comes_back(tmp_path: Path) -> None:
+    bus, out = Flaky(down=1), tmp_path / "alerts.jsonl"
+    alerter, _ = make(bus, out, claim_idle_ms=3_600_000)
+    put(bus, verdict(1), verdict(2))
+    with pytest.raises(BusUnavailable):
+        alerter.run_once()
+    assert alerter.run_once() == 2  # the same batch again, not after claim_idle_ms
+    assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1002]
+    assert bus.claim_stale(VERDICTS_STREAM, "alerters", "other", 0, 100) == []
 
 
 @pytest.fixture(scope="module")
