@@ -53,13 +53,25 @@ def build_sinks(settings: AlerterSettings, bus: Bus, metrics: AlerterMetrics | N
     return SinkSet(sinks, metrics)
 
 
+def card_path(settings: AlerterSettings) -> Path | None:
+    """``--card``, else the card beside ``--onnx`` as the worker finds it (``NAME.card.json``, then ``NAME.json``)."""
+    if settings.card:
+        return Path(settings.card)
+    if settings.onnx:
+        onnx = Path(settings.onnx)
+        named = onnx.with_suffix(".card.json")
+        return named if named.exists() else onnx.with_suffix(".json")
+    return None
+
+
 def load_alert_card(settings: AlerterSettings) -> ModelCard | None:
-    if settings.card is None:
+    path = card_path(settings)
+    if path is None:
         return None
     try:
-        return load_card(settings.card)
+        return load_card(path)
     except ModelCardError as err:
-        raise ConfigError(settings.card, str(err)) from err
+        raise ConfigError(str(path), str(err)) from err
 
 
 def build_explainer(
@@ -79,7 +91,7 @@ def build_explainer(
         if score_fn is not None:
             explainer = LimeExplainer(score_fn, card, cfg)
         else:
-            explainer = load_onnx_explainer(card, s.card or ".", s.onnx, cfg, s.explain_threads)
+            explainer = load_onnx_explainer(card, card_path(s) or Path("."), s.onnx, cfg, s.explain_threads)
     except ExplainerUnavailable as err:
         if s.explain:
             raise ConfigError("explain", f"explanations were required but are not possible: {err}") from err

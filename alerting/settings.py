@@ -40,7 +40,7 @@ class AlerterSettings(BaseSettings):
         3600, ge=60, le=30 * 86400, description="Lifetime of the per-window 'alerted' key (one Redis key per alert)."
     )
 
-    card: str | None = Field(None, description="Model card JSON; needed for explanations.")
+    card: str | None = Field(None, description="Model card JSON; default: the card beside --onnx, if given.")
     onnx: str | None = Field(None, description="ONNX file; default: the card's onnx.file beside the card.")
     signature_family: str | None = Field(None, description="Model family for signature ids; default from the name.")
 

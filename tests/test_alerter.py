@@ -36,6 +36,7 @@ from tapwatch.features.bus import (
     MemoryBus,
     RedisBus,
 )
+from tapwatch.features.errors import ConfigError
 from tapwatch.features.schema import Verdict
 from tests.test_alert_explain import alert_windows
 from tests.test_alert_fixtures import TinyModel, free_port, read_jsonl, tiny_model, verdict
@@ -234,6 +235,18 @@ def test_explanations_within_budget_and_the_rest_marked(model: TinyModel, tmp_pa
     assert len(explained) == 5 and {"feature", "value", "weight"} == set(explained[0])
     assert sample(m, "tapwatch_alerting_explanations_skipped_total", reason="skipped_budget") == 4
     assert sample(m, "tapwatch_alerting_explanation_latency_seconds_count") == 2
+
+
+def test_the_card_beside_the_onnx_file_is_found(model: TinyModel) -> None:
+    alerter = build_alerter(settings(onnx=str(model.onnx_path), explain=True), MemoryBus(),
+                            AlerterMetrics(CollectorRegistry()))  # fmt: skip
+    assert alerter.card == model.card and alerter.explainer is not None
+    alerter.close()
+
+
+def test_required_explanations_without_a_card_fail_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="explain"):
+        build_alerter(settings(explain=True), MemoryBus(), AlerterMetrics(CollectorRegistry()))
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
