@@ -252,7 +252,8 @@ class RedisBus:
 
     def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
         try:
-            resp = self._call(self.client.xreadgroup, group, consumer, {stream: ">"}, count=count, block=block_ms)
+            block = block_ms if block_ms > 0 else None  # Redis reads BLOCK 0 as "forever"; MemoryBus as "don't"
+            resp = self._call(self.client.xreadgroup, group, consumer, {stream: ">"}, count=count, block=block)
         except redis.ResponseError as err:
             # NOGROUP; or, for a read blocked while the data went away (FLUSHALL), Redis 7's "UNBLOCKED"
             if "NOGROUP" in str(err) or str(err).startswith("UNBLOCKED"):
