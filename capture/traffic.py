@@ -171,8 +171,11 @@ def capture(pair: NsPair, end: Endpoint, pcap: Path, snaplen: int = 0) -> Iterat
     stats = CaptureStats()
     with tempfile.TemporaryFile("w+") as err:
         # -Z root: Debian's tcpdump would otherwise switch to user tcpdump before opening the output;
-        # -B 65536 KiB: a ring large enough that bulk bursts are not dropped.
-        argv = ["tcpdump", "-n", "-i", end.iface, "-s", str(snaplen), "-B", "65536", "-Z", "root", "-w", str(pcap)]
+        # -B 65536 KiB: a ring large enough that bulk bursts are not dropped; --immediate-mode and -U: without
+        # them libpcap hands packets over in blocks retired after up to 1 s, and the last block before tcpdump
+        # is stopped is lost (the scan at the end of a run went missing).
+        argv = ["tcpdump", "-n", "-i", end.iface, "-s", str(snaplen), "-B", "65536", "--immediate-mode", "-U",
+                "-Z", "root", "-w", str(pcap)]  # fmt: skip
         proc = pair.start(end, argv, stderr=err)
         _wait_for_text(err, "listening on", proc, 10.0)
         try:
