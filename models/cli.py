@@ -1,0 +1,140 @@
+"""``tapwatch train``, ``tapwatch export`` and ``tapwatch evaluate`` (registered lazily by the root CLI).
+
+This module imports neither TensorFlow nor pandas at import time: every command imports its stack in its
+body, so ``tapwatch --help`` stays fast and the inference image needs no training libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("cic-ids2017", "unsw-nb15", "unsw-nb15-nottl", "ton-iot", "nsl-kdd")
+MODELS = ("hybrid-full", "hybrid-fast", "hybrid-lstm", "hybrid-nodecoder", "seq2seq", "lunet", "mlp")
+REPORTS = Path("models") / "reports"
+
+
+def _fail(err: Exception) -> None:
+    raise click.ClickException(str(err)) from err
+
+
+@click.command("train")
+@click.option("--dataset", required=True, type=click.Choice(DATASETS), help="Dataset to train on.")
+@click.option("--model", "model_name", required=True, type=click.Choice(MODELS), help="Model preset.")
+@click.option("--seed", default=0, show_default=True, help="Seed of initialisation and subsampling.")
+@click.option("--epochs", default=20, show_default=True, help="Upper bound; early stopping on validation loss.")
+@click.option("--window", default=0, show_default=True, help="T; 0 = 10 where hosts and times exist, else 1.")
+@click.option("--split", type=click.Choice(["time", "host", "random", "random-dedup", "official"]), default="time",
+              show_default=True, help="Split protocol (non-CIC datasets use their default).")  # fmt: skip
+@click.option("--max-train", default=0, show_default=True, help="Subsample training windows (0 = all).")
+@click.option("--set", "overrides", multiple=True, help="Preset override NAME=JSON, e.g. filters=[16,16,16].")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+def train_command(dataset: str, model_name: str, seed: int, epochs: int, window: int, split: str, max_train: int,
+                  overrides: tuple[str, ...], out_dir: Path) -> None:  # fmt: skip
+    """Train a model (Keras progress bar, balanced class weights, early stopping) and save it with metadata."""
+    from tapwatch.models.train import SplitKind, TrainConfig, train_run
+
+    pairs = []
+    for item in overrides:
+        name, _, value = item.partition("=")
+        parsed = json.loads(value)
+        pairs.append((name, tuple(parsed) if isinstance(parsed, list) else parsed))
+    cfg = TrainConfig(dataset=dataset, model=model_name, seed=seed, epochs=epochs, window=window,
+                      split=SplitKind(split), max_train=max_train, overrides=tuple(pairs),
+                      learning_rate=3e-3 if model_name.startswith("hybrid") else 2e-3)  # fmt: skip
+    try:
+        path, meta = train_run(cfg, out_dir / f"{model_name}-{dataset}-s{seed}", verbose=1)
+    except Exception as err:  # a clear message and a non-zero exit (STYLE.md rule 8)
+        _fail(err)
+    click.echo(f"saved {path} (+ .meta.json, .parity.npz); validation threshold {meta.thresholds}")
+
+
+def _card_metrics(report: Path | None, model_key: str) -> dict[str, Any]:
+    """Headline test metrics of ``model_key`` from an evaluate report JSON, with the report's path."""
+    if report is None or not report.exists():
+        return {}
+    data = json.loads(report.read_text())
+    for proto in data.get("protocols", []):
+        summary = proto.get("summary", {}).get(model_key)
+        if summary:
+            return {"report": str(report), "protocol": proto["title"], "test_mean_over_seeds": summary}
+    return {}
+
+
+@click.command("export")
+@click.option("--model", "keras_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A .keras file written by tapwatch train (its .meta.json and .parity.npz beside it).")  # fmt: skip
+@click.option("--out", "onnx_path", required=True, type=click.Path(path_type=Path), help="models/NAME.onnx")
+@click.option("--version", "version", default="1.0.0", show_default=True)
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Report JSON the card's metrics come from (default models/reports/<dataset>.json).")  # fmt: skip
+@click.option("--training-note", default="", help="How the shipped weights were trained (written to the card).")
+def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path | None, training_note: str) -> None:
+    """Export to ONNX (opset 17), check parity on 1,000 windows and write NAME.card.json."""
+    import keras
+    import numpy as np
+
+    from tapwatch.features.card import FeatureStats, Scaler, TrainingData
+    from tapwatch.models.export import CardSpec, check_parity, export_onnx, write_card
+    from tapwatch.models.runtime import load_session
+    from tapwatch.models.train import load_meta
+
+    meta = load_meta(keras_path)
+    model = keras.saving.load_model(keras_path, safe_mode=True)
+    try:
+        info = export_onnx(model, onnx_path)
+        windows = np.load(keras_path.with_suffix(".parity.npz"), allow_pickle=False)["windows"]
+        parity = check_parity(model, onnx_path, windows)
+    except Exception as err:
+        _fail(err)
+    report = report or REPORTS / f"{meta.dataset}.json"
+    split = meta.split
+    note = training_note or (
+        f"weights fitted on the {split['name']} split's train part ({split['train']['rows']} rows); its validation "
+        f"part ({split['val']['rows']} rows) for early stopping and the threshold; test part unseen"
+    )
+    metrics = {"parity": {"n": parity.n, "max_abs_diff": parity.max_abs_diff, "argmax_equal": parity.argmax_equal},
+               **_card_metrics(report, meta.config["model"])}  # fmt: skip
+    spec = CardSpec(
+        name=onnx_path.stem, version=version, features=tuple(meta.features), window_length=meta.window_length,
+        class_names=tuple(meta.class_names), benign_class=meta.benign_class,
+        training_data=TrainingData(dataset=meta.dataset, files=meta.files, split=f"{'; '.join(split['notes'])}; {note}"),
+        scaler=Scaler.model_validate(meta.scaler), feature_stats=tuple(FeatureStats.model_validate(s) for s in meta.feature_stats),
+        thresholds={**meta.thresholds, "score": "1 - P(benign class)"}, metrics=metrics, window_key="src_ip",
+    )  # fmt: skip
+    card = write_card(onnx_path, info, spec)
+    load_session(onnx_path, card)
+    size = onnx_path.stat().st_size
+    click.echo(f"wrote {onnx_path} ({size:,} bytes) and {card}; parity on {parity.n} windows: "
+               f"max abs {parity.max_abs_diff:.2e}, argmax equal {parity.argmax_equal}")  # fmt: skip
+
+
+@click.command("evaluate")
+@click.option("--dataset", required=True, type=click.Choice(DATASETS))
+@click.option("--quick", is_flag=True, help="CI mode: tiny models on a small subsample (< 60 s); not a result.")
+@click.option("--seeds", default=3, show_default=True, help="Seeds of the main protocol.")
+@click.option("--max-train", default=8000, show_default=True, help="Training windows per run (subsampled).")
+@click.option("--epochs", default=6, show_default=True, help="Upper bound of epochs per run.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=REPORTS, show_default=True)
+def evaluate_command(dataset: str, quick: bool, seeds: int, max_train: int, epochs: int, out_dir: Path) -> None:
+    """Train and test every model on the dataset's protocols; write OUT_DIR/DATASET.md and .json (resumable)."""
+    import time
+
+    from tapwatch.models.evaluate import Runner, make_plan
+    from tapwatch.models.report import write_report
+
+    start = time.perf_counter()
+    plan = make_plan(dataset, quick=quick, seeds=seeds, max_train=max_train, epochs=epochs)
+    runner = Runner(plan, out_dir / "cache" / (f"{dataset}-quick" if quick else dataset), click.echo)
+    try:
+        results = runner.run()
+        md = write_report(plan, runner, results, out_dir, time.perf_counter() - start)
+    except Exception as err:
+        _fail(err)
+    click.echo(f"wrote {md} and {md.with_suffix('.json')}")

@@ -1,0 +1,244 @@
+"""The evaluation plan of each dataset, its runs and their cache (``tapwatch evaluate``).
+
+A :class:`Plan` lists runs (:class:`~tapwatch.models.train.TrainConfig`), grouped into protocols (a split,
+a window length and a flow order). Every finished run is written to ``cache/<dataset>/<hash>.json``, the
+hash taken over the run's config and :data:`CACHE_VERSION`, so an interrupted ``evaluate`` resumes where it
+stopped and a rerun only trains what changed. ``lgbm`` is the tree ensemble (LightGBM on the flattened
+window, the number of trees early-stopped and the leaves chosen on validation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tapwatch.models.data import DatasetName
+from tapwatch.models.data_common import Dataset
+from tapwatch.models.eval_metrics import run_metrics
+from tapwatch.models.sequences import Order
+from tapwatch.models.train import (
+    Prepared,
+    SplitKind,
+    TrainConfig,
+    attack_score,
+    choose_threshold,
+    fit,
+    load_for,
+    predict,
+    prepare,
+    subsample,
+)
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+"""Bump when a change of the code invalidates cached runs."""
+LGBM = "lgbm"
+NEURAL = ("hybrid-fast", "seq2seq", "lunet", "mlp")
+LUNET_SMALL = (("final_filters", 256),)  # the shipped LuNet: 512 final filters make a 4.9 MB file
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A group of runs sharing a split, window length and order, shown as one table in the report."""
+
+    name: str
+    title: str
+    runs: tuple[TrainConfig, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything ``evaluate`` runs for one dataset, and the budget notes the report prints."""
+
+    dataset: str
+    protocols: tuple[Protocol, ...]
+    budget: str
+    quick: bool = False
+    rows: int = 0
+
+
+def _cfgs(base: TrainConfig, models: tuple[str, ...], seeds: tuple[int, ...]) -> tuple[TrainConfig, ...]:
+    out = []
+    for m in models:
+        over = LUNET_SMALL if m == "lunet" else ()
+        lr = 3e-3 if m.startswith("hybrid") else base.learning_rate
+        out += [replace(base, model=m, seed=s, overrides=over, learning_rate=lr) for s in seeds]
+    return tuple(out)
+
+
+def cic_plan(seeds: tuple[int, ...], base: TrainConfig) -> tuple[Protocol, ...]:
+    all_models = (*NEURAL, LGBM)
+    host = replace(base, split=SplitKind.HOST)
+    shuffled = replace(base, order=Order.SHUFFLED)
+    per_flow = replace(base, window=1)
+    return (
+        Protocol("time", "Time split, T = 10 per source host", _cfgs(base, all_models, seeds)),
+        Protocol("host", "Host-held-out split, T = 10", _cfgs(host, ("hybrid-fast", LGBM), seeds[:1])),
+        Protocol(
+            "shuffled",
+            "Order-shuffle control (time split, flows shuffled inside each host run)",
+            _cfgs(shuffled, ("hybrid-fast", LGBM), seeds[:1]),
+        ),  # fmt: skip
+        Protocol("t1", "Time split, T = 1 (per flow)", _cfgs(per_flow, ("hybrid-fast", LGBM), seeds[:1])),
+    )
+
+
+def tabular_plan(dataset: str, seeds: tuple[int, ...], base: TrainConfig) -> tuple[Protocol, ...]:
+    all_models = (*NEURAL, LGBM)
+    main_split = base.split
+    protocols = [
+        Protocol(main_split.value, f"{main_split.value} split, deduplicated, T = 1", _cfgs(base, all_models, seeds))
+    ]
+    if DatasetName(dataset) is DatasetName.UNSW_NB15:
+        opt = replace(base, split=SplitKind.RANDOM)
+        nottl = replace(base, dataset=DatasetName.UNSW_NB15_NOTTL.value)
+        protocols += [
+            Protocol(
+                "optimistic",
+                "OPTIMISTIC: random split, duplicates kept (the paper's probable protocol)",
+                _cfgs(opt, ("hybrid-fast", LGBM), seeds[:1]),
+            ),  # fmt: skip
+            Protocol(
+                "nottl", "Without TTL features (deduplicated split)", _cfgs(nottl, ("hybrid-fast", LGBM), seeds[:1])
+            ),
+        ]
+    return tuple(protocols)
+
+
+def make_plan(dataset: str, quick: bool = False, seeds: int = 3, max_train: int = 8000, epochs: int = 6) -> Plan:
+    """The runs of ``dataset``; ``quick`` trains tiny models on a small subsample (CI)."""
+    which = DatasetName(dataset)
+    base = TrainConfig(dataset=which.value, model="mlp", epochs=epochs, max_train=max_train, patience=2)
+    if quick:
+        base = replace(base, epochs=3, max_train=1500, batch_size=128)
+        return Plan(which.value, (Protocol("quick", "Quick (CI): tiny models on a subsample",
+                                           _cfgs(base, ("mlp", "hybrid-fast", LGBM), (0,))),),  # fmt: skip
+                    "QUICK mode: 3,000 rows, at most 1,500 training windows, 3 epochs; not a result.", True, 3000)  # fmt: skip
+    seed_t = tuple(range(seeds))
+    protocols = cic_plan(seed_t, base) if which is DatasetName.CIC_IDS2017 else tabular_plan(which.value, seed_t, base)
+    budget = (
+        f"Budget (2 shared CPU cores, about an hour per dataset): every neural model trains on at most {max_train:,} "
+        f"randomly subsampled training windows for at most {epochs} epochs (early stopping on validation loss, "
+        f"patience 2); LightGBM sees the same subsample. Seeds {list(seed_t)} on the main protocol, seed 0 on "
+        "the controls. Larger budgets may move the numbers."
+    )
+    return Plan(which.value, protocols, budget)
+
+
+def run_key(cfg: TrainConfig) -> str:
+    blob = json.dumps({"v": CACHE_VERSION, **cfg.key()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _lgbm(cfg: TrainConfig, prep: Prepared) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """LightGBM on flattened windows; leaves chosen and trees early-stopped on validation log-loss."""
+    import lightgbm as lgb
+
+    train = subsample(prep.train, cfg.max_train, cfg.seed)
+    n = len(train.class_names)
+    best: tuple[float, Any, int] = (np.inf, None, 0)
+    for leaves in (15, 63):
+        model = lgb.LGBMClassifier(n_estimators=200 if cfg.epochs > 3 else 20, num_leaves=leaves, learning_rate=0.1,
+                                   class_weight="balanced", random_state=cfg.seed, n_jobs=2, verbose=-1)  # fmt: skip
+        model.fit(train.flat(), train.y, eval_set=[(prep.val.flat(), prep.val.y)],
+                  callbacks=[lgb.early_stopping(20, verbose=False)])  # fmt: skip
+        score = model.best_score_["valid_0"]["multi_logloss" if len(model.classes_) > 2 else "binary_logloss"]
+        if score < best[0]:
+            best = (score, model, leaves)
+    model = best[1]
+
+    def full(x: np.ndarray) -> np.ndarray:
+        p = np.zeros((len(x), n))
+        p[:, model.classes_] = model.predict_proba(x)
+        return p
+
+    info = {"num_leaves": best[2], "trees": int(model.best_iteration_ or model.n_estimators), "n_train": len(train.y)}
+    return full(prep.val.flat()), full(prep.test.flat()), info
+
+
+def _neural(cfg: TrainConfig, prep: Prepared) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    model, history = fit(cfg, prep.train, prep.val)
+    info = {"history": history, "epochs_run": len(history.get("loss", [])), "params": int(model.count_params()),
+            "n_train": min(len(prep.train.y), cfg.max_train or len(prep.train.y))}  # fmt: skip
+    return predict(model, prep.val.X), predict(model, prep.test.X), info
+
+
+def run_one(cfg: TrainConfig, prep: Prepared) -> dict[str, Any]:
+    """Train, choose the threshold on validation, score test."""
+    start = time.perf_counter()
+    val_p, test_p, info = _lgbm(cfg, prep) if cfg.model == LGBM else _neural(cfg, prep)
+    thresholds = choose_threshold(attack_score(val_p), prep.val.y_binary)
+    metrics = run_metrics(test_p, prep.test.y, prep.test.class_names, thresholds["attack_score"])
+    return {"config": cfg.key(), "metrics": metrics, "thresholds": thresholds, "info": info,
+            "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
+def subset_rows(ds: Dataset, n: int, seed: int = 0) -> Dataset:
+    """A random subset of ``n`` rows (order kept), for the quick mode."""
+    if n <= 0 or n >= len(ds.y):
+        return ds
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds.y), n, replace=False))
+    return replace(ds, X=ds.X.iloc[idx].reset_index(drop=True), y=ds.y.iloc[idx].reset_index(drop=True),
+                   y_binary=ds.y_binary[idx], meta=ds.meta.iloc[idx].reset_index(drop=True))  # fmt: skip
+
+
+def _prep_key(cfg: TrainConfig) -> tuple[Any, ...]:
+    return (
+        cfg.dataset,
+        cfg.split,
+        cfg.window,
+        cfg.order,
+        cfg.split_seed,
+        cfg.seed if cfg.order is Order.SHUFFLED else 0,
+    )
+
+
+@dataclass
+class Runner:
+    """Runs a plan with a cache directory; keeps loaded datasets and prepared windows in memory."""
+
+    plan: Plan
+    cache: Path
+    on_progress: Callable[[str], None] = lambda _msg: None
+
+    def __post_init__(self) -> None:
+        self._data: dict[tuple[Any, ...], Dataset] = {}
+        self._prep: dict[tuple[Any, ...], Prepared] = {}
+
+    def dataset(self, cfg: TrainConfig) -> Dataset:
+        key = (cfg.dataset, cfg.split)
+        if key not in self._data:
+            self._data[key] = subset_rows(load_for(cfg), self.plan.rows)
+        return self._data[key]
+
+    def prepared(self, cfg: TrainConfig) -> Prepared:
+        key = _prep_key(cfg)
+        if key not in self._prep:
+            self._prep[key] = prepare(cfg, self.dataset(cfg))
+        return self._prep[key]
+
+    def result(self, cfg: TrainConfig) -> dict[str, Any]:
+        path = self.cache / f"{run_key(cfg)}.json"
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        self.on_progress(f"training {cfg.model} seed {cfg.seed} ({cfg.split.value}, T={cfg.window or 'default'}, "
+                         f"{cfg.order.value})")  # fmt: skip
+        out = run_one(cfg, self.prepared(cfg))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out) + "\n")
+        tmp.replace(path)  # atomic: an interrupted run leaves no half-written cache entry
+        return out
+
+    def run(self) -> dict[str, list[dict[str, Any]]]:
+        return {p.name: [self.result(c) for c in p.runs] for p in self.plan.protocols}
