@@ -30,13 +30,27 @@ def _fail(err: Exception) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of initialisation and subsampling.")
 @click.option("--epochs", default=20, show_default=True, help="Upper bound; early stopping on validation loss.")
 @click.option("--window", default=0, show_default=True, help="T; 0 = 10 where hosts and times exist, else 1.")
-@click.option("--split", type=click.Choice(["time", "host", "random", "random-dedup", "official"]), default="time",
-              show_default=True, help="Split protocol (non-CIC datasets use their default).")  # fmt: skip
+@click.option(
+    "--split",
+    type=click.Choice(["time", "host", "random", "random-dedup", "official"]),
+    default="time",
+    show_default=True,
+    help="Split protocol (non-CIC datasets use their default).",
+)
 @click.option("--max-train", default=0, show_default=True, help="Subsample training windows (0 = all).")
 @click.option("--set", "overrides", multiple=True, help="Preset override NAME=JSON, e.g. filters=[16,16,16].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-def train_command(dataset: str, model_name: str, seed: int, epochs: int, window: int, split: str, max_train: int,
-                  overrides: tuple[str, ...], out_dir: Path) -> None:  # fmt: skip
+def train_command(
+    dataset: str,
+    model_name: str,
+    seed: int,
+    epochs: int,
+    window: int,
+    split: str,
+    max_train: int,
+    overrides: tuple[str, ...],
+    out_dir: Path,
+) -> None:
     """Train a model (Keras progress bar, balanced class weights, early stopping) and save it with metadata."""
     from tapwatch.models.train import SplitKind, TrainConfig, train_run
 
@@ -45,9 +59,17 @@ def train_command(dataset: str, model_name: str, seed: int, epochs: int, window:
         name, _, value = item.partition("=")
         parsed = json.loads(value)
         pairs.append((name, tuple(parsed) if isinstance(parsed, list) else parsed))
-    cfg = TrainConfig(dataset=dataset, model=model_name, seed=seed, epochs=epochs, window=window,
-                      split=SplitKind(split), max_train=max_train, overrides=tuple(pairs),
-                      learning_rate=3e-3 if model_name.startswith("hybrid") else 2e-3)  # fmt: skip
+    cfg = TrainConfig(
+        dataset=dataset,
+        model=model_name,
+        seed=seed,
+        epochs=epochs,
+        window=window,
+        split=SplitKind(split),
+        max_train=max_train,
+        overrides=tuple(pairs),
+        learning_rate=3e-3 if model_name.startswith("hybrid") else 2e-3,
+    )
     try:
         path, meta = train_run(cfg, out_dir / f"{model_name}-{dataset}-s{seed}", verbose=1)
     except Exception as err:  # a clear message and a non-zero exit (STYLE.md rule 8)
@@ -68,12 +90,21 @@ def _card_metrics(report: Path | None, model_key: str) -> dict[str, Any]:
 
 
 @click.command("export")
-@click.option("--model", "keras_path", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A .keras file written by tapwatch train (its .meta.json and .parity.npz beside it).")  # fmt: skip
+@click.option(
+    "--model",
+    "keras_path",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A .keras file written by tapwatch train (its .meta.json and .parity.npz beside it).",
+)
 @click.option("--out", "onnx_path", required=True, type=click.Path(path_type=Path), help="models/NAME.onnx")
 @click.option("--version", "version", default="1.0.0", show_default=True)
-@click.option("--report", type=click.Path(path_type=Path), default=None,
-              help="Report JSON the card's metrics come from (default models/reports/<dataset>.json).")  # fmt: skip
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report JSON the card's metrics come from (default models/reports/<dataset>.json).",
+)
 @click.option("--training-note", default="", help="How the shipped weights were trained (written to the card).")
 def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path | None, training_note: str) -> None:
     """Export to ONNX (opset 17), check parity on 1,000 windows and write NAME.card.json."""
@@ -99,20 +130,33 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
         f"weights fitted on the {split['name']} split's train part ({split['train']['rows']} rows); its validation "
         f"part ({split['val']['rows']} rows) for early stopping and the threshold; test part unseen"
     )
-    metrics = {"parity": {"n": parity.n, "max_abs_diff": parity.max_abs_diff, "argmax_equal": parity.argmax_equal},
-               **_card_metrics(report, meta.config["model"])}  # fmt: skip
+    metrics = {
+        "parity": {"n": parity.n, "max_abs_diff": parity.max_abs_diff, "argmax_equal": parity.argmax_equal},
+        **_card_metrics(report, meta.config["model"]),
+    }
     spec = CardSpec(
-        name=onnx_path.stem, version=version, features=tuple(meta.features), window_length=meta.window_length,
-        class_names=tuple(meta.class_names), benign_class=meta.benign_class,
-        training_data=TrainingData(dataset=meta.dataset, files=meta.files, split=f"{'; '.join(split['notes'])}; {note}"),
-        scaler=Scaler.model_validate(meta.scaler), feature_stats=tuple(FeatureStats.model_validate(s) for s in meta.feature_stats),
-        thresholds={**meta.thresholds, "score": "1 - P(benign class)"}, metrics=metrics, window_key="src_ip",
-    )  # fmt: skip
+        name=onnx_path.stem,
+        version=version,
+        features=tuple(meta.features),
+        window_length=meta.window_length,
+        class_names=tuple(meta.class_names),
+        benign_class=meta.benign_class,
+        training_data=TrainingData(
+            dataset=meta.dataset, files=meta.files, split=f"{'; '.join(split['notes'])}; {note}"
+        ),
+        scaler=Scaler.model_validate(meta.scaler),
+        feature_stats=tuple(FeatureStats.model_validate(s) for s in meta.feature_stats),
+        thresholds={**meta.thresholds, "score": "1 - P(benign class)"},
+        metrics=metrics,
+        window_key="src_ip",
+    )
     card = write_card(onnx_path, info, spec)
     load_session(onnx_path, card)
     size = onnx_path.stat().st_size
-    click.echo(f"wrote {onnx_path} ({size:,} bytes) and {card}; parity on {parity.n} windows: "
-               f"max abs {parity.max_abs_diff:.2e}, argmax equal {parity.argmax_equal}")  # fmt: skip
+    click.echo(
+        f"wrote {onnx_path} ({size:,} bytes) and {card}; parity on {parity.n} windows: "
+        f"max abs {parity.max_abs_diff:.2e}, argmax equal {parity.argmax_equal}"
+    )
 
 
 @click.command("evaluate")

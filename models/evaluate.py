@@ -88,7 +88,7 @@ def cic_plan(seeds: tuple[int, ...], base: TrainConfig) -> tuple[Protocol, ...]:
             "shuffled",
             "Order-shuffle control (time split, flows shuffled inside each host run)",
             _cfgs(shuffled, ("hybrid-fast", LGBM), seeds[:1]),
-        ),  # fmt: skip
+        ),
         Protocol("t1", "Time split, T = 1 (per flow)", _cfgs(per_flow, ("hybrid-fast", LGBM), seeds[:1])),
     )
 
@@ -107,7 +107,7 @@ def tabular_plan(dataset: str, seeds: tuple[int, ...], base: TrainConfig) -> tup
                 "optimistic",
                 "OPTIMISTIC: random split, duplicates kept (the paper's probable protocol)",
                 _cfgs(opt, ("hybrid-fast", LGBM), seeds[:1]),
-            ),  # fmt: skip
+            ),
             Protocol(
                 "nottl", "Without TTL features (deduplicated split)", _cfgs(nottl, ("hybrid-fast", LGBM), seeds[:1])
             ),
@@ -121,9 +121,17 @@ def make_plan(dataset: str, quick: bool = False, seeds: int = 3, max_train: int 
     base = TrainConfig(dataset=which.value, model="mlp", epochs=epochs, max_train=max_train, patience=2)
     if quick:
         base = replace(base, epochs=3, max_train=1500, batch_size=128)
-        return Plan(which.value, (Protocol("quick", "Quick (CI): tiny models on a subsample",
-                                           _cfgs(base, ("mlp", "hybrid-fast", LGBM), (0,))),),  # fmt: skip
-                    "QUICK mode: 3,000 rows, at most 1,500 training windows, 3 epochs; not a result.", True, 3000)  # fmt: skip
+        return Plan(
+            which.value,
+            (
+                Protocol(
+                    "quick", "Quick (CI): tiny models on a subsample", _cfgs(base, ("mlp", "hybrid-fast", LGBM), (0,))
+                ),
+            ),
+            "QUICK mode: 3,000 rows, at most 1,500 training windows, 3 epochs; not a result.",
+            True,
+            3000,
+        )
     seed_t = tuple(range(seeds))
     protocols = cic_plan(seed_t, base) if which is DatasetName.CIC_IDS2017 else tabular_plan(which.value, seed_t, base)
     budget = (
@@ -148,10 +156,21 @@ def _lgbm(cfg: TrainConfig, prep: Prepared) -> tuple[np.ndarray, np.ndarray, dic
     n = len(train.class_names)
     best: tuple[float, Any, int] = (np.inf, None, 0)
     for leaves in (15, 63):
-        model = lgb.LGBMClassifier(n_estimators=200 if cfg.epochs > 3 else 20, num_leaves=leaves, learning_rate=0.1,
-                                   class_weight="balanced", random_state=cfg.seed, n_jobs=2, verbose=-1)  # fmt: skip
-        model.fit(train.flat(), train.y, eval_set=[(prep.val.flat(), prep.val.y)],
-                  callbacks=[lgb.early_stopping(20, verbose=False)])  # fmt: skip
+        model = lgb.LGBMClassifier(
+            n_estimators=200 if cfg.epochs > 3 else 20,
+            num_leaves=leaves,
+            learning_rate=0.1,
+            class_weight="balanced",
+            random_state=cfg.seed,
+            n_jobs=2,
+            verbose=-1,
+        )
+        model.fit(
+            train.flat(),
+            train.y,
+            eval_set=[(prep.val.flat(), prep.val.y)],
+            callbacks=[lgb.early_stopping(20, verbose=False)],
+        )
         score = model.best_score_["valid_0"]["multi_logloss" if len(model.classes_) > 2 else "binary_logloss"]
         if score < best[0]:
             best = (score, model, leaves)
@@ -168,8 +187,12 @@ def _lgbm(cfg: TrainConfig, prep: Prepared) -> tuple[np.ndarray, np.ndarray, dic
 
 def _neural(cfg: TrainConfig, prep: Prepared) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     model, history = fit(cfg, prep.train, prep.val)
-    info = {"history": history, "epochs_run": len(history.get("loss", [])), "params": int(model.count_params()),
-            "n_train": min(len(prep.train.y), cfg.max_train or len(prep.train.y))}  # fmt: skip
+    info = {
+        "history": history,
+        "epochs_run": len(history.get("loss", [])),
+        "params": int(model.count_params()),
+        "n_train": min(len(prep.train.y), cfg.max_train or len(prep.train.y)),
+    }
     return predict(model, prep.val.X), predict(model, prep.test.X), info
 
 
@@ -179,8 +202,13 @@ def run_one(cfg: TrainConfig, prep: Prepared) -> dict[str, Any]:
     val_p, test_p, info = _lgbm(cfg, prep) if cfg.model == LGBM else _neural(cfg, prep)
     thresholds = choose_threshold(attack_score(val_p), prep.val.y_binary)
     metrics = run_metrics(test_p, prep.test.y, prep.test.class_names, thresholds["attack_score"])
-    return {"config": cfg.key(), "metrics": metrics, "thresholds": thresholds, "info": info,
-            "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+    return {
+        "config": cfg.key(),
+        "metrics": metrics,
+        "thresholds": thresholds,
+        "info": info,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
 
 
 def subset_rows(ds: Dataset, n: int, seed: int = 0) -> Dataset:
@@ -188,8 +216,13 @@ def subset_rows(ds: Dataset, n: int, seed: int = 0) -> Dataset:
     if n <= 0 or n >= len(ds.y):
         return ds
     idx = np.sort(np.random.default_rng(seed).choice(len(ds.y), n, replace=False))
-    return replace(ds, X=ds.X.iloc[idx].reset_index(drop=True), y=ds.y.iloc[idx].reset_index(drop=True),
-                   y_binary=ds.y_binary[idx], meta=ds.meta.iloc[idx].reset_index(drop=True))  # fmt: skip
+    return replace(
+        ds,
+        X=ds.X.iloc[idx].reset_index(drop=True),
+        y=ds.y.iloc[idx].reset_index(drop=True),
+        y_binary=ds.y_binary[idx],
+        meta=ds.meta.iloc[idx].reset_index(drop=True),
+    )
 
 
 def _prep_key(cfg: TrainConfig) -> tuple[Any, ...]:
@@ -231,8 +264,9 @@ class Runner:
         path = self.cache / f"{run_key(cfg)}.json"
         if path.exists():
             return dict(json.loads(path.read_text()))
-        self.on_progress(f"training {cfg.model} seed {cfg.seed} ({cfg.split.value}, T={cfg.window or 'default'}, "
-                         f"{cfg.order.value})")  # fmt: skip
+        self.on_progress(
+            f"training {cfg.model} seed {cfg.seed} ({cfg.split.value}, T={cfg.window or 'default'}, {cfg.order.value})"
+        )
         out = run_one(cfg, self.prepared(cfg))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

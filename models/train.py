@@ -161,8 +161,9 @@ def subsample(w: Windows, n: int, seed: int) -> Windows:
     first = np.unique(w.y, return_index=True)[1]
     rest = rng.choice(np.setdiff1d(np.arange(len(w.y)), first), n - len(first), replace=False)
     keep = np.sort(np.concatenate([first, rest]))
-    return replace(w, X=w.X[keep], y=w.y[keep], y_binary=w.y_binary[keep], valid_length=w.valid_length[keep],
-                   rows=w.rows[keep])  # fmt: skip
+    return replace(
+        w, X=w.X[keep], y=w.y[keep], y_binary=w.y_binary[keep], valid_length=w.valid_length[keep], rows=w.rows[keep]
+    )
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -191,9 +192,16 @@ def fit(cfg: TrainConfig, train: Windows, val: Windows, verbose: int = 0) -> tup
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy")
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
     hist = model.fit(
-        train.X, train.y, validation_data=(val.X, val.y), epochs=cfg.epochs, batch_size=cfg.batch_size,
-        class_weight=class_weights(train.y, n_classes), callbacks=[stop], verbose=verbose, shuffle=True,
-    )  # fmt: skip
+        train.X,
+        train.y,
+        validation_data=(val.X, val.y),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        class_weight=class_weights(train.y, n_classes),
+        callbacks=[stop],
+        verbose=verbose,
+        shuffle=True,
+    )
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return model, history
 
@@ -257,11 +265,19 @@ def run_meta(cfg: TrainConfig, prep: Prepared, thresholds: dict[str, Any], histo
     ds = prep.ds
     stats = feature_stats(ds.X.iloc[prep.split.train])
     return RunMeta(
-        config=cfg.key(), dataset=ds.name, files=[{"name": f.name, "sha256": f.sha256} for f in ds.files],
-        split=prep.split.describe(ds), features=list(ds.features), class_names=list(ds.class_names),
-        benign_class=ds.benign_class, window_length=prep.train.length, scaler=prep.scaler.model_dump(mode="json"),
-        feature_stats=[s.model_dump(mode="json") for s in stats], thresholds=thresholds, history=history,
-    )  # fmt: skip
+        config=cfg.key(),
+        dataset=ds.name,
+        files=[{"name": f.name, "sha256": f.sha256} for f in ds.files],
+        split=prep.split.describe(ds),
+        features=list(ds.features),
+        class_names=list(ds.class_names),
+        benign_class=ds.benign_class,
+        window_length=prep.train.length,
+        scaler=prep.scaler.model_dump(mode="json"),
+        feature_stats=[s.model_dump(mode="json") for s in stats],
+        thresholds=thresholds,
+        history=history,
+    )
 
 
 def save_run(model: Any, meta: RunMeta, parity_windows: np.ndarray, out: Path) -> Path:
