@@ -6,6 +6,7 @@ be reached; :class:`~tapwatch.features.publish.Publisher` turns that into buffer
 
 >>> bus = MemoryBus()
 >>> bus.ensure_group("s", "g")
+True
 >>> ids = bus.add_many("s", [{"a": "1"}, {"a": "2"}])
 >>> [f["a"] for _, f in bus.read_group("s", "g", "c1", count=10, block_ms=0)]
 [b'1', b'2']
