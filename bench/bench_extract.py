@@ -438,7 +438,7 @@ def micro_lines(n: int = 100_000) -> list[str]:
     plugin.on_init(_tcp_packet(999, 0, syn=1), flow)
     cic = CicFlow(6, 0, True, 0, 32, 0x02, 502)
     per_flow = list(range(n // 20))
-    result = FlowResult("10.211.0.1", 40000, "10.211.0.2", 8080, 6, 0, 1, 34, 30_000, IDLE_OR_END, cic.values())
+    result = FlowResult("10.211.0.1", 40000, "10.211.0.2", 8080, 6, 0, 1, 34, 30_000, IDLE_OR_END, cic.snapshot())
     builder = RecordBuilder(CaptureConfig(sensor="bench"), CaptureMetrics(CollectorRegistry()))
     steps = [
         ("`CicPlugin.on_update` (per packet; includes the next two)", "meter",

@@ -15,15 +15,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from nfstream import NFStreamer
 
+from tapwatch.capture.cicflow import CicFlow
 from tapwatch.capture.cid import community_id
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.plugin import CAPTURE_DELAY_MS, FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
-from tapwatch.capture.source import PcapScan, check_interface, scan_pcap
+from tapwatch.capture.source import PcapScan, check_interface, probe_pcap, scan_pcap
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, make_flow_id
 
@@ -132,44 +134,56 @@ class RecordBuilder:
             expired_at_ms=int(time.time() * 1000),
             sensor=self.config.sensor,
         )
-        return FlowRecord(meta=meta, values=r.values)
+        return FlowRecord(meta=meta, values=CicFlow.restore(r.state).values())
 
 
 class PcapSource:
     """Flows of one or more pcap/pcapng files read as one capture.
 
-    After iteration, :attr:`problems` lists the files whose structure broke (truncated or corrupt),
-    with how much was read; their readable part has been processed.
+    Unusable files (missing, empty, not a capture) are refused at construction. The structure walk that
+    finds truncation (:func:`scan_pcap`) runs in a thread beside NFStream, in the reading process, which
+    mostly waits for the meter. After iteration, :attr:`problems` lists the files whose structure broke
+    (truncated or corrupt), with how much was read; their readable part has been processed.
     """
 
     def __init__(self, paths: list[str], config: CaptureConfig, metrics: CaptureMetrics) -> None:
         if not paths:
             raise BadInputError("pcap", "no input file given")
-        self.scans: list[PcapScan] = [scan_pcap(p) for p in paths]
+        for p in paths:
+            probe_pcap(p)
         self.paths = [str(p) for p in paths]
         self.config = config
         self.builder = RecordBuilder(config, metrics)
         self.problems: list[PcapScan] = []
+        self._scans: Future[list[PcapScan]] | None = None
+
+    @property
+    def scans(self) -> list[PcapScan]:
+        """The structure walks of every file (waits for them)."""
+        if self._scans is None:
+            return [scan_pcap(p) for p in self.paths]
+        return self._scans.result()
 
     def __iter__(self) -> Iterator[FlowRecord]:
-        readable = [s.path for s in self.scans if s.packets > 0]
-        self.problems = [s for s in self.scans if s.problem is not None]
-        for s in self.problems:
-            log.warning("pcap %s: %s", s.path, s.problem)
-        if not readable:
-            return
-        plugin = CicPlugin(self.config.meter(live=False))
-        source: Any = readable[0] if len(readable) == 1 else readable
-        end_ms = max(s.last_ms for s in self.scans)
-        try:
-            streamer = self.config.streamer(source, plugin)
-            for nflow in streamer:
-                for result in nflow.udps.results:
-                    record = self.builder.build(result, end_ms)
-                    if record is not None:
-                        yield record
-        except ValueError as err:  # NFStream reports libpcap errors (bad BPF filter, unreadable file) so
-            raise BadInputError(",".join(readable), str(err)) from err
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapwatch-scan") as pool:
+            self._scans = pool.submit(lambda: [scan_pcap(p) for p in self.paths])
+            plugin = CicPlugin(self.config.meter(live=False))
+            source: Any = self.paths[0] if len(self.paths) == 1 else self.paths
+            end_ms: int | None = None
+            try:
+                streamer = self.config.streamer(source, plugin)
+                for nflow in streamer:
+                    for result in nflow.udps.results:
+                        if result.reason == IDLE_OR_END and end_ms is None:
+                            end_ms = max(s.last_ms for s in self.scans)  # the first such flow waits for the walk
+                        record = self.builder.build(result, end_ms)
+                        if record is not None:
+                            yield record
+            except ValueError as err:  # NFStream reports libpcap errors (bad BPF filter, unreadable file)
+                raise BadInputError(",".join(self.paths), str(err)) from err
+            self.problems = [s for s in self.scans if s.problem is not None]
+            for s in self.problems:
+                log.warning("pcap %s: %s", s.path, s.problem)
 
 
 class LiveSource:

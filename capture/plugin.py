@@ -61,7 +61,8 @@ class FlowResult(NamedTuple):
     packets: int
     bytes: int
     reason: str
-    values: tuple[float, ...]
+    state: tuple[Any, ...]
+    """:meth:`CicFlow.snapshot`: the reader computes the feature values from it."""
     icmp: tuple[int, int] | None = None
     """(type, code) of the first packet of an ICMP or ICMPv6 flow (for the Community ID)."""
 
@@ -283,7 +284,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         start, last = cic.start_us // 1000, cic.last_us // 1000
         result = FlowResult(
             st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol, start, last, cic.packets, st.bytes, label,
-            cic.values(), st.icmp,
+            cic.snapshot(), st.icmp,
         )  # fmt: skip
         st.cic = None
         if self.config.live:

@@ -28,6 +28,21 @@ _PCAP_MAGICS = {
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 _PCAPNG_PACKET_BLOCKS = {2, 3, 6}  # obsolete packet, simple packet, enhanced packet
 _MAX_RECORD = 262_144 * 4  # larger than any snap length libpcap writes: a bigger record is corruption
+_RELEASE_EVERY = 64 << 20  # drop walked pages from RSS every 64 MiB: a 1 GB pcap would otherwise count in full
+
+
+class _Pager:
+    """Give back the pages of the map already walked (they are file cache, but they count as RSS)."""
+
+    def __init__(self, m: mmap.mmap) -> None:
+        self.m = m
+        self.done = 0
+
+    def walked(self, off: int) -> None:
+        if off - self.done >= _RELEASE_EVERY:
+            upto = off - off % mmap.PAGESIZE
+            self.m.madvise(mmap.MADV_DONTNEED, self.done, upto - self.done)
+            self.done = upto
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,23 @@ def _checked_size(p: Path) -> int:
     return size
 
 
+def probe_pcap(path: str) -> None:
+    """Raise :class:`BadInputError` unless the file exists, is readable and starts like a capture.
+
+    The quick check done before any output; :func:`scan_pcap` walks the whole structure.
+    """
+    size = _open_checked(str(path))
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        raise BadInputError(str(path), err.strerror or str(err)) from err
+    if head in _PCAP_MAGICS and size < 24:
+        raise BadInputError(str(path), f"truncated: {size} bytes, shorter than the 24-byte pcap header; 0 packets read")
+    if head not in _PCAP_MAGICS and head != _PCAPNG_SHB:
+        raise BadInputError(str(path), f"not a pcap or pcapng file (starts with {head.hex()})")
+
+
 def scan_pcap(path: str) -> PcapScan:
     """Walk a pcap or pcapng file; raise :class:`BadInputError` when it cannot be read at all.
 
@@ -113,7 +145,9 @@ def _scan_pcap(path: str, m: mmap.mmap, size: int, endian: str) -> PcapScan:
     rec = struct.Struct(endian + "IIII")
     frac_per_ms = 1_000_000 if m[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1000
     off, n, last = 24, 0, 0
+    pager = _Pager(m)
     while off < size:
+        pager.walked(off)
         if off + 16 > size:
             return PcapScan(path, n, off, size, _truncated(n, off, size), last)
         sec, frac, incl, _ = rec.unpack_from(m, off)
@@ -129,7 +163,9 @@ def _scan_pcap(path: str, m: mmap.mmap, size: int, endian: str) -> PcapScan:
 
 def _scan_pcapng(path: str, m: mmap.mmap, size: int) -> PcapScan:
     off, n, endian, last = 0, 0, "<", 0
+    pager = _Pager(m)
     while off < size:
+        pager.walked(off)
         if off + 12 > size:
             return PcapScan(path, n, off, size, _truncated(n, off, size), last)
         btype_raw = m[off : off + 4]
