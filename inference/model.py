@@ -149,8 +149,9 @@ def load_model(onnx_path: str | Path, card_path: str | Path | None = None, threa
 
 
 def attack_threshold(card: ModelCard, path: Path) -> float:
-    """``card.thresholds["attack"]``: a number, or an object with a ``value``; 0.5 when absent."""
-    raw = card.thresholds.get("attack", 0.5)
+    """``card.thresholds["attack"]`` (or ``"attack_score"``, as ``tapwatch train`` writes it): a number, or an
+    object with a ``value``; 0.5 when absent."""
+    raw = card.thresholds.get("attack", card.thresholds.get("attack_score", 0.5))
     if isinstance(raw, dict):
         raw = raw.get("value")
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0.0 <= raw <= 1.0:
