@@ -1,0 +1,383 @@
+"""``tapwatch score`` (issue 3, "Scoring flows"): header variants, windows, model choice and bad input.
+
+Fixtures are built in ``tmp_path`` at run time: rows of the corrected CIC-IDS2017 subset in ../shared
+(never copied into the repository), renamed into the original release's spellings where needed, and tiny
+ONNX models with their cards (:mod:`tapwatch.inference.testing`; ``onnx.helper`` for variants with fewer
+features). Expected scores come from an independent path: the dataset loader, the sensor's ``Windower``
+(or a plain per-host deque) and the model itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner, Result
+from prometheus_client import CollectorRegistry
+
+from tapwatch.capture.cli import main
+from tapwatch.capture.meter import CaptureConfig, PcapSource
+from tapwatch.capture.metrics import CaptureMetrics
+from tapwatch.features.contract import FEATURE_NAMES, IDENTIFIER_COLUMNS, feature_set_id
+from tapwatch.features.resolution import quantize_columns
+from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord
+from tapwatch.features.window import Windower
+from tapwatch.inference.testing import tiny_card, tiny_graph_bytes
+from tapwatch.models.data import CIC_COLUMNS, ORIGINAL_TO_CORRECTED, Dataset, load_cic_ids2017
+from tapwatch.models.data_scaling import fit_scaler, scale_features
+from tapwatch.models.runtime import LoadedModel, load_session
+from tapwatch.models.score import OUTPUT_COLUMNS, shipped_models
+from tests.conftest import need
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSET = (REPO / ".." / "shared" / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000").resolve()
+SAMPLE_PCAP = REPO / "capture" / "samples" / "sample.pcap"
+T = 4
+ORIGINAL_LACKS = ("Fwd RST Flags", "Bwd RST Flags", "ICMP Code", "ICMP Type", "Total TCP Flow Time")
+F77 = tuple(f for f in FEATURE_NAMES if f not in ORIGINAL_LACKS)
+F76 = tuple(f for f in F77 if f != "Protocol")  # MachineLearningCVE has no Protocol column either
+# Rows per class file: class-grouped, so the file is not in time order and hosts interleave.
+PICK = {"Botnet_736.csv.gz": 12, "BENIGN_5000.csv.gz": 25, "Portscan_5000.csv.gz": 10, "DoS_Hulk_5000.csv.gz": 8}
+INVERSE = {v: k for k, v in ORIGINAL_TO_CORRECTED.items()}
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    need(SUBSET.is_dir(), f"the CIC-IDS2017 subset is not at {SUBSET}")
+    parts = [pd.read_csv(SUBSET / name, nrows=n, dtype=str, keep_default_na=False) for name, n in PICK.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def loaded(rows: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """The fixture rows through the dataset loader (cleaned, quantised): the reference features."""
+    root = tmp_path_factory.mktemp("cic")
+    write_frame(root / "cic-ids2017" / "engelen_improved_sample_rnd5000" / "part.csv", rows)
+    return load_cic_ids2017(root)
+
+
+def write_frame(path: Path, frame: pd.DataFrame, header: Sequence[str] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header or list(frame.columns))
+        w.writerows(frame.itertuples(index=False, name=None))
+    return path
+
+
+def graph_bytes(n_features: int) -> bytes:
+    """The tiny model of :func:`tiny_graph_bytes` for ``n_features`` inputs (mean over T, linear, softmax)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((n_features, 3), dtype=np.float32)
+    w[0, 1], w[1, 2] = 4.0, 4.0
+    b = np.array([2.0, 0.0, 0.0], dtype=np.float32)
+    nodes = [helper.make_node("ReduceMean", ["windows"], ["mean"], axes=[1], keepdims=0),
+             helper.make_node("MatMul", ["mean", "w"], ["z"]), helper.make_node("Add", ["z", "b"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("windows", TensorProto.FLOAT, ["N", T, n_features])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def write_model(directory: Path, name: str, features: tuple[str, ...], ds: Dataset) -> Path:
+    """``NAME.onnx`` and ``NAME.card.json`` with a scaler fitted on the fixture rows."""
+    directory.mkdir(parents=True, exist_ok=True)
+    scaler = fit_scaler(ds.X[list(features)])
+    if features == FEATURE_NAMES:
+        data = tiny_graph_bytes(T, 3)
+        card = tiny_card(data, name=name, window_length=T, scaler=scaler)
+    else:
+        data = graph_bytes(len(features))
+        card = tiny_card(data, name=name, window_length=T, scaler=scaler, features=list(features),
+                         feature_set_id=feature_set_id(T, features), input_shape=[None, T, len(features)])  # fmt: skip
+    (directory / f"{name}.onnx").write_bytes(data)
+    (directory / f"{name}.card.json").write_text(card.model_dump_json())
+    return directory / f"{name}.onnx"
+
+
+@pytest.fixture
+def models(tmp_path: Path, loaded: Dataset) -> Path:
+    """A models directory holding the (tiny) deployment model only."""
+    write_model(tmp_path / "models", "hybrid-cic", FEATURE_NAMES, loaded)
+    return tmp_path / "models"
+
+
+def score(*args: Any) -> Result:
+    return CliRunner().invoke(main, ["score", *(str(a) for a in args)])
+
+
+def scored(result: Result, out: Path) -> pd.DataFrame:
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(out, dtype=str, keep_default_na=False)
+
+
+def meta(src_ip: str, i: int) -> FlowMeta:
+    return FlowMeta(flow_id=i, community_id="1:x", src_ip=src_ip, src_port=1, dst_ip="192.0.2.9", dst_port=80,
+                    protocol=6, first_seen_ms=0, last_seen_ms=0, packets=2, bytes=100, expiry=ExpiryReason.IDLE,
+                    expired_at_ms=0, sensor="test")  # fmt: skip
+
+
+def attack_scores(model: LoadedModel, windows: np.ndarray) -> np.ndarray:
+    probs = model.predict(windows)
+    return np.asarray(1.0 - probs[:, model.card.class_names.index(model.card.benign_class)], dtype=np.float64)
+
+
+def windower_scores(model: LoadedModel, values: np.ndarray, hosts: Sequence[str], order: Sequence[int]) -> np.ndarray:
+    """The sensor's path: FlowRecords into ``Windower.add`` in ``order``, then the model."""
+    windower = Windower(model.card)
+    tensors = np.zeros((len(values), T, len(FEATURE_NAMES)), dtype=np.float32)
+    for i in order:
+        tensors[i] = windower.add(FlowRecord(meta(hosts[i], i), tuple(float(v) for v in values[i]))).tensor
+    return attack_scores(model, tensors)
+
+
+def deque_scores(model: LoadedModel, x: np.ndarray, keys: Sequence[str] | None, times: Sequence[Any]) -> np.ndarray:
+    """Per-host windows with a plain deque per host (``keys=None``: each flow alone), then the model."""
+    scaled = scale_features(x, model.card.scaler)
+    windows = np.zeros((len(x), T, scaled.shape[1]), dtype=np.float32)
+    history: dict[str, deque[np.ndarray]] = defaultdict(lambda: deque(maxlen=T))
+    for i in sorted(range(len(x)), key=lambda i: (times[i], i)):
+        if keys is None:
+            past: Sequence[np.ndarray] = [scaled[i]]
+        else:
+            history[keys[i]].append(scaled[i])
+            past = history[keys[i]]
+        windows[i, T - len(past) :] = np.stack(past)
+    return attack_scores(model, windows)
+
+
+def original_release(rows: pd.DataFrame, identifiers: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """The rows in the original release's layout: TrafficLabelling (identifiers) or MachineLearningCVE."""
+    keep = [c for c in CIC_COLUMNS if c not in (*ORIGINAL_LACKS, "id", "Attempted Category")]
+    if not identifiers:
+        keep = ["Dst Port"] + [c for c in keep if c not in (*IDENTIFIER_COLUMNS, "Protocol")]
+    frame = rows[keep].copy()
+    stamps = pd.to_datetime(frame["Timestamp"], format="ISO8601") if identifiers else None
+    if stamps is not None:  # the original release writes day/month/year and whole seconds
+        frame["Timestamp"] = [f"{s.day}/{s.month}/{s.year} {s.hour}:{s.minute:02d}:{s.second:02d}" for s in stamps]
+    header = [(" " if c != "Flow ID" else "") + INVERSE.get(c, c) for c in keep]
+    at = keep.index("Bwd Segment Size Avg") + 1  # the release repeats Fwd Header Length here
+    frame.insert(at, "dup", frame["Fwd Header Length"])
+    header.insert(at, " Fwd Header Length")
+    return frame, header
+
+
+# ---------------------------------------------------------------- header variants and windows
+
+
+def test_corrected_release_per_host_matches_the_sensor_windower(
+    rows: pd.DataFrame, loaded: Dataset, models: Path, tmp_path: Path
+) -> None:
+    src, out = write_frame(tmp_path / "flows.csv", rows), tmp_path / "out.csv"
+    result = score(src, "--models-dir", models, "-o", out)
+    got = scored(result, out)
+    assert list(got.columns) == [*rows.columns, *OUTPUT_COLUMNS]
+    assert got[list(rows.columns)].equals(rows)  # every input row written back unchanged, in file order
+    assert set(got["window_mode"]) == {"per_host"} and "window_mode=per_host" in result.stderr
+    assert "model hybrid-cic 1" in result.stderr and "quantised" in result.stderr
+    model = load_session(models / "hybrid-cic.onnx")
+    order = np.lexsort((np.arange(len(rows)), loaded.meta["Timestamp"].to_numpy()))
+    expected = windower_scores(model, loaded.X.to_numpy(), list(loaded.meta["Src IP"]), order.tolist())
+    assert np.allclose(got["score"].astype(float), expected, atol=1e-6)
+    assert got["window_flows"].astype(int).max() == T and got["window_flows"].astype(int).min() == 1
+    assert set(got["predicted_class"]) <= set(model.card.class_names) and len(set(got["score"])) > 5
+
+
+def test_without_hosts_and_times_each_flow_is_scored_alone(
+    rows: pd.DataFrame, loaded: Dataset, models: Path, tmp_path: Path
+) -> None:
+    bare = rows.drop(columns=[c for c in IDENTIFIER_COLUMNS])
+    out = tmp_path / "out.csv"
+    result = score(write_frame(tmp_path / "flows.csv", bare), "--models-dir", models, "-o", out)
+    got = scored(result, out)
+    assert set(got["window_mode"]) == {"single_flow"} and set(got["window_flows"]) == {"1"}
+    assert "window_mode=single_flow" in result.stderr and "no Src IP or Timestamp" in result.stderr
+    model = load_session(models / "hybrid-cic.onnx")
+    expected = deque_scores(model, loaded.X.to_numpy(), None, range(len(rows)))
+    assert np.allclose(got["score"].astype(float), expected, atol=1e-6)
+
+
+def test_original_release_uses_the_shipped_variant_without_its_five_missing_features(
+    rows: pd.DataFrame, loaded: Dataset, models: Path, tmp_path: Path
+) -> None:
+    frame, header = original_release(rows)
+    src, out = write_frame(tmp_path / "orig.csv", frame, header), tmp_path / "out.csv"
+    result = score(src, "--models-dir", models, "-o", out)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert str(list(ORIGINAL_LACKS)) in result.stderr and "no shipped model fits" in result.stderr
+    write_model(models, "hybrid-cic-77", F77, loaded)
+    write_model(models, "lunet-cic", FEATURE_NAMES, loaded)
+    result = score(src, "--models-dir", models, "-o", out)
+    got = scored(result, out)
+    assert "model hybrid-cic-77 1" in result.stderr and "original CIC-IDS2017 release" in result.stderr
+    assert set(got["model"]) == {"hybrid-cic-77"} and set(got["window_mode"]) == {"per_host"}
+    assert next(csv.reader(out.open()))[: len(header)] == header  # leading spaces and the repeated column kept
+    model = load_session(models / "hybrid-cic-77.onnx")
+    times = pd.to_datetime(frame["Timestamp"], dayfirst=True, format="mixed").to_numpy()
+    expected = deque_scores(model, loaded.X[list(F77)].to_numpy(), list(rows["Src IP"]), times)
+    assert np.allclose(got["score"].astype(float), expected, atol=1e-6)
+    explicit = score(src, "--models-dir", models, "--model", "hybrid-cic", "-o", out)
+    assert explicit.exit_code == 2 and "that model hybrid-cic needs" in explicit.stderr
+    assert "shipped model hybrid-cic-77 fits" in explicit.stderr
+
+
+def test_original_machine_learning_files_lack_protocol_and_identifiers(
+    rows: pd.DataFrame, loaded: Dataset, models: Path, tmp_path: Path
+) -> None:
+    frame, header = original_release(rows, identifiers=False)
+    src, out = write_frame(tmp_path / "ml.csv", frame, header), tmp_path / "out.csv"
+    write_model(models, "hybrid-cic-77", F77, loaded)
+    result = score(src, "--models-dir", models, "-o", out)
+    assert result.exit_code == 2 and str(["Protocol", *ORIGINAL_LACKS]) in result.stderr
+    write_model(models, "hybrid-cic-76", F76, loaded)
+    result = score(src, "--models-dir", models, "-o", out)
+    got = scored(result, out)
+    assert set(got["model"]) == {"hybrid-cic-76"} and set(got["window_mode"]) == {"single_flow"}
+    expected = deque_scores(load_session(models / "hybrid-cic-76.onnx"), loaded.X[list(F76)].to_numpy(), None,
+                            range(len(rows)))  # fmt: skip
+    assert np.allclose(got["score"].astype(float), expected, atol=1e-6)
+
+
+def test_tapwatch_flows_output_end_to_end(models: Path, tmp_path: Path) -> None:
+    flows = tmp_path / "flows.csv"
+    made = CliRunner().invoke(main, ["flows", str(SAMPLE_PCAP), "-o", str(flows)])
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "out.csv"
+    result = score(flows, "--models-dir", models, "-o", out)
+    got = scored(result, out)
+    assert "tapwatch flows output; time features kept" in result.stderr and set(got["window_mode"]) == {"per_host"}
+    records = list(PcapSource([str(SAMPLE_PCAP)], CaptureConfig(), CaptureMetrics(CollectorRegistry())))
+    assert len(records) == len(got) > 100
+    model = load_session(models / "hybrid-cic.onnx")
+    values = np.array([r.values for r in records])
+    hosts = [r.meta.src_ip for r in records]
+    by_time = sorted(range(len(records)), key=lambda i: (records[i].meta.first_seen_ms, i))
+    assert np.allclose(got["score"].astype(float), windower_scores(model, values, hosts, by_time), atol=1e-6)
+    # Why the sensor's output is not quantised again: its IAT means and stds are not whole milliseconds.
+    frame = pd.DataFrame(values, columns=list(FEATURE_NAMES))
+    again = frame.copy()
+    quantize_columns(again)
+    changed = {c for c in FEATURE_NAMES if not np.allclose(again[c], frame[c], rtol=1e-12)}
+    assert changed and all(" IAT Mean" in c or " IAT Std" in c for c in changed), changed
+
+
+# ---------------------------------------------------------------- values, chunks, model choice
+
+
+def test_inf_nan_and_dash_are_counted_replaced_and_kept_as_text(
+    rows: pd.DataFrame, models: Path, tmp_path: Path
+) -> None:
+    dirty = rows.copy()
+    dirty.loc[0, "Flow Bytes/s"], dirty.loc[1, "Flow Packets/s"] = "Infinity", "NaN"
+    dirty.loc[2, "Flow IAT Min"], dirty.loc[3, "Idle Max"] = "-", ""
+    out = tmp_path / "out.csv"
+    got = scored(result := score(write_frame(tmp_path / "d.csv", dirty), "--models-dir", models, "-o", out), out)
+    assert "replaced 3 missing ('-', empty, NaN) and 1 ±inf" in result.stderr
+    assert [got.loc[0, "Flow Bytes/s"], got.loc[1, "Flow Packets/s"], got.loc[2, "Flow IAT Min"]] == [
+        "Infinity",
+        "NaN",
+        "-",
+    ]
+    assert got["score"].astype(float).notna().all()
+    bad = rows.copy()
+    bad.loc[4, "Flow Duration"] = "abc"
+    result = score(write_frame(tmp_path / "b.csv", bad), "--models-dir", models, "-o", out)
+    assert result.exit_code == 2 and "'Flow Duration' holds non-numeric values ['abc']" in result.stderr
+
+
+def test_chunks_and_rescoring_give_the_same_rows(rows: pd.DataFrame, models: Path, tmp_path: Path) -> None:
+    src = write_frame(tmp_path / "flows.csv", rows)
+    whole, small, again = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    assert score(src, "--models-dir", models, "-o", whole).exit_code == 0
+    assert score(src, "--models-dir", models, "--chunk-rows", 7, "-o", small).exit_code == 0
+    assert whole.read_bytes() == small.read_bytes()
+    result = score(whole, "--models-dir", models, "-o", again)  # a scored file: our columns are replaced
+    assert result.exit_code == 0 and "own ['predicted_class', 'score'," in result.stderr
+    assert again.read_bytes() == whole.read_bytes()
+
+
+def test_model_order_and_explicit_paths(loaded: Dataset, rows: pd.DataFrame, tmp_path: Path) -> None:
+    d = tmp_path / "models"
+    for name, feats in (("seq2seq-cic", FEATURE_NAMES), ("hybrid-cic-77", F77), ("hybrid-cic", FEATURE_NAMES),
+                        ("hybrid-cic-76", F76), ("aaa", F77)):  # fmt: skip
+        write_model(d, name, feats, loaded)
+    (d / "orphan.onnx").write_bytes(b"no card beside it")
+    (d / "broken.onnx").write_bytes(b"x")
+    (d / "broken.card.json").write_text("{}")
+    notes: list[str] = []
+    order = [p.stem for p, _ in shipped_models(d, notes)]
+    assert order == ["hybrid-cic", "hybrid-cic-77", "hybrid-cic-76", "seq2seq-cic", "aaa"]
+    assert len(notes) == 1 and "broken.onnx" in notes[0]
+    src, out = write_frame(tmp_path / "flows.csv", rows), tmp_path / "out.csv"
+    result = score(src, "--models-dir", d, "--model", d / "seq2seq-cic.onnx", "-o", out)
+    assert set(scored(result, out)["model"]) == {"seq2seq-cic"} and "named by --model" in result.stderr
+    assert score(src, "--models-dir", d, "--model", "nope", "-o", out).exit_code == 2
+    empty = tmp_path / "none"
+    empty.mkdir()
+    result = score(src, "--models-dir", empty, "-o", out)
+    assert result.exit_code == 2 and "no shipped model" in result.stderr
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_feature_columns_are_listed(rows: pd.DataFrame, models: Path, tmp_path: Path) -> None:
+    src = write_frame(tmp_path / "f.csv", rows.drop(columns=["Flow IAT Max", "ACK Flag Count"]))
+    result = score(src, "--models-dir", models, "-o", tmp_path / "out.csv")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "missing feature columns ['Flow IAT Max', 'ACK Flag Count']" in result.stderr
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "out.csv.part").exists()
+
+
+def _ragged(path: Path, rows: pd.DataFrame) -> None:
+    write_frame(path, rows.head(3))
+    with path.open("a") as fh:
+        fh.write(",".join(["1"] * (len(rows.columns) + 4)) + "\n")
+
+
+WRONG: dict[str, tuple[Callable[[Path, pd.DataFrame], Any], str]] = {
+    "empty": (lambda p, r: p.write_bytes(b""), "the file is empty"),
+    "pcap": (lambda p, r: p.write_bytes(SAMPLE_PCAP.read_bytes()), "binary data, not a CSV"),
+    "gzip": (lambda p, r: p.write_bytes(gzip.compress(b"a,b\n1,2\n")), "binary data, not a CSV"),
+    "text": (lambda p, r: p.write_text("hello,world\nthis is,not flows\n"), "not a CICFlowMeter-style CSV"),
+    "latin1": (lambda p, r: p.write_bytes("Flow Duration,Étiquette\n1,2\n".encode("latin-1")), "not UTF-8"),
+    "header only": (lambda p, r: write_frame(p, r.head(0)), "a header but no flow rows"),
+    "ragged": (_ragged, "Expected"),
+    "bad time": (
+        lambda p, r: write_frame(p, r.assign(Timestamp="yesterday")),
+        "Timestamp values are not times (first: 'yesterday')",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRONG))
+def test_wrong_files_exit_2_with_one_line(kind: str, rows: pd.DataFrame, models: Path, tmp_path: Path) -> None:
+    make, message = WRONG[kind]
+    path = tmp_path / "in.csv"
+    make(path, rows)
+    result = score(path, "--models-dir", models, "-o", tmp_path / "out.csv")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_size_limit(rows: pd.DataFrame, models: Path, tmp_path: Path) -> None:
+    src = write_frame(tmp_path / "f.csv", rows)
+    result = score(src, "--models-dir", models, "--max-size-mb", 0.01, "-o", tmp_path / "out.csv")
+    assert result.exit_code == 2 and "over the 0.01 MB limit (--max-size-mb)" in result.stderr
