@@ -26,6 +26,14 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def need_netns() -> None:
+    """Network namespaces (root, iproute2) or a skip with the reason; under CI=true a failure."""
+    from tapwatch.capture.netns import netns_problem
+
+    problem = netns_problem()
+    need(problem is None, f"network namespaces unusable: {problem}")
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     need((SHARED / "pcaps" / "MANIFEST.csv").exists(), f"../shared not found at {SHARED} (datasets and pcaps)")

@@ -21,7 +21,6 @@ are still in libpcap's buffer when the meter flushes, so phase 2 waits ``_BUFFER
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -34,8 +33,9 @@ from typing import Any
 
 import pytest
 
-from tapwatch.capture.netns import NsPair, netns_problem, ns_pair, wait_listening
+from tapwatch.capture.netns import NsPair, ns_pair, wait_listening
 from tapwatch.capture.traffic import capture
+from tests.conftest import need_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
@@ -146,16 +146,6 @@ else:
         replies.append(len(s.recvfrom(65535)[0]))
     print(json.dumps({"sport": s.getsockname()[1], "replies": replies}), flush=True)
 """
-
-
-def _require_netns() -> None:
-    """Skip when namespaces are unusable here; under CI=true that is a failure, not a skip."""
-    problem = netns_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but network namespaces are unusable: {problem}")
-    pytest.skip(f"network namespaces unusable: {problem}")
 
 
 class Sensor:
@@ -319,7 +309,7 @@ def _session(pair: NsPair, workdir: Path) -> LiveRun:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> LiveRun:
     """One live session shared by the tests below (a sensor start costs about 2 s)."""
-    _require_netns()
+    need_netns()
     with ns_pair() as pair:
         return _session(pair, tmp_path_factory.mktemp("live"))
 
@@ -381,7 +371,7 @@ def test_stop_flushes_open_flows(live: LiveRun) -> None:
 
 def test_stop_keeps_last_packets() -> None:
     """A UDP exchange finished just before stop() must be flushed as ``shutdown``, not lost."""
-    _require_netns()
+    need_netns()
     with ns_pair() as pair:
         _start_server(pair)
         sensor = Sensor(pair)

@@ -7,7 +7,6 @@ namespaces and captured with tcpdump on the client-side veth; nothing leaves the
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tapwatch.capture.netns import NsPair, netns_problem, ns_pair
+from tapwatch.capture.netns import NsPair, ns_pair
 from tapwatch.capture.traffic import (
     LABEL_COLUMNS,
     BulkPlan,
@@ -28,6 +27,7 @@ from tapwatch.capture.traffic import (
     labels_path,
     write_labels,
 )
+from tests.conftest import need_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
@@ -36,19 +36,9 @@ SCANNED = range(1, 151)
 HTTP_HEADER_MAX = 400  # busybox httpd's response header is about 150 bytes
 
 
-def _require_netns() -> None:
-    """Skip when namespaces are unusable here; under CI=true that is a failure, not a skip."""
-    problem = netns_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but network namespaces are unusable: {problem}")
-    pytest.skip(f"network namespaces unusable: {problem}")
-
-
 @pytest.fixture
 def pair() -> Iterator[NsPair]:
-    _require_netns()
+    need_netns()
     with ns_pair() as p:
         yield p
 
@@ -131,7 +121,7 @@ def test_bulk_is_bounded_and_labelled(pair: NsPair, tmp_path: Path) -> None:
 
 
 def test_command_line_writes_pcap_and_labels(tmp_path: Path) -> None:
-    _require_netns()
+    need_netns()
     pcap = tmp_path / "cli.pcap"
     argv = [sys.executable, "-m", "tapwatch.capture.traffic", "--pcap", str(pcap), "--scan-ports", "1-20"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
