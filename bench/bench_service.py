@@ -1,0 +1,511 @@
+#!/usr/bin/env python3
+"""Service benchmark: windows/s and latency of ``tapwatch worker`` + ``tapwatch alerter`` on Redis, against ONNX
+Runtime alone, in one run. A benchmark, not a test: run it by hand on a quiet machine::
+
+    python bench/bench_service.py [--model models/hybrid-cic.onnx] [--windows 5000] [--latency-s 10]
+
+What it does, with the best model available (``--model``; else the shipped ``models/hybrid-cic.onnx``; else the
+tiny test model of :mod:`tapwatch.inference.testing`, which says little about a real model's overhead):
+
+1. Windows: real flows of ``capture/samples/sample.pcap`` and of the largest Ethernet pcaps of
+   ``../shared/pcaps``, windowed with the model card (the sensor's :class:`Windower`), cycled to ``--windows``.
+2. ONNX Runtime alone: the same model, batch and intra-op threads as the worker, on those windows.
+3. A private ``redis-server`` (AOF on, ``appendfsync everysec``) on a free loopback port; then for 1 and 2
+   workers (separate processes, as deployed) and one alerter (``-o`` file and the Redis sink):
+   * throughput: the services start and are frozen (SIGSTOP); the stream is filled with every window; they are
+     thawed at once; windows/s = windows / (time the last verdict was handled by the alerter − thaw time);
+     the workers' rate is the same up to their last verdict. CPU time per process comes from /proc.
+   * latency at half that end-to-end rate: a rate-limited producer stamps each window's newest flow
+     ``expired_at_ms`` as it sends it, one XADD per window; expiry → verdict is ``Verdict.decided_at_ms`` minus
+     it, expiry → alert is the alert's entry id on ``tapwatch:alerts`` (Redis's clock, when the alerter's
+     sinks took it) minus it.
+4. The Markdown table is printed and written to ``bench/out/bench_service.md`` (gitignored).
+
+Overhead = 1 − (end-to-end windows/s with 1 worker ÷ ONNX Runtime alone). The issue's targets (2 cores):
+overhead ≤ 30 %, p99 expiry → alert ≤ 100 ms at half the sustained rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from tapwatch.capture.meter import CaptureConfig, PcapSource
+from tapwatch.capture.metrics import CaptureMetrics
+from tapwatch.features.schema import WindowEntry
+from tapwatch.features.window import Windower
+from tapwatch.inference.model import Model, load_model
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out"
+SHARED = (REPO / ".." / "shared" / "pcaps").resolve()
+SAMPLE = REPO / "capture" / "samples" / "sample.pcap"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- machine, processes, Redis ---------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, str]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    import onnxruntime
+
+    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} logical CPUs",
+        "system": f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"onnxruntime {onnxruntime.__version__}, redis {next((w[2:] for w in redis_v if w.startswith('v=')), '?')}",
+        "load": load_average(),
+    }
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, to tell how much of the machine other jobs took."""
+    vals = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = vals[3] + vals[4]
+    return float(sum(vals) - idle), float(sum(vals))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, AOF on (everysec), in a temporary directory."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Service:
+    """``python -m tapwatch.capture <argv>`` with its metrics port; our child, stopped by its PID."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
+        cmd = [sys.executable, "-m", "tapwatch.capture", *argv, "--metrics-port", str(self.port)]
+        with log.open("ab") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        self.log = log
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.log.name}: exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def metric(self, name: str) -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def wait(cond: Any, timeout_s: float, what: str, step_s: float = 0.02) -> float:
+    """Poll until ``cond()``; return the wall-clock time it first held."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(step_s)
+    return time.time()
+
+
+# -- windows ---------------------------------------------------------------------------------------------------
+
+
+def pick_pcaps(limit: int) -> list[Path]:
+    found = [SAMPLE]
+    manifest = SHARED / "MANIFEST.csv"
+    if manifest.exists():
+        rows = [r for r in csv.DictReader(manifest.open()) if r["linktype"] == "1"]
+        rows.sort(key=lambda r: -int(r["packets"]))
+        found += [SHARED / r["file"] for r in rows[:limit] if (SHARED / r["file"]).exists()]
+    return found
+
+
+def base_windows(model: Model, pcaps: list[Path]) -> list[WindowEntry]:
+    """One window per flow of each pcap (each read on its own, keys do not mix across files)."""
+    out: list[WindowEntry] = []
+    for p in pcaps:
+        windower = Windower(model.card)
+        source = PcapSource([str(p)], CaptureConfig(sensor="bench"), CaptureMetrics(CollectorRegistry()))
+        try:
+            out += [windower.add(r) for r in source]
+        except Exception as err:  # a pcap NFStream cannot read is skipped, not fatal for a benchmark
+            print(f"  skipped {p.name}: {err}", file=sys.stderr)
+    return out
+
+
+class Feeder:
+    """Window entries with a fresh newest-flow stamp per send (the tensor bytes are encoded once)."""
+
+    def __init__(self, windows: list[WindowEntry]) -> None:
+        self.windows = windows
+        self.fields = [w.encode() for w in windows]
+        self.i = 0
+
+    def next(self, now_ms: int) -> dict[str, str | bytes]:
+        k = self.i % len(self.windows)
+        meta = dataclasses.replace(self.windows[k].flow, flow_id=self.i + 1, expired_at_ms=now_ms)
+        self.i += 1
+        return {**self.fields[k], "flow": meta.to_json()}
+
+
+# -- measurements ----------------------------------------------------------------------------------------------
+
+
+def ort_alone(model: Model, windows: list[WindowEntry], batch: int, seconds: float = 3.0) -> float:
+    """Windows/s of ``model.predict`` on full batches (median of 3 runs of ``seconds``)."""
+    x = np.stack([w.tensor for w in windows])
+    batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]
+    model.predict(batches[0])
+    rates = []
+    for _ in range(3):
+        n, start, k = 0, time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            n += len(model.predict(batches[k % len(batches)]))
+            k += 1
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def group_done(client: redis.Redis, stream: str, group: str, total: int) -> bool:
+    try:
+        info = [g for g in client.xinfo_groups(stream) if g["name"].decode() == group]
+    except redis.ResponseError:
+        return False
+    return bool(info) and info[0]["pending"] == 0 and info[0].get("entries-read", 0) >= total
+
+
+@dataclasses.dataclass
+class Stack:
+    """One alerter and N workers on a Redis, for one configuration."""
+
+    workers: list[Service]
+    alerter: Service
+    redis: RedisServer
+
+    @property
+    def all(self) -> list[Service]:
+        return [*self.workers, self.alerter]
+
+    def stop(self) -> None:
+        for s in self.all:
+            s.stop()
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """One measured configuration: how many workers, and whether the alerter explains (its default) or not."""
+
+    workers: int
+    explain: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.workers} worker{'s' if self.workers > 1 else ''}" + ("" if self.explain else ", --no-explain")
+
+
+def start_stack(r: RedisServer, args: argparse.Namespace, setup: Setup, tmp: Path) -> Stack:
+    r.client.flushall()
+    n_workers = setup.workers
+    tag = f"{n_workers}{'' if setup.explain else 'n'}"
+    common = ["--redis", r.url]
+    workers = [Service(["worker", *common, "--model", str(args.model), "--batch-size", str(args.batch),
+                        "--threads", str(args.threads), "--consumer", f"w{i}", "--reload-poll", "0"],
+                       tmp / f"worker{tag}-{i}.log") for i in range(n_workers)]  # fmt: skip
+    explain = [] if setup.explain else ["--no-explain"]
+    alerter = Service(["alerter", *common, "--card", str(args.card), "-o", str(tmp / f"alerts{tag}.jsonl"),
+                       "--consumer", "a1", *explain], tmp / f"alerter{tag}.log")  # fmt: skip
+    stack = Stack(workers, alerter, r)
+    for s in stack.all:
+        wait(s.ready, 60, f"{s.log.name} ready", 0.1)
+    return stack
+
+
+def throughput(stack: Stack, feeder: Feeder, n: int) -> dict[str, Any]:
+    client = stack.redis.client
+    for s in stack.all:
+        s.proc.send_signal(signal.SIGSTOP)
+    now = int(time.time() * 1000)
+    for start in range(0, n, 500):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(min(500, n - start)):
+            pipe.xadd("tapwatch:windows", feeder.next(now))
+        pipe.execute()
+    pids = {"worker": [w.proc.pid for w in stack.workers], "alerter": [stack.alerter.proc.pid],
+            "redis": [stack.redis.proc.pid]}  # fmt: skip
+
+    def cpu() -> dict[str, float]:
+        return {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
+
+    cpu0, busy0 = cpu(), machine_busy()
+    t0 = time.time()
+    for s in stack.all:
+        s.proc.send_signal(signal.SIGCONT)
+    t_workers = wait(lambda: group_done(client, "tapwatch:windows", "workers", n), 900, "workers")
+    cpu_w = cpu()
+    t_alerter = wait(lambda: group_done(client, "tapwatch:verdicts", "alerters", n), 900, "alerter")
+    cpu_a, busy1 = cpu(), machine_busy()
+    wall, wall_w = t_alerter - t0, t_workers - t0
+    ort_s = sum(w.metric("tapwatch_inference_latency_seconds_sum") for w in stack.workers)
+    k = len(stack.workers)
+    return {
+        "e2e": n / wall, "workers_rate": n / wall_w, "alerts": client.xlen("tapwatch:alerts"),
+        "cpu": {"worker": (cpu_w["worker"] - cpu0["worker"]) / wall_w / k,
+                "alerter": (cpu_a["alerter"] - cpu0["alerter"]) / wall,
+                "redis": (cpu_a["redis"] - cpu0["redis"]) / wall},
+        "ort_share": ort_s / (wall_w * k),
+        "explain_s": stack.alerter.metric("tapwatch_alerting_explanation_latency_seconds_sum"),
+        "explained": stack.alerter.metric("tapwatch_alerting_explanation_latency_seconds_count"), "wall": wall,
+        "machine_busy": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
+    }  # fmt: skip
+
+
+def latency(stack: Stack, feeder: Feeder, rate: float, seconds: float) -> dict[str, Any]:
+    """Send at ``rate`` windows/s for ``seconds``; percentiles of expiry → verdict and expiry → alert (ms)."""
+    client = stack.redis.client
+    base_windows_read = client.xinfo_stream("tapwatch:windows")["entries-added"]
+    base_verdicts = client.xinfo_stream("tapwatch:verdicts")["entries-added"]
+    sent: dict[str, int] = {}
+    total = int(rate * seconds)
+    start = time.time()
+    i = 0
+    while i < total:
+        due = start + i / rate
+        now = time.time()
+        if now < due:
+            time.sleep(due - now)
+        pipe = client.pipeline(transaction=False)
+        stamps = []
+        while i < total and start + i / rate <= time.time():  # behind schedule: send what is due at once
+            stamp = int(time.time() * 1000)
+            pipe.xadd("tapwatch:windows", feeder.next(stamp))
+            stamps.append(stamp)
+            i += 1
+        for eid, stamp in zip(pipe.execute(), stamps, strict=True):
+            sent[eid.decode()] = stamp
+    offered = total / (time.time() - start)
+    wait(lambda: group_done(client, "tapwatch:windows", "workers", base_windows_read + total), 120, "workers")
+    wait(lambda: group_done(client, "tapwatch:verdicts", "alerters", base_verdicts + total), 120, "alerter")
+    to_verdict = []
+    first = next(iter(sent))
+    for _, f in client.xrange("tapwatch:verdicts", min=first):
+        if f[b"window_id"].decode() in sent:
+            to_verdict.append(int(f[b"at"]) - json.loads(f[b"flow"])["expired_at_ms"])
+    to_alert, plain = [], []
+    for eid, f in client.xrange("tapwatch:alerts", min=first):
+        wid = f[b"window_id"].decode()
+        if wid in sent:
+            ms = int(eid.decode().split("-")[0]) - sent[wid]
+            to_alert.append(ms)
+            if json.loads(f[b"eve"])["ml"]["explanation_status"] != "ok":
+                plain.append(ms)
+    return {"offered": offered, "verdict": pct(to_verdict), "alert": pct(to_alert), "alert_plain": pct(plain),
+            "n_alerts": len(to_alert), "n_explained": len(to_alert) - len(plain)}  # fmt: skip
+
+
+def pct(values: list[int]) -> tuple[float, float, float]:
+    if not values:
+        return (float("nan"),) * 3
+    a = np.asarray(values, dtype=np.float64)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(a.max())
+
+
+# -- report ----------------------------------------------------------------------------------------------------
+
+
+def limits(run: dict[str, Any], setup: Setup) -> str:
+    cpu = run["cpu"]
+    alerter_bound = run["e2e"] < 0.8 * run["workers_rate"]
+    parts = [
+        f"the workers verdicted at {run['workers_rate']:.0f}/s, each at {cpu['worker']:.0%} of a core "
+        f"(ONNX Runtime {run['ort_share']:.0%} of its time, the rest decoding, encoding and Redis round trips)",
+        f"the alerter finished at {run['e2e']:.0f}/s at {cpu['alerter']:.0%} of a core"
+        + (f", {run['explained']:.0f} LIME explanations taking {run['explain_s']:.1f} s" if run["explained"] else ""),
+        f"redis {cpu['redis']:.0%}",
+        f"the whole machine {run['machine_busy']:.0%} busy (other jobs included)",
+    ]
+    if alerter_bound and run["explained"]:
+        verdict = "the alerter, held up by LIME explanations (each alert waits for its explanation, up to the deadline)"
+    elif alerter_bound:
+        verdict = "the alerter (per-alert Python work and two Redis round trips: the dedup key and the alert stream)"
+    elif run["machine_busy"] > 0.9:
+        verdict = "the two CPUs, shared by the workers, the alerter, Redis and other jobs"
+    else:
+        verdict = "the workers"
+    return f"{verdict}: " + "; ".join(parts)
+
+
+def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str, ort: float,
+           runs: dict[Setup, dict[str, Any]], lat: dict[Setup, dict[str, Any]]) -> str:  # fmt: skip
+    ks = list(runs)
+
+    def row(name: str, fn: Any) -> str:
+        return f"| {name} | " + " | ".join(fn(k) for k in ks) + " |"
+
+    def ms(t: tuple[float, float, float]) -> str:
+        return f"{t[0]:.0f} / {t[1]:.0f} (max {t[2]:.0f})"
+
+    def one(k: Setup, text: str) -> str:
+        return text if k.workers == 1 else "—"
+
+    lines = [
+        "# tapwatch service benchmark", "",
+        f"Model: {which}. Batch {args.batch}, {args.threads} ONNX Runtime thread(s) per worker; {args.windows} "
+        f"windows per throughput run ({mix}). Redis: private redis-server, AOF on (appendfsync everysec). "
+        "Workers and the alerter are separate processes (`tapwatch worker`, `tapwatch alerter -o FILE`, "
+        "default settings otherwise).", "",
+        f"Machine: {info['cpu']}; {info['system']}. Before: {info['load']}; after: {info['load_after']}.", "",
+        "| | " + " | ".join(k.label for k in ks) + " |",
+        "|---|" + "---|" * len(ks),
+        row("windows/s end to end (stream → workers → alerter done)", lambda k: f"{runs[k]['e2e']:.0f}"),
+        row("windows/s through the workers (last verdict)", lambda k: f"{runs[k]['workers_rate']:.0f}"),
+        row("ONNX Runtime alone, same model, batch and threads, windows/s", lambda k: one(k, f"{ort:.0f}")),
+        row("overhead = 1 − end to end ÷ ORT alone", lambda k: one(k, f"{1 - runs[k]['e2e'] / ort:.0%}")),
+        row("same, workers only (1 − verdicts/s ÷ ORT alone)",
+            lambda k: one(k, f"{1 - runs[k]['workers_rate'] / ort:.0%}")),
+        row("alerts in the throughput run", lambda k: str(runs[k]["alerts"])),
+        row("latency run: offered windows/s (½ of end to end)", lambda k: f"{lat[k]['offered']:.0f}"),
+        row("expiry → verdict, ms p50 / p99", lambda k: ms(lat[k]["verdict"])),
+        row("expiry → alert, ms p50 / p99", lambda k: ms(lat[k]["alert"])),
+        row("expiry → alert, alerts without explanation, ms p50 / p99", lambda k: ms(lat[k]["alert_plain"])),
+        row("alerts (explained) in the latency run", lambda k: f"{lat[k]['n_alerts']} ({lat[k]['n_explained']})"),
+        row("CPU, % of one core: each worker / alerter / redis",
+            lambda k: " / ".join(f"{runs[k]['cpu'][p]:.0%}" for p in ("worker", "alerter", "redis"))),
+        "", "What limits the rate:", "",
+        *[f"- {k.label}: {limits(runs[k], k)}." for k in ks],
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, help="ONNX model [shipped models/hybrid-cic.onnx, else the tiny one]")
+    ap.add_argument("--card", type=Path, help="its card [NAME.card.json or NAME.json beside it]")
+    ap.add_argument("--windows", type=int, default=5_000, help="windows per throughput run")
+    ap.add_argument("--latency-s", type=float, default=10.0, help="seconds of the rate-limited latency run")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pcaps", type=int, default=40, help="largest Ethernet pcaps of ../shared to take flows from")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--no-explain-too",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure with the alerter's LIME explanations off",
+    )
+    args = ap.parse_args()
+    info = machine_info()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    shipped = REPO / "models" / "hybrid-cic.onnx"
+    which = None
+    if args.model is None and shipped.exists():
+        args.model = shipped
+    if args.model is None:
+        from tapwatch.inference.testing import write_tiny_model
+
+        args.model, args.card = write_tiny_model(tmp / "model", window_length=10)
+        which = "the tiny test model of tapwatch.inference.testing (no shipped model found)"
+    model = load_model(args.model, args.card, args.threads)
+    args.card = args.card or model.card_path
+    if which is None:
+        shipped_note = ", the shipped deployment model" if args.model.resolve() == shipped.resolve() else ""
+        which = f"{model.card.name} {model.card.version} ({args.model}{shipped_note})"
+    print(f"model: {which}", file=sys.stderr)
+    windows = base_windows(model, pick_pcaps(args.pcaps))
+    over = float(np.mean(1 - model.predict(np.stack([w.tensor for w in windows]))[:, model.benign_index]
+                         >= model.threshold))  # fmt: skip
+    mix = f"{len(windows)} distinct windows from real pcaps, {over:.0%} over the threshold, cycled"
+    print(f"windows: {mix}", file=sys.stderr)
+    ort = ort_alone(model, windows, args.batch)
+    print(f"ONNX Runtime alone: {ort:.0f} windows/s", file=sys.stderr)
+    r = RedisServer(tmp)
+    runs: dict[Setup, dict[str, Any]] = {}
+    lat: dict[Setup, dict[str, Any]] = {}
+    setups = [Setup(k, True) for k in args.workers]
+    setups += [Setup(k, False) for k in args.workers] if args.no_explain_too else []
+    try:
+        for setup in setups:
+            stack = start_stack(r, args, setup, tmp)
+            try:
+                runs[setup] = throughput(stack, Feeder(windows), args.windows)
+                print(f"{setup.label}: {runs[setup]['e2e']:.0f} windows/s end to end", file=sys.stderr)
+                lat[setup] = latency(stack, Feeder(windows), runs[setup]["e2e"] / 2, args.latency_s)
+                print(f"{setup.label}: latency {lat[setup]}", file=sys.stderr)
+            finally:
+                stack.stop()
+    finally:
+        r.stop()
+    info["load_after"] = load_average()
+    text = report(args, info, which, mix, ort, runs, lat)
+    print(text)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_service.md").write_text(text)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
