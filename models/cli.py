@@ -32,7 +32,7 @@ def _fail(err: Exception) -> None:
 @click.option("--window", default=0, show_default=True, help="T; 0 = 10 where hosts and times exist, else 1.")
 @click.option(
     "--split",
-    type=click.Choice(["time", "host", "random", "random-dedup", "official"]),
+    type=click.Choice(["time", "time-all", "host", "random", "random-dedup", "official"]),
     default="time",
     show_default=True,
     help="Split protocol (non-CIC datasets use their default).",
@@ -128,7 +128,8 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
     split = meta.split
     note = training_note or (
         f"weights fitted on the {split['name']} split's train part ({split['train']['rows']} rows); its validation "
-        f"part ({split['val']['rows']} rows) for early stopping and the threshold; test part unseen"
+        f"part ({split['val']['rows']} rows) for early stopping and the threshold; "
+        + ("test part unseen" if split["test"]["rows"] else "no held-out test: metrics are those of the report")
     )
     metrics = {
         "parity": {"n": parity.n, "max_abs_diff": parity.max_abs_diff, "argmax_equal": parity.argmax_equal},

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tapwatch.models.evaluate import LGBM, Plan, Runner
+from tapwatch.models.evaluate import LGBM, Plan, Runner, label
 
 LIBS = ("tensorflow", "keras", "tf2onnx", "onnxruntime", "lightgbm", "scikit-learn", "numpy", "pandas")
 PAPER = ("benign.precision", "attack.precision", "benign.recall", "attack.recall", "benign.f1", "attack.f1")
@@ -32,7 +32,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     """Per model: metric → [mean, sample std (0 for one seed), seeds]."""
     by_model: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        by_model.setdefault(r["config"]["model"], []).append(r["metrics"])
+        by_model.setdefault(label(r["config"]), []).append(r["metrics"])
     out: dict[str, dict[str, list[float]]] = {}
     for model, ms in by_model.items():
         out[model] = {}
@@ -64,7 +64,7 @@ def tables(summary: dict[str, dict[str, list[float]]]) -> list[str]:
 
 def paired(runs: list[dict[str, Any]], model: str, baseline: str = LGBM) -> str:
     """Attack F1 of ``model`` minus the baseline's, paired by seed."""
-    f1 = {(r["config"]["model"], r["config"]["seed"]): r["metrics"]["attack"]["f1"] for r in runs}
+    f1 = {(label(r["config"]), r["config"]["seed"]): r["metrics"]["attack"]["f1"] for r in runs}
     diffs = [f1[(model, s)] - f1[(baseline, s)] for (m, s) in f1 if m == model and (baseline, s) in f1]
     if not diffs:
         return ""
@@ -87,7 +87,7 @@ def plots(runs: list[dict[str, Any]], class_names: tuple[str, ...], img: Path, s
     for r in runs:
         if r["config"]["seed"] == 0 and r["metrics"]["pr_curve"]["recall"]:
             c = r["metrics"]["pr_curve"]
-            ax.plot(c["recall"], c["precision"], label=r["config"]["model"], lw=1)
+            ax.plot(c["recall"], c["precision"], label=label(r["config"]), lw=1)
     ax.set(xlabel="attack recall", ylabel="attack precision", title=f"PR curves ({stem})")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -235,7 +235,7 @@ def _families(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "Per-family detection rate at the validation threshold (seed 0):",
         "",
-        "| family | n | " + " | ".join(r["config"]["model"] for r in seed0) + " |",
+        "| family | n | " + " | ".join(label(r["config"]) for r in seed0) + " |",
         "|---|---|" + "---|" * len(seed0),
     ]
     for f in fams:

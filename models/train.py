@@ -49,6 +49,7 @@ class SplitKind(str, Enum):
     RANDOM = "random"
     RANDOM_DEDUP = "random-dedup"
     OFFICIAL = "official"
+    TIME_ALL = "time-all"
 
 
 DEFAULT_SPLIT = {
@@ -98,7 +99,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         which = DatasetName(self.dataset)
-        if self.split is SplitKind.TIME and which is not DatasetName.CIC_IDS2017:
+        if self.split in (SplitKind.TIME, SplitKind.TIME_ALL) and which is not DatasetName.CIC_IDS2017:
             object.__setattr__(self, "split", DEFAULT_SPLIT[which])
 
     def key(self) -> dict[str, Any]:
@@ -127,8 +128,15 @@ def default_window(ds: Dataset, window: int) -> int:
 
 def make_split(ds: Dataset, kind: SplitKind, seed: int = 0) -> Split:
     """The split of ``kind``; the deduplicated random split also drops test rows seen in training."""
-    if kind is SplitKind.TIME:
-        return time_split(ds, seed=seed)
+    if kind in (SplitKind.TIME, SplitKind.TIME_ALL):
+        split = time_split(ds, seed=seed)
+        if kind is SplitKind.TIME:
+            return split
+        # Deployment fit: the time split's train and test parts train, its validation blocks stay validation.
+        note = "deployment fit: train = the time split's train + test parts; validation = its validation blocks"
+        return Split(
+            "time-all", np.concatenate([split.train, split.test]), split.val, split.test[:0], (*split.notes, note)
+        )
     if kind is SplitKind.HOST:
         return host_split(ds, seed=seed)
     if kind is SplitKind.OFFICIAL:
@@ -139,7 +147,8 @@ def make_split(ds: Dataset, kind: SplitKind, seed: int = 0) -> Split:
 
 def load_for(cfg: TrainConfig) -> Dataset:
     """The dataset of ``cfg``: deduplicated (features) except on the optimistic random protocol."""
-    dedupe = Dedupe.NONE if cfg.split in (SplitKind.RANDOM, SplitKind.TIME, SplitKind.HOST) else Dedupe.FEATURES
+    keep = (SplitKind.RANDOM, SplitKind.TIME, SplitKind.TIME_ALL, SplitKind.HOST)
+    dedupe = Dedupe.NONE if cfg.split in keep else Dedupe.FEATURES
     return load_dataset(cfg.dataset, dedupe=dedupe)
 
 
