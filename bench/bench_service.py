@@ -2,7 +2,7 @@
 """Service benchmark: windows/s and latency of ``tapwatch worker`` + ``tapwatch alerter`` on Redis, against ONNX
 Runtime alone, in one run. A benchmark, not a test: run it by hand on a quiet machine::
 
-    python bench/bench_service.py [--model models/hybrid-cic.onnx] [--windows 5000] [--latency-s 10]
+    python bench/bench_service.py [--model models/hybrid-cic.onnx] [--windows 5000] [--latency-s 10] [--profile]
 
 What it does, with the best model available (``--model``; else the shipped ``models/hybrid-cic.onnx``; else the
 tiny test model of :mod:`tapwatch.inference.testing`, which says little about a real model's overhead):
@@ -19,7 +19,9 @@ tiny test model of :mod:`tapwatch.inference.testing`, which says little about a 
      ``expired_at_ms`` as it sends it, one XADD per window; expiry → verdict is ``Verdict.decided_at_ms`` minus
      it, expiry → alert is the alert's entry id on ``tapwatch:alerts`` (Redis's clock, when the alerter's
      sinks took it) minus it.
-4. The Markdown table is printed and written to ``bench/out/bench_service.md`` (gitignored).
+4. With ``--profile``, the worker loop also runs in this process under cProfile on the same Redis, and the
+   functions that take its time are listed (what the rest of a worker's time besides ONNX Runtime is).
+5. The Markdown table is printed and written to ``bench/out/bench_service.md`` (gitignored).
 
 Overhead = 1 − (end-to-end windows/s with 1 worker ÷ ONNX Runtime alone). The issue's targets (2 cores):
 overhead ≤ 30 %, p99 expiry → alert ≤ 100 ms at half the sustained rate.
@@ -321,6 +323,7 @@ def throughput(stack: Stack, feeder: Feeder, n: int) -> dict[str, Any]:
         "explain_s": stack.alerter.metric("tapwatch_alerting_explanation_latency_seconds_sum"),
         "explained": stack.alerter.metric("tapwatch_alerting_explanation_latency_seconds_count"), "wall": wall,
         "machine_busy": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
+        "others_cores": (busy1[0] - busy0[0]) / CLK_TCK / wall - sum(cpu_a[p] - cpu0[p] for p in pids) / wall,
     }  # fmt: skip
 
 
@@ -382,21 +385,56 @@ def limits(run: dict[str, Any], setup: Setup) -> str:
     alerter_bound = run["e2e"] < 0.8 * run["workers_rate"]
     parts = [
         f"the workers verdicted at {run['workers_rate']:.0f}/s, each at {cpu['worker']:.0%} of a core "
-        f"(ONNX Runtime {run['ort_share']:.0%} of its time, the rest decoding, encoding and Redis round trips)",
+        f"(ONNX Runtime {run['ort_share']:.0%} of its wall time; the rest is Python: Redis client, decoding, "
+        "verdict encoding)",
         f"the alerter finished at {run['e2e']:.0f}/s at {cpu['alerter']:.0%} of a core"
         + (f", {run['explained']:.0f} LIME explanations taking {run['explain_s']:.1f} s" if run["explained"] else ""),
         f"redis {cpu['redis']:.0%}",
-        f"the whole machine {run['machine_busy']:.0%} busy (other jobs included)",
+        f"the machine {run['machine_busy']:.0%} busy, other processes taking {run['others_cores']:.1f} cores",
     ]
     if alerter_bound and run["explained"]:
         verdict = "the alerter, held up by LIME explanations (each alert waits for its explanation, up to the deadline)"
     elif alerter_bound:
         verdict = "the alerter (per-alert Python work and two Redis round trips: the dedup key and the alert stream)"
     elif run["machine_busy"] > 0.9:
-        verdict = "the two CPUs, shared by the workers, the alerter, Redis and other jobs"
+        verdict = "CPU: both cores busy (workers, alerter, Redis, and other processes)"
     else:
         verdict = "the workers"
     return f"{verdict}: " + "; ".join(parts)
+
+
+def profile_worker(r: RedisServer, model: Model, feeder: Feeder, n: int, top: int = 12) -> list[str]:
+    """cProfile of the worker loop in this process on the same Redis: where a window's time goes."""
+    import cProfile
+    import io
+    import pstats
+
+    from tapwatch.features.bus import RedisBus
+    from tapwatch.inference.config import WorkerConfig
+    from tapwatch.inference.metrics import InferenceMetrics
+    from tapwatch.inference.worker import Worker
+
+    r.client.flushall()
+    now = int(time.time() * 1000)
+    for start in range(0, n, 500):
+        pipe = r.client.pipeline(transaction=False)
+        for _ in range(min(500, n - start)):
+            pipe.xadd("tapwatch:windows", feeder.next(now))
+        pipe.execute()
+    worker = Worker(RedisBus(r.url), model, WorkerConfig(block_ms=1, consumer="profile"),
+                    InferenceMetrics(CollectorRegistry()))  # fmt: skip
+    prof = cProfile.Profile()
+    started, done = time.perf_counter(), 0
+    prof.enable()
+    while (k := worker.run_once()) > 0:
+        done += k
+    prof.disable()
+    wall = time.perf_counter() - started
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    body = [ln for ln in out.getvalue().splitlines() if ln.strip()][-top - 1 :]
+    return [f"Worker loop in-process, profiled: {done / wall:.0f} windows/s under cProfile; top functions by own time:",
+            "", "```", *body, "```"]  # fmt: skip
 
 
 def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str, ort: float,
@@ -428,7 +466,8 @@ def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str,
         row("same, workers only (1 − verdicts/s ÷ ORT alone)",
             lambda k: one(k, f"{1 - runs[k]['workers_rate'] / ort:.0%}")),
         row("alerts in the throughput run", lambda k: str(runs[k]["alerts"])),
-        row("latency run: offered windows/s (½ of end to end)", lambda k: f"{lat[k]['offered']:.0f}"),
+        row(f"latency run: offered windows/s ({'fixed' if args.rate else '½ of end to end'})",
+            lambda k: f"{lat[k]['offered']:.0f}"),
         row("expiry → verdict, ms p50 / p99", lambda k: ms(lat[k]["verdict"])),
         row("expiry → alert, ms p50 / p99", lambda k: ms(lat[k]["alert"])),
         row("expiry → alert, alerts without explanation, ms p50 / p99", lambda k: ms(lat[k]["alert_plain"])),
@@ -452,11 +491,13 @@ def main() -> None:
     ap.add_argument("--pcaps", type=int, default=40, help="largest Ethernet pcaps of ../shared to take flows from")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument(
-        "--no-explain-too",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also measure with the alerter's LIME explanations off",
+        "--explain",
+        choices=["both", "on", "off"],
+        default="both",
+        help="measure with the alerter's LIME explanations on (its default), off, or both",
     )
+    ap.add_argument("--profile", action="store_true", help="also profile the worker loop (cProfile, in-process)")
+    ap.add_argument("--rate", type=float, help="latency run rate, windows/s [half the measured end-to-end rate]")
     args = ap.parse_args()
     info = machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
@@ -485,22 +526,25 @@ def main() -> None:
     r = RedisServer(tmp)
     runs: dict[Setup, dict[str, Any]] = {}
     lat: dict[Setup, dict[str, Any]] = {}
-    setups = [Setup(k, True) for k in args.workers]
-    setups += [Setup(k, False) for k in args.workers] if args.no_explain_too else []
+    modes = {"both": [True, False], "on": [True], "off": [False]}[args.explain]
+    setups = [Setup(k, e) for e in modes for k in args.workers]
     try:
         for setup in setups:
             stack = start_stack(r, args, setup, tmp)
             try:
                 runs[setup] = throughput(stack, Feeder(windows), args.windows)
                 print(f"{setup.label}: {runs[setup]['e2e']:.0f} windows/s end to end", file=sys.stderr)
-                lat[setup] = latency(stack, Feeder(windows), runs[setup]["e2e"] / 2, args.latency_s)
+                lat[setup] = latency(stack, Feeder(windows), args.rate or runs[setup]["e2e"] / 2, args.latency_s)
                 print(f"{setup.label}: latency {lat[setup]}", file=sys.stderr)
             finally:
                 stack.stop()
+        prof = profile_worker(r, model, Feeder(windows), args.windows) if args.profile else []
     finally:
         r.stop()
     info["load_after"] = load_average()
     text = report(args, info, which, mix, ort, runs, lat)
+    if prof:
+        text += "\n" + "\n".join(prof) + "\n"
     print(text)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench_service.md").write_text(text)
