@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import click
@@ -101,6 +101,8 @@ def run_capture(
     bus: Bus = RedisBus(settings.redis_url) if settings.redis_url else MemoryBus()
     pipe = build_pipeline(settings, bus, card, metrics)
     source: Any = LiveSource(interface, config, metrics) if interface else PcapSource(pcaps, config, metrics)
+    if interface:  # live: send each window at once; a quiet link would leave a partial batch waiting
+        pipe.publisher.config = replace(pipe.publisher.config, batch=1)
     running = {"capture": True}
 
     def ready() -> dict[str, bool]:
