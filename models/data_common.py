@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,8 +22,21 @@ import pandas as pd
 
 from tapwatch.features.errors import BadInputError
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-"""``../shared/datasets`` next to the repository (the folder holding one folder per dataset)."""
+
+def _default_root() -> Path:
+    """``TAPWATCH_DATASETS`` if set; else ``../shared/datasets`` from the working directory (the repository
+    root, where the README's commands and the tests run); else next to the source checkout (editable install)."""
+    env = os.environ.get("TAPWATCH_DATASETS")
+    if env:
+        return Path(env)
+    from_cwd = Path.cwd().parent / "shared" / "datasets"
+    if from_cwd.is_dir():
+        return from_cwd.resolve()
+    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+DEFAULT_ROOT = _default_root()
+"""The folder holding one folder per dataset (``../shared/datasets`` next to the repository)."""
 
 
 class Encoding(str, Enum):

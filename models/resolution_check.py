@@ -41,11 +41,12 @@ from sklearn.model_selection import train_test_split
 
 from tapwatch.features.contract import FEATURE_NAMES, RATE_FEATURES, TIME_FEATURES, TIME_RESOLUTION_US
 from tapwatch.features.resolution import quantize_columns
+from tapwatch.models.data_common import DEFAULT_ROOT
 
 log = logging.getLogger("tapwatch.models.resolution_check")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO_ROOT.parent / "shared" / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
+REPO_ROOT = Path.cwd()  # run from the repository root, like the other report commands
+DATA_DIR = DEFAULT_ROOT / "cic-ids2017" / "engelen_improved_sample_rnd5000"
 OUT_DIR = REPO_ROOT / "models" / "reports"
 COMMAND = "python -m tapwatch.models.resolution_check"
 BENIGN = "BENIGN"
