@@ -214,11 +214,10 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         return _State(packet, reversed_, cic, icmp)
 
     def _init(self, packet: Any, flow: Any) -> None:
-        if packet.time > self._clock_ms:
-            self._clock_ms = packet.time
         flow.udps.results = []
         flow.udps.state = self._start(packet)
         if self.config.live:
+            self._clock_ms = max(self._clock_ms, packet.time)
             self._open[id(flow)] = flow
 
     def _update(self, packet: Any, flow: Any) -> None:

@@ -127,6 +127,44 @@ def make_flow_id(sensor: str, community_id: str, first_seen_ms: int, seq: int) -
     return int.from_bytes(digest, "big") & ((1 << 63) - 1)
 
 
+class _Fields:
+    """A field map read from the bus, with the checks shared by every record's ``decode``."""
+
+    def __init__(self, record: str, fields: Mapping[Any, Any]) -> None:
+        self.record = record
+        self.f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.f
+
+    def text(self, name: str) -> str:
+        if name not in self.f:
+            raise SchemaError(self.record, "missing_field", f"field {name!r} is missing")
+        v = self.f[name]
+        try:
+            return v.decode() if isinstance(v, bytes) else str(v)
+        except UnicodeDecodeError as err:
+            raise SchemaError(self.record, "malformed", f"field {name!r} is not UTF-8") from err
+
+    def tensor(self) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
+        """The (T, F) float32 tensor and its number of valid rows, checked against ``shape`` and ``valid``."""
+        try:
+            shape = tuple(int(n) for n in self.text("shape").split(","))
+            valid = int(self.text("valid"))
+        except ValueError as err:
+            raise SchemaError(self.record, "shape", str(err)) from err
+        raw = self.f.get("tensor", b"")
+        raw = raw if isinstance(raw, bytes) else str(raw).encode()
+        if len(shape) != 2 or shape[0] * shape[1] * 4 != len(raw) or not 0 <= valid <= shape[0]:
+            raise SchemaError(self.record, "shape", f"shape {shape} does not match {len(raw)} tensor bytes")
+        return np.frombuffer(raw, dtype="<f4").reshape(shape), valid
+
+
+def _tensor_fields(tensor: np.ndarray[Any, Any], valid_rows: int) -> dict[str, str | bytes]:
+    t = np.ascontiguousarray(tensor, dtype="<f4")
+    return {"shape": ",".join(str(n) for n in t.shape), "valid": str(valid_rows), "tensor": t.tobytes()}
+
+
 @dataclass(frozen=True)
 class WindowEntry:
     """The last T flows of one key, ready for a model, as it travels on ``tapwatch:windows``.
@@ -157,48 +195,27 @@ class WindowEntry:
 
     def encode(self) -> dict[str, str | bytes]:
         """Flat field map for XADD; the tensor as raw little-endian float32 bytes."""
-        t = np.ascontiguousarray(self.tensor, dtype="<f4")
         return {
             "v": str(self.version),
             "sensor": self.sensor,
             "key": self.key,
             "flow": self.flow.to_json(),
-            "shape": ",".join(str(n) for n in t.shape),
             "dtype": "float32",
-            "valid": str(self.valid_rows),
             "fsid": self.feature_set_id,
-            "tensor": t.tobytes(),
+            **_tensor_fields(self.tensor, self.valid_rows),
         }
 
     @classmethod
     def decode(cls, fields: Mapping[Any, Any]) -> WindowEntry:
         """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason."""
-        f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
-
-        def text(name: str) -> str:
-            if name not in f:
-                raise SchemaError("window", "missing_field", f"field {name!r} is missing")
-            v = f[name]
-            try:
-                return v.decode() if isinstance(v, bytes) else str(v)
-            except UnicodeDecodeError as err:
-                raise SchemaError("window", "malformed", f"field {name!r} is not UTF-8") from err
-
+        f = _Fields("window", fields)
+        text = f.text
         version = text("v")
         if version != str(WINDOW_SCHEMA_VERSION):
             raise SchemaError("window", "version", f"unknown window schema version {version!r}")
         if text("dtype") != "float32":
             raise SchemaError("window", "dtype", f"unsupported dtype {text('dtype')!r}")
-        try:
-            shape = tuple(int(n) for n in text("shape").split(","))
-            valid = int(text("valid"))
-        except ValueError as err:
-            raise SchemaError("window", "shape", str(err)) from err
-        raw = f.get("tensor", b"")
-        raw = raw if isinstance(raw, bytes) else str(raw).encode()
-        if len(shape) != 2 or shape[0] * shape[1] * 4 != len(raw) or not 0 <= valid <= shape[0]:
-            raise SchemaError("window", "shape", f"shape {shape} does not match {len(raw)} tensor bytes")
-        tensor = np.frombuffer(raw, dtype="<f4").reshape(shape)
+        tensor, valid = f.tensor()
         return cls(
             sensor=text("sensor"),
             key=text("key"),
@@ -279,25 +296,14 @@ class Verdict:
             "at": str(self.decided_at_ms),
         }
         if self.tensor is not None:
-            t = np.ascontiguousarray(self.tensor, dtype="<f4")
-            out.update({"shape": ",".join(str(n) for n in t.shape), "valid": str(self.valid_rows),
-                        "tensor": t.tobytes()})  # fmt: skip
+            out.update(_tensor_fields(self.tensor, self.valid_rows))
         return out
 
     @classmethod
     def decode(cls, fields: Mapping[Any, Any]) -> Verdict:
         """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason."""
-        f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
-
-        def text(name: str) -> str:
-            if name not in f:
-                raise SchemaError("verdict", "missing_field", f"field {name!r} is missing")
-            v = f[name]
-            try:
-                return v.decode() if isinstance(v, bytes) else str(v)
-            except UnicodeDecodeError as err:
-                raise SchemaError("verdict", "malformed", f"field {name!r} is not UTF-8") from err
-
+        f = _Fields("verdict", fields)
+        text = f.text
         if text("v") != str(VERDICT_SCHEMA_VERSION):
             raise SchemaError("verdict", "version", f"unknown verdict schema version {text('v')!r}")
         try:
@@ -306,13 +312,7 @@ class Verdict:
             score, threshold, at = float(text("score")), float(text("threshold")), int(text("at"))
         except (ValueError, TypeError) as err:
             raise SchemaError("verdict", "value", str(err)) from err
-        tensor, valid = None, 0
-        if "tensor" in f:
-            shape = tuple(int(n) for n in text("shape").split(","))
-            raw = f["tensor"] if isinstance(f["tensor"], bytes) else str(f["tensor"]).encode()
-            if len(shape) != 2 or shape[0] * shape[1] * 4 != len(raw):
-                raise SchemaError("verdict", "shape", f"shape {shape} does not match {len(raw)} tensor bytes")
-            tensor, valid = np.frombuffer(raw, dtype="<f4").reshape(shape), int(text("valid"))
+        tensor, valid = f.tensor() if "tensor" in f else (None, 0)
         return cls(
             window_id=text("window_id"), sensor=text("sensor"), key=text("key"), flow=FlowMeta.from_json(text("flow")),
             model=text("model"), model_version=text("model_version"), class_names=classes, probabilities=probs,
