@@ -11,8 +11,14 @@ key lives in Redis, so the guard survives an alerter restart. The key is set bef
 in between loses that one alert rather than writing it twice.
 
 Suppression and thresholds run before the explanation, so suppressed alerts spend no explanation budget (the
-outcome is the one of explaining first). Entries are acked only after every alert of the batch is with the
-sinks; a sink that fails is counted and does not hold the others up.
+outcome is the one of explaining first). An entry is acked only once its alert is with the sinks; a sink that
+fails is counted and does not hold the others up.
+
+Explanations never hold up other alerts. The alerts of a batch that get no explanation (budget, queue, no
+tensor, ...) or whose explanation is already done are written at once; an alert whose explanation is still
+running is set aside, unacked, and written when it is done or at its deadline, whichever is first, while the
+loop reads on (its reads block at most :data:`EXPLAIN_POLL_MS` while anything is set aside, instead of
+``block_ms``). So within a batch, explained alerts come after the others.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 
 ALERTED_KEY = "tapwatch:alerted:{}"
 BACKOFF_MAX_S = 5.0
+EXPLAIN_POLL_MS = 5
+"""Longest read block while an alert waits for its explanation (how late a finished one may be picked up)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ class Alerter:
         self._next_claim = 0.0
         self._next_length = 0.0
         self._in_hand: list[Entry] = []
+        self._waiting: list[_Pending] = []
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -123,6 +132,7 @@ class Alerter:
         s = self.settings
         if not self._group_ready:
             self._ensure_group(recreated=False)
+        self._finish_waiting()
         entries = self._in_hand  # a batch the bus failed under is retried first (the dedup keys make it safe)
         try:
             if not entries and time.monotonic() >= self._next_claim:
@@ -131,8 +141,9 @@ class Alerter:
                     s.verdicts_stream, s.alerter_group, s.alerter_consumer, s.claim_idle_ms, s.read_count
                 )
             if not entries:
+                block = min(s.block_ms, EXPLAIN_POLL_MS) if self._waiting else s.block_ms
                 entries = self.bus.read_group(
-                    s.verdicts_stream, s.alerter_group, s.alerter_consumer, s.read_count, s.block_ms
+                    s.verdicts_stream, s.alerter_group, s.alerter_consumer, s.read_count, block
                 )
         except GroupMissing as err:
             log.warning("alerter %s: %s; recreating the group", s.alerter_consumer, err)
@@ -146,26 +157,42 @@ class Alerter:
         return len(entries)
 
     def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set; the batch in hand is finished and acked first.
+        """Run until ``stop`` is set; the batch in hand and the alerts set aside are finished and acked first.
 
         Bus down: capped exponential backoff (never a busy loop), ``bus_ok`` false, one log line per state
         change; the batch in hand is handled again once the bus is back, rather than waiting to be claimed as
         stale. Any other error propagates: the process exits non-zero and its supervisor restarts it.
         """
         delay = 0.0
-        while not stop.is_set():
+        while True:
+            stopping = stop.is_set()
+            if stopping and not self._waiting:
+                return
             try:
-                self.run_once()
+                if stopping:  # alerts set aside for their explanations go out by their deadlines
+                    self._finish_waiting(wait=True)
+                else:
+                    self.run_once()
             except BusUnavailable as err:
                 delay = min(max(delay * 2, 0.1), BACKOFF_MAX_S)
                 self._set_bus(False, err)
+                if stopping:
+                    log.error("alerter %s: bus unreachable at stop; %s set-aside alerts stay pending for another "
+                              "alerter", self.settings.alerter_consumer, len(self._waiting))  # fmt: skip
+                    return
                 stop.wait(delay)
                 continue
             delay = 0.0
             self._set_bus(True, None)
 
     def close(self) -> None:
-        """Stop the explainer and close every sink (the webhook delivers what it holds first)."""
+        """Write the alerts set aside (each waits at most until its deadline), stop the explainer and close every
+        sink (the webhook delivers what it holds first)."""
+        try:
+            self._finish_waiting(wait=True)
+        except BusUnavailable as err:
+            log.error("alerter %s: bus unreachable at close (%s); %s set-aside alerts stay pending",
+                      self.settings.alerter_consumer, err, len(self._waiting))  # fmt: skip
         if self.explainer is not None:
             self.explainer.close()
         self.sinks.close()
@@ -179,12 +206,35 @@ class Alerter:
 
     # -- one batch -----------------------------------------------------------------------------------------------
 
+    @property
+    def waiting(self) -> int:
+        """Alerts set aside until their explanation is done or their deadline passes (entries not acked yet)."""
+        return len(self._waiting)
+
     def handle(self, entries: list[Entry]) -> None:
-        """Turn a batch into alerts, then ack all of it."""
+        """Turn a batch into alerts and ack it; alerts whose explanation is running are set aside, unacked."""
         pending = [p for p in (self._prepare(eid, fields) for eid, fields in entries) if p is not None]
-        for p in pending:
-            self._deliver(p)
-        self.bus.ack(self.settings.verdicts_stream, self.settings.alerter_group, [eid for eid, _ in entries])
+        now = time.monotonic()
+        later = [p for p in pending if p.ticket.waiting(now)]
+        self._deliver_all([p for p in pending if not p.ticket.waiting(now)] if later else pending)
+        held = {p.entry_id for p in later}
+        self.bus.ack(self.settings.verdicts_stream, self.settings.alerter_group,
+                     [eid for eid, _ in entries if eid not in held])  # fmt: skip
+        self._waiting += later
+
+    def _finish_waiting(self, wait: bool = False) -> None:
+        """Write the set-aside alerts whose explanation is done or whose deadline passed (with ``wait``: all of
+        them, each waiting at most until its deadline), then ack their entries."""
+        if not self._waiting:
+            return
+        now = time.monotonic()
+        due = list(self._waiting) if wait else [p for p in self._waiting if not p.ticket.waiting(now)]
+        if not due:
+            return
+        self._deliver_all(due)
+        self.bus.ack(self.settings.verdicts_stream, self.settings.alerter_group, [p.entry_id for p in due])
+        done = {id(p) for p in due}
+        self._waiting = [p for p in self._waiting if id(p) not in done]
 
     def _prepare(self, entry_id: str, fields: Mapping[str, Any]) -> _Pending | None:
         verdict = self._decode(entry_id, fields)
@@ -218,6 +268,10 @@ class Alerter:
         ):
             return Ticket(ExplanationStatus.MODEL_MISMATCH)
         return self.explainer.submit(verdict.tensor)
+
+    def _deliver_all(self, pending: list[_Pending]) -> None:
+        for p in pending:
+            self._deliver(p)
 
     def _deliver(self, p: _Pending) -> None:
         v = p.verdict

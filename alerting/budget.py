@@ -1,9 +1,14 @@
-"""A per-second budget for explanations, a bounded queue and a deadline: an alert is never late.
+"""A per-second budget for explanations, a CPU cap, a bounded queue and a deadline: an alert is never late.
 
 The alerter submits each alert's window here and later collects the result. An explanation is computed only
-when a token of the per-second budget is left and the queue has room; it must finish before the alert's
-deadline, or the alert goes out without it. Whatever the reason, the alert says why
-(``ml.explanation_status``) and the alerter counts it.
+when a token of the per-second budget is left, the CPU share allows it and the queue has room; it must finish
+before the alert's deadline, or the alert goes out without it. Whatever the reason, the alert says why
+(``ml.explanation_status``) and the alerter counts it. The alerter does not wait for explanations in line:
+alerts without one are written at once, and an alert with one in progress waits at most until its deadline
+(:class:`~tapwatch.alerting.alerter.Alerter`).
+
+The CPU cap exists because the count alone says nothing about cost: LIME over the shipped Hybrid model takes
+about 110 ms of CPU, so 10 explanations per second would take a whole core from the workers on a 2-core host.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from tapwatch.alerting.metrics import AlerterMetrics
 log = logging.getLogger(__name__)
 
 Result = tuple[tuple[Contribution, ...] | None, ExplanationStatus]
+_Job = tuple["Future[tuple[Contribution, ...] | None]", Any, float, float]
+"""An explanation to run: its future, the window, its deadline and the CPU seconds reserved for it."""
 
 
 class Explainer(Protocol):
@@ -61,6 +68,53 @@ class TokenBucket:
         return True
 
 
+class CpuBudget:
+    """At most ``share`` CPU seconds of explanation per second of ``clock``, at most one second's worth saved.
+
+    A start reserves the expected cost (the mean of recent explanations), and :meth:`settle` books the
+    measured one, so a burst of submissions cannot queue more work than the share allows.
+
+    Example
+    -------
+    >>> now = [0.0]
+    >>> b = CpuBudget(0.25, clock=lambda: now[0])
+    >>> b.reserve(), b.settle(0.0, 0.2), b.reserve(), b.settle(0.2, 0.2), b.reserve()
+    (0.0, None, 0.2, None, None)
+    >>> now[0] = 1.0
+    >>> round(b.reserve(), 3)
+    0.2
+    """
+
+    def __init__(self, share: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.share = share
+        self.clock = clock
+        self.expected_s = 0.0
+        self._left = share
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._left = min(self.share, self._left + (now - self._at) * self.share)
+        self._at = now
+
+    def reserve(self) -> float | None:
+        """Take the expected cost of one explanation and return it; None when the share is spent."""
+        with self._lock:
+            self._refill()
+            if self.share <= 0 or self._left <= 0:
+                return None
+            self._left -= self.expected_s
+            return self.expected_s
+
+    def settle(self, reserved_s: float, used_s: float | None) -> None:
+        """Book the CPU an explanation used instead of what was reserved for it (``used_s`` None: not run)."""
+        with self._lock:
+            self._left += reserved_s - (used_s or 0.0)
+            if used_s is not None:  # the expected cost follows recent explanations (an exponential mean)
+                self.expected_s = used_s if self.expected_s == 0 else 0.8 * self.expected_s + 0.2 * used_s
+
+
 @dataclass(frozen=True)
 class BudgetConfig:
     """The explanation budget.
@@ -73,12 +127,17 @@ class BudgetConfig:
         Explanations waiting (one more runs). One worker thread explains; a handful queued already covers
         a batch's worth of alerts within the deadline, and more would only be dropped at the deadline.
     deadline_ms
-        How long an alert may wait for its explanation, from submission.
+        How long an alert may wait for its explanation, from submission. An explanation that would not end
+        by then (its expected cost, the mean of recent ones, says so) is not started.
+    cpu_share
+        CPU seconds of explanation per second (a fraction of one core), measured on the explaining thread;
+        0 explains nothing.
     """
 
     per_second: float = 10.0
     queue: int = 8
     deadline_ms: int = 200
+    cpu_share: float = 0.25
 
 
 @dataclass
@@ -88,6 +147,10 @@ class Ticket:
     status: ExplanationStatus | None
     future: Future[tuple[Contribution, ...] | None] | None = None
     deadline: float = 0.0
+
+    def waiting(self, now: float) -> bool:
+        """An explanation is still in progress and its deadline has not passed."""
+        return self.future is not None and not self.future.done() and now < self.deadline
 
 
 class ExplainQueue:
@@ -116,21 +179,26 @@ class ExplainQueue:
         self.config = config or BudgetConfig()
         self.metrics = metrics
         self.bucket = TokenBucket(self.config.per_second, clock=clock)
-        self._jobs: queue.Queue[tuple[Future[tuple[Contribution, ...] | None], Any, float] | None] = queue.Queue(
-            maxsize=max(1, self.config.queue)
-        )
+        self.cpu = CpuBudget(self.config.cpu_share, clock=clock)
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, self.config.queue))
         self._thread = threading.Thread(target=self._run, name="tapwatch-explain", daemon=True)
         self._thread.start()
 
     def submit(self, window: Any) -> Ticket:
         """Queue an explanation of ``window``, or say at once why there will be none."""
+        if self._jobs.full():
+            return Ticket(ExplanationStatus.QUEUE_FULL)
         if not self.bucket.take():
+            return Ticket(ExplanationStatus.BUDGET)
+        reserved = self.cpu.reserve()
+        if reserved is None:
             return Ticket(ExplanationStatus.BUDGET)
         fut: Future[tuple[Contribution, ...] | None] = Future()
         deadline = time.monotonic() + self.config.deadline_ms / 1000
         try:
-            self._jobs.put_nowait((fut, window, deadline))
+            self._jobs.put_nowait((fut, window, deadline, reserved))
         except queue.Full:
+            self.cpu.settle(reserved, None)
             return Ticket(ExplanationStatus.QUEUE_FULL)
         return Ticket(None, fut, deadline)
 
@@ -153,18 +221,23 @@ class ExplainQueue:
             job = self._jobs.get()
             if job is None:
                 return
-            fut, window, deadline = job
+            fut, window, deadline, reserved = job
             if not fut.set_running_or_notify_cancel():
+                self.cpu.settle(reserved, None)
                 continue
-            if time.monotonic() >= deadline:  # waited in the queue past its deadline: the alert is gone
+            # Waited in the queue past its deadline, or would end after it: the alert goes (went) without it.
+            if time.monotonic() + self.cpu.expected_s >= deadline:
+                self.cpu.settle(reserved, None)
                 fut.set_result(None)
                 continue
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 found = self.explainer.explain(window)
             except Exception as err:  # handed to the alerter, which logs it with the alert's window id
+                self.cpu.settle(reserved, time.thread_time() - cpu0)
                 fut.set_exception(err)
                 continue
+            self.cpu.settle(reserved, time.thread_time() - cpu0)
             if self.metrics is not None:
                 self.metrics.explain_latency.observe(time.perf_counter() - start)
             fut.set_result(found)

@@ -23,8 +23,8 @@ _OPTIONS = {
     "stdout": "stdout", "alert_file": "alert_file", "file_max_bytes": "alert_file_max_bytes",
     "file_keep": "alert_file_keep", "redis_sink": "redis_sink", "syslog_udp": "syslog_udp",
     "syslog_tcp": "syslog_tcp", "webhook": "webhook_url", "explain": "explain", "explain_samples": "explain_samples",
-    "explain_per_second": "explain_per_second", "consumer": "alerter_consumer", "metrics_port": "metrics_port",
-    "metrics_host": "metrics_host",
+    "explain_per_second": "explain_per_second", "explain_cpu_share": "explain_cpu_share",
+    "consumer": "alerter_consumer", "metrics_port": "metrics_port", "metrics_host": "metrics_host",
 }  # fmt: skip
 
 
@@ -60,6 +60,8 @@ def install_signals(stop: threading.Event) -> None:
 @click.option("--explain/--no-explain", default=None, help="Require / switch off LIME [default: when the card allows].")
 @click.option("--explain-samples", type=click.IntRange(10, 100_000), help="LIME samples per explanation [500].")
 @click.option("--explain-per-second", type=click.FloatRange(0), help="Explanation budget per second [10].")
+@click.option("--explain-cpu-share", type=click.FloatRange(0, 64),
+              help="CPU seconds of explanation per second, a fraction of one core [0.25].")  # fmt: skip
 @click.option("--consumer", help="Consumer name in group alerters [host-pid].")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Port of /metrics, /livez, /readyz [9642].")
 @click.option("--metrics-host", help="Address of /metrics [127.0.0.1].")

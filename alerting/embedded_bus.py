@@ -148,3 +148,12 @@ class BoundedMemoryBus:
 
     def set_once(self, key: str, ttl_s: int) -> bool:
         return self.inner.set_once(key, ttl_s)
+
+    def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
+                      ids: Sequence[str]) -> None:  # fmt: skip
+        """Through this bus's own :meth:`add_many` and :meth:`ack`, so that the bounds hold."""
+        for target, entries in writes:
+            if entries:
+                self.add_many(target, entries)
+        if ids:
+            self.ack(stream, group, ids)

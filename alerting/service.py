@@ -97,7 +97,7 @@ def build_explainer(
             raise ConfigError("explain", f"explanations were required but are not possible: {err}") from err
         log.warning("alerts go out without explanations: %s", err)
         return None
-    budget = BudgetConfig(s.explain_per_second, s.explain_queue, s.explain_deadline_ms)
+    budget = BudgetConfig(s.explain_per_second, s.explain_queue, s.explain_deadline_ms, s.explain_cpu_share)
     return ExplainQueue(explainer, budget, metrics)
 
 

@@ -57,6 +57,9 @@ class AlerterSettings(BaseSettings):
     explain_per_second: float = Field(10.0, ge=0, description="Explanations per second (budget); 0: none.")
     explain_queue: int = Field(8, ge=1, le=1000, description="Explanations waiting at once.")
     explain_deadline_ms: int = Field(200, ge=1, le=60_000, description="Longest wait of an alert for LIME.")
+    explain_cpu_share: float = Field(
+        0.25, ge=0, le=64, description="CPU seconds of explanation per second (a fraction of one core); 0: none."
+    )
     explain_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads of the explainer.")
     explain_seed: int | None = Field(None, description="LIME sampler seed (reproducible explanations).")
 

@@ -70,6 +70,13 @@ class Bus(Protocol):
         """Set ``key`` unless it exists (SET NX EX); True if this call set it."""
         ...
 
+    def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
+                      ids: Sequence[str]) -> None:  # fmt: skip
+        """Add each ``(stream, entries)`` of ``writes``, then ack ``ids`` on ``stream``: one round trip on Redis
+        (a pipeline, not a transaction: after a failure any prefix may have been done; retrying repeats it,
+        which at-least-once delivery allows)."""
+        ...
+
 
 def _b(v: str | bytes) -> bytes:
     return v if isinstance(v, bytes) else v.encode()
@@ -181,6 +188,14 @@ class MemoryBus:
         with self._cond:
             return len(self._stream(stream).entries)
 
+    def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
+                      ids: Sequence[str]) -> None:  # fmt: skip
+        for target, entries in writes:
+            if entries:
+                self.add_many(target, entries)
+        if ids:
+            self.ack(stream, group, ids)
+
     def set_once(self, key: str, ttl_s: int) -> bool:
         with self._cond:
             now = time.monotonic()
@@ -275,6 +290,20 @@ class RedisBus:
 
     def set_once(self, key: str, ttl_s: int) -> bool:
         return bool(self._call(self.client.set, key, b"1", nx=True, ex=ttl_s))
+
+    def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
+                      ids: Sequence[str]) -> None:  # fmt: skip
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for target, entries in writes:
+                for fields in entries:
+                    pipe.xadd(target, dict[Any, Any](fields))
+            if ids:
+                pipe.xack(stream, group, *ids)
+            pipe.execute()
+
+        if any(entries for _, entries in writes) or ids:
+            self._call(run)
 
     def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         return int(self._call(self.client.xack, stream, group, *ids)) if ids else 0
