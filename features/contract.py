@@ -31,6 +31,8 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 
+from tapwatch.features.errors import ConfigError
+
 TIME_RESOLUTION_US = 1000
 """The sensor measures packet times in whole milliseconds (NFStream's clock)."""
 
@@ -197,6 +199,35 @@ IDENTIFIER_COLUMNS: tuple[str, ...] = (
 """Columns of the corrected CSVs that identify a flow; never model inputs."""
 
 LABEL_COLUMNS: tuple[str, ...] = ("Label", "Attempted Category")
+
+ORIGINAL_RELEASE_LACKS: tuple[str, ...] = (
+    "Fwd RST Flags",
+    "Bwd RST Flags",
+    "ICMP Code",
+    "ICMP Type",
+    "Total TCP Flow Time",
+)
+"""Features of the corrected release (and the sensor) that the original CIC-IDS2017 release does not have."""
+
+ORIGINAL_FEATURE_NAMES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in ORIGINAL_RELEASE_LACKS)
+"""The 77 features both releases and the sensor define, in the contract's order (the original release's
+TrafficLabelling CSVs have them all; its MachineLearningCVE CSVs also lack ``Protocol``)."""
+
+FEATURE_SUBSETS: dict[str, tuple[str, ...]] = {"all": FEATURE_NAMES, "original": ORIGINAL_FEATURE_NAMES}
+"""Named feature subsets a model can be trained on (``tapwatch train --features``)."""
+
+
+def feature_subset(name: str) -> tuple[str, ...]:
+    """The features of a named subset of :data:`FEATURE_SUBSETS`, in the contract's order.
+
+    >>> len(feature_subset("all")), len(feature_subset("original"))
+    (82, 77)
+    """
+    try:
+        return FEATURE_SUBSETS[name]
+    except KeyError:
+        known = ", ".join(FEATURE_SUBSETS)
+        raise ConfigError("--features", f"unknown feature subset {name!r}; known: {known}") from None
 
 
 def feature_index(name: str) -> int:

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from tapwatch.features.contract import FEATURE_SUBSETS
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("cic-ids2017", "unsw-nb15", "unsw-nb15-nottl", "ton-iot", "nsl-kdd")
@@ -39,6 +41,13 @@ def _fail(err: Exception) -> None:
 )
 @click.option("--max-train", default=0, show_default=True, help="Subsample training windows (0 = all).")
 @click.option("--set", "overrides", multiple=True, help="Preset override NAME=JSON, e.g. filters=[16,16,16].")
+@click.option(
+    "--features",
+    type=click.Choice(list(FEATURE_SUBSETS)),
+    default="all",
+    show_default=True,
+    help="CIC features: all 82, or the 77 the original CIC-IDS2017 release also has.",
+)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 def train_command(
     dataset: str,
@@ -49,6 +58,7 @@ def train_command(
     split: str,
     max_train: int,
     overrides: tuple[str, ...],
+    features: str,
     out_dir: Path,
 ) -> None:
     """Train a model (Keras progress bar, balanced class weights, early stopping) and save it with metadata."""
@@ -69,9 +79,11 @@ def train_command(
         max_train=max_train,
         overrides=tuple(pairs),
         learning_rate=3e-3 if model_name.startswith("hybrid") else 2e-3,
+        features=features,
     )
+    subset = "" if features == "all" else f"-{features}"
     try:
-        path, meta = train_run(cfg, out_dir / f"{model_name}-{dataset}-s{seed}", verbose=1)
+        path, meta = train_run(cfg, out_dir / f"{model_name}-{dataset}{subset}-s{seed}", verbose=1)
     except Exception as err:  # a clear message and a non-zero exit (STYLE.md rule 8)
         _fail(err)
     click.echo(f"saved {path} (+ .meta.json, .parity.npz); validation threshold {meta.thresholds}")
@@ -89,6 +101,22 @@ def _card_metrics(report: Path | None, model_key: str) -> dict[str, Any]:
         if summary:
             return {"report": str(report), "protocol": proto["title"], "test_mean_over_seeds": summary}
     return {}
+
+
+def _training_note(meta: Any, metrics: dict[str, Any], given: str) -> str:
+    """The card's note on how the weights were fitted (``given`` replaces the default), plus the feature subset."""
+    split, cfg = meta.split, meta.config
+    where = f" ({metrics['report']}, protocol: {metrics['protocol']})" if "protocol" in metrics else ""
+    note = given or (
+        f"weights fitted on the {split['name']} split's train part ({split['train']['rows']} rows, "
+        f"{len(meta.class_names)} classes, at most {cfg['epochs']} epochs); its validation part "
+        f"({split['val']['rows']} rows) for early stopping and the threshold; "
+        + ("test part unseen" if split["test"]["rows"] else f"no held-out test: metrics are those of the report{where}")
+    )
+    subset = cfg.get("features", "all")
+    if subset != "all":
+        note += f"; inputs: the {len(meta.features)} features of subset '{subset}' (features/contract.py)"
+    return str(note)
 
 
 @click.command("export")
@@ -128,15 +156,11 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
         _fail(err)
     report = report or REPORTS / f"{meta.dataset}.json"
     split = meta.split
-    note = training_note or (
-        f"weights fitted on the {split['name']} split's train part ({split['train']['rows']} rows); its validation "
-        f"part ({split['val']['rows']} rows) for early stopping and the threshold; "
-        + ("test part unseen" if split["test"]["rows"] else "no held-out test: metrics are those of the report")
-    )
     metrics = {
         "parity": {"n": parity.n, "max_abs_diff": parity.max_abs_diff, "argmax_equal": parity.argmax_equal},
         **_card_metrics(report, meta.config["model"]),
     }
+    note = _training_note(meta, metrics, training_note)
     spec = CardSpec(
         name=onnx_path.stem,
         version=version,

@@ -201,7 +201,10 @@ def _load(onnx: Path, threads: int) -> LoadedModel:
 
 
 def choose_model(layout: CsvLayout, cfg: ScoreConfig, notes: list[str]) -> tuple[LoadedModel, Path, str]:
-    """The model named by ``--model``, else the first shipped one whose features the CSV has."""
+    """The model named by ``--model``, else the first shipped one whose features the CSV has.
+
+    When none fits, the error lists the columns missing for the shipped model that lacks the fewest.
+    """
     shipped = shipped_models(cfg.models_dir, notes)
     if cfg.model is not None:
         named = cfg.model.endswith(".onnx") or len(Path(cfg.model).parts) > 1
@@ -221,8 +224,9 @@ def choose_model(layout: CsvLayout, cfg: ScoreConfig, notes: list[str]) -> tuple
             why = f"the first shipped model whose {len(card.features)} features the CSV has (--model to choose)"
             return _load(onnx, cfg.threads), onnx, why
     needs = "; ".join(f"{c.name} needs {len(c.features)}" for _, c in shipped)
-    problem = f"missing feature columns {layout.missing(shipped[0][1].features)} ({layout.variant.value})"
-    raise BadInputError(str(layout.path), f"{problem}; no shipped model fits ({needs})")
+    closest = min((c for _, c in shipped), key=lambda c: len(layout.missing(c.features)))  # the first of equals
+    problem = f"missing feature columns {layout.missing(closest.features)} that {closest.name} needs"
+    raise BadInputError(str(layout.path), f"{problem} ({layout.variant.value}); no shipped model fits ({needs})")
 
 
 def _frames(layout: CsvLayout, cfg: ScoreConfig) -> Iterator[pd.DataFrame]:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from tapwatch.features.contract import feature_subset
+from tapwatch.features.errors import BadInputError, ConfigError
 from tapwatch.models.data import DatasetName, Dedupe, load_dataset
 from tapwatch.models.data_common import Dataset
 from tapwatch.models.data_scaling import feature_stats, fit_scaler
@@ -81,6 +83,9 @@ class TrainConfig:
         Subsample the training windows to at most this many (0: all).
     overrides
         Preset field overrides, as sorted (name, value) pairs (e.g. ``(("filters", (16, 16, 16)),)``).
+    features
+        A feature subset of :data:`~tapwatch.features.contract.FEATURE_SUBSETS` (CIC-IDS2017 only):
+        ``"all"`` (the 82 of the contract) or ``"original"`` (the 77 the original release also has).
     """
 
     dataset: str
@@ -96,15 +101,21 @@ class TrainConfig:
     split_seed: int = 0
     overrides: tuple[tuple[str, Any], ...] = ()
     learning_rate: float = 2e-3
+    features: str = "all"
 
     def __post_init__(self) -> None:
         which = DatasetName(self.dataset)
         if self.split in (SplitKind.TIME, SplitKind.TIME_ALL) and which is not DatasetName.CIC_IDS2017:
             object.__setattr__(self, "split", DEFAULT_SPLIT[which])
+        feature_subset(self.features)  # an unknown name fails here, before any data is read
+        if self.features != "all" and which is not DatasetName.CIC_IDS2017:
+            raise ConfigError("--features", f"subset {self.features!r} names CIC features; {self.dataset} has its own")
 
     def key(self) -> dict[str, Any]:
         """The config as plain JSON values (the cache key of a run)."""
         out = asdict(self)
+        if self.features == "all":  # the default stays out, so the keys of earlier runs do not change
+            del out["features"]
         out["split"], out["order"] = self.split.value, self.order.value
         out["overrides"] = [[k, list(v) if isinstance(v, tuple) else v] for k, v in self.overrides]
         return out
@@ -152,9 +163,27 @@ def load_for(cfg: TrainConfig) -> Dataset:
     return load_dataset(cfg.dataset, dedupe=dedupe)
 
 
+def select_features(ds: Dataset, subset: str) -> Dataset:
+    """``ds`` with only the features of ``subset`` (contract order); ``"all"`` returns ``ds`` itself.
+
+    Rows, labels and meta are untouched, so splits and windows are those of the full dataset.
+    """
+    if subset == "all":
+        return ds
+    names = feature_subset(subset)
+    missing = [n for n in names if n not in ds.features]
+    if missing:
+        raise BadInputError(ds.name, f"has no features {missing} of subset {subset!r}")
+    note = f"kept the {len(names)} features of subset {subset!r} (dropped {[f for f in ds.features if f not in names]})"
+    return replace(ds, X=ds.X[list(names)], features=names, steps=(*ds.steps, note))
+
+
 def prepare(cfg: TrainConfig, ds: Dataset | None = None) -> Prepared:
-    """Split first, fit the scaler on training rows, then build the windows of each part."""
-    ds = ds if ds is not None else load_for(cfg)
+    """Split first, fit the scaler on training rows, then build the windows of each part.
+
+    ``cfg.features`` selects the feature subset of ``ds`` (which may hold all features).
+    """
+    ds = select_features(ds if ds is not None else load_for(cfg), cfg.features)
     split = make_split(ds, cfg.split, cfg.split_seed)
     scaler = fit_scaler(ds.X.iloc[split.train])
     t = default_window(ds, cfg.window)

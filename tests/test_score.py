@@ -25,7 +25,13 @@ from prometheus_client import CollectorRegistry
 from tapwatch.capture.cli import main
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
-from tapwatch.features.contract import FEATURE_NAMES, IDENTIFIER_COLUMNS, feature_set_id
+from tapwatch.features.contract import (
+    FEATURE_NAMES,
+    IDENTIFIER_COLUMNS,
+    ORIGINAL_FEATURE_NAMES,
+    ORIGINAL_RELEASE_LACKS,
+    feature_set_id,
+)
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord
 from tapwatch.features.window import Windower
@@ -40,8 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 SUBSET = (REPO / ".." / "shared" / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000").resolve()
 SAMPLE_PCAP = REPO / "capture" / "samples" / "sample.pcap"
 T = 4
-ORIGINAL_LACKS = ("Fwd RST Flags", "Bwd RST Flags", "ICMP Code", "ICMP Type", "Total TCP Flow Time")
-F77 = tuple(f for f in FEATURE_NAMES if f not in ORIGINAL_LACKS)
+ORIGINAL_LACKS = ORIGINAL_RELEASE_LACKS
+F77 = ORIGINAL_FEATURE_NAMES
 F76 = tuple(f for f in F77 if f != "Protocol")  # MachineLearningCVE has no Protocol column either
 # Rows per class file: class-grouped, so the file is not in time order and hosts interleave.
 PICK = {"Botnet_736.csv.gz": 12, "BENIGN_5000.csv.gz": 25, "Portscan_5000.csv.gz": 10, "DoS_Hulk_5000.csv.gz": 8}
@@ -141,7 +147,7 @@ def attack_scores(model: LoadedModel, windows: np.ndarray) -> np.ndarray:
 def windower_scores(model: LoadedModel, values: np.ndarray, hosts: Sequence[str], order: Sequence[int]) -> np.ndarray:
     """The sensor's path: FlowRecords into ``Windower.add`` in ``order``, then the model."""
     windower = Windower(model.card)
-    tensors = np.zeros((len(values), T, len(FEATURE_NAMES)), dtype=np.float32)
+    tensors = np.zeros((len(values), model.card.window_length, len(FEATURE_NAMES)), dtype=np.float32)
     for i in order:
         tensors[i] = windower.add(FlowRecord(meta(hosts[i], i), tuple(float(v) for v in values[i]))).tensor
     return attack_scores(model, tensors)
@@ -150,15 +156,16 @@ def windower_scores(model: LoadedModel, values: np.ndarray, hosts: Sequence[str]
 def deque_scores(model: LoadedModel, x: np.ndarray, keys: Sequence[str] | None, times: Sequence[Any]) -> np.ndarray:
     """Per-host windows with a plain deque per host (``keys=None``: each flow alone), then the model."""
     scaled = scale_features(x, model.card.scaler)
-    windows = np.zeros((len(x), T, scaled.shape[1]), dtype=np.float32)
-    history: dict[str, deque[np.ndarray]] = defaultdict(lambda: deque(maxlen=T))
+    t = model.card.window_length
+    windows = np.zeros((len(x), t, scaled.shape[1]), dtype=np.float32)
+    history: dict[str, deque[np.ndarray]] = defaultdict(lambda: deque(maxlen=t))
     for i in sorted(range(len(x)), key=lambda i: (times[i], i)):
         if keys is None:
             past: Sequence[np.ndarray] = [scaled[i]]
         else:
             history[keys[i]].append(scaled[i])
             past = history[keys[i]]
-        windows[i, T - len(past) :] = np.stack(past)
+        windows[i, t - len(past) :] = np.stack(past)
     return attack_scores(model, windows)
 
 
@@ -243,8 +250,8 @@ def test_original_machine_learning_files_lack_protocol_and_identifiers(
     frame, header = original_release(rows, identifiers=False)
     src, out = write_frame(tmp_path / "ml.csv", frame, header), tmp_path / "out.csv"
     write_model(models, "hybrid-cic-77", F77, loaded)
-    result = score(src, "--models-dir", models, "-o", out)
-    assert result.exit_code == 2 and str(["Protocol", *ORIGINAL_LACKS]) in result.stderr
+    result = score(src, "--models-dir", models, "-o", out)  # the columns the closest model lacks are listed
+    assert result.exit_code == 2 and "missing feature columns ['Protocol'] that hybrid-cic-77 needs" in result.stderr
     write_model(models, "hybrid-cic-76", F76, loaded)
     result = score(src, "--models-dir", models, "-o", out)
     got = scored(result, out)
@@ -381,3 +388,92 @@ def test_size_limit(rows: pd.DataFrame, models: Path, tmp_path: Path) -> None:
     src = write_frame(tmp_path / "f.csv", rows)
     result = score(src, "--models-dir", models, "--max-size-mb", 0.01, "-o", tmp_path / "out.csv")
     assert result.exit_code == 2 and "over the 0.01 MB limit (--max-size-mb)" in result.stderr
+
+
+# ---------------------------------------------------------------- the shipped models, each header variant
+
+SHIPPED_DIR = REPO / "models"
+DEPLOYMENT, ORIGINAL_MODEL = "hybrid-cic", "hybrid-cic-original"
+
+
+def shipped_session(name: str) -> LoadedModel:
+    path = SHIPPED_DIR / f"{name}.onnx"
+    need(path.exists(), f"{path} is not shipped")
+    return load_session(path)
+
+
+def variant_csv(kind: str, rows: pd.DataFrame, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """A fixture CSV of ``kind`` and the frame written (original spellings: renamed subset rows)."""
+    if kind == "corrected":
+        return write_frame(tmp_path / f"{kind}.csv", rows), rows
+    if kind == "corrected, no identifiers":
+        bare = rows.drop(columns=list(IDENTIFIER_COLUMNS))
+        return write_frame(tmp_path / "bare.csv", bare), bare
+    frame, header = original_release(rows)
+    if kind == "original, no Src IP or Timestamp":
+        cut = [i for i, h in enumerate(header) if h.strip() not in ("Source IP", "Timestamp")]
+        frame, header = frame.iloc[:, cut], [header[i] for i in cut]
+    return write_frame(tmp_path / "orig.csv", frame, header), frame
+
+
+SHIPPED_CASES = {  # fixture -> (model score picks, window mode)
+    "corrected": (DEPLOYMENT, "per_host"),
+    "corrected, no identifiers": (DEPLOYMENT, "single_flow"),
+    "original": (ORIGINAL_MODEL, "per_host"),
+    "original, no Src IP or Timestamp": (ORIGINAL_MODEL, "single_flow"),
+}
+
+
+@pytest.mark.parametrize("kind", list(SHIPPED_CASES))
+def test_shipped_models_score_each_header_variant(
+    kind: str, rows: pd.DataFrame, loaded: Dataset, tmp_path: Path
+) -> None:
+    name, mode = SHIPPED_CASES[kind]
+    model = shipped_session(name)
+    src, frame = variant_csv(kind, rows, tmp_path)
+    out = tmp_path / "out.csv"
+    result = score(src, "-o", out)  # the installed models directory, as a user runs it
+    got = scored(result, out)
+    assert f"model {name} {model.card.version}" in result.stderr and f"window_mode={mode}" in result.stderr
+    assert "the first shipped model whose" in result.stderr
+    assert set(got["model"]) == {name} and set(got["window_mode"]) == {mode} and len(got) == len(rows)
+    assert ("original CIC-IDS2017 release" in result.stderr) == kind.startswith("original")
+    x = loaded.X[list(model.card.features)].to_numpy()
+    if mode == "per_host":
+        keys = list(rows["Src IP"])
+        times = loaded.meta["Timestamp"].to_numpy() if kind == "corrected" else (
+            pd.to_datetime(frame["Timestamp"], dayfirst=True, format="mixed").to_numpy())  # fmt: skip
+        expected = deque_scores(model, x, keys, times)
+        assert got["window_flows"].astype(int).max() > 1
+    else:
+        expected = deque_scores(model, x, None, range(len(rows)))
+        assert set(got["window_flows"]) == {"1"}
+    assert np.allclose(got["score"].astype(float), expected, atol=1e-5)
+    if mode == "per_host":  # the windows the models were trained on (single-flow windows are far rarer there)
+        flagged = got["score"].astype(float) >= model.card.thresholds["attack_score"]
+        attack = (rows["Label"] != "BENIGN").to_numpy()
+        assert (flagged == attack).mean() >= 0.8, list(zip(rows["Label"], got["predicted_class"], strict=True))
+
+
+def test_original_machine_learning_files_name_the_column_the_shipped_models_lack(
+    rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    shipped_session(ORIGINAL_MODEL)
+    frame, header = original_release(rows, identifiers=False)
+    result = score(write_frame(tmp_path / "ml.csv", frame, header), "-o", tmp_path / "out.csv")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"missing feature columns ['Protocol'] that {ORIGINAL_MODEL} needs" in result.stderr
+
+
+def test_shipped_deployment_model_scores_tapwatch_flows_output(tmp_path: Path) -> None:
+    model = shipped_session(DEPLOYMENT)
+    flows, out = tmp_path / "flows.csv", tmp_path / "out.csv"
+    assert CliRunner().invoke(main, ["flows", str(SAMPLE_PCAP), "-o", str(flows)]).exit_code == 0
+    got = scored(result := score(flows, "-o", out), out)
+    assert f"model {DEPLOYMENT} " in result.stderr and "tapwatch flows output" in result.stderr
+    assert set(got["model"]) == {DEPLOYMENT} and set(got["window_mode"]) == {"per_host"}
+    records = list(PcapSource([str(SAMPLE_PCAP)], CaptureConfig(), CaptureMetrics(CollectorRegistry())))
+    values = np.array([r.values for r in records])
+    by_time = sorted(range(len(records)), key=lambda i: (records[i].meta.first_seen_ms, i))
+    expected = windower_scores(model, values, [r.meta.src_ip for r in records], by_time)
+    assert np.allclose(got["score"].astype(float), expected, atol=1e-5)
