@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import hiredis
 import redis
 
 from tapwatch.features.errors import TapwatchError
@@ -245,14 +246,28 @@ class RedisBus:
         kw = self.client.connection_pool.connection_kwargs
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
-    def add_many(self, stream: str, entries: Sequence[Fields]) -> list[str]:
-        def run() -> list[str]:
-            pipe = self.client.pipeline(transaction=False)
-            for fields in entries:
-                pipe.xadd(stream, dict[Any, Any](fields))
-            return [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
+    def _pipeline(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read every reply: a pipeline (not a transaction) packed by hiredis
+        in one call per command, without redis-py's per-argument encoding (a tenth of a worker's time).
+        Replies are raw (bytes, ints); an error reply raises ``redis.ResponseError`` after the connection
+        is dropped, since the replies after it are not read."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            packed = b"".join([hiredis.pack_command(c) for c in commands])  # type: ignore[arg-type]
+            conn.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
+            return [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(conn)
 
-        return list(self._call(run))
+    def add_many(self, stream: str, entries: Sequence[Fields]) -> list[str]:
+        if not entries:
+            return []
+        commands = [("XADD", stream, "*", *[x for kv in fields.items() for x in kv]) for fields in entries]
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in self._call(self._pipeline, commands)]
 
     def trim(self, stream: str, maxlen: int) -> int:
         return int(self._call(self.client.xtrim, stream, maxlen=maxlen, approximate=True))
@@ -293,17 +308,14 @@ class RedisBus:
 
     def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
                       ids: Sequence[str]) -> None:  # fmt: skip
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for target, entries in writes:
-                for fields in entries:
-                    pipe.xadd(target, dict[Any, Any](fields))
-            if ids:
-                pipe.xack(stream, group, *ids)
-            pipe.execute()
-
-        if any(entries for _, entries in writes) or ids:
-            self._call(run)
+        commands: list[tuple[str | bytes, ...]] = [
+            ("XADD", target, "*", *[x for kv in fields.items() for x in kv]) for target, entries in writes
+            for fields in entries
+        ]  # fmt: skip
+        if ids:
+            commands.append(("XACK", stream, group, *ids))
+        if commands:
+            self._call(self._pipeline, commands)
 
     def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         return int(self._call(self.client.xack, stream, group, *ids)) if ids else 0

@@ -7,6 +7,7 @@ raw little-endian float32 bytes, never JSON numbers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -70,22 +71,32 @@ class FlowMeta:
     sensor: str
 
     def to_json(self) -> str:
+        """Compact JSON; the text a record was decoded from is reused (a verdict copies its window's flow)."""
+        cached: str | None = self.__dict__.get("_json")
+        if cached is not None:
+            return cached
         # Built field by field: dataclasses.asdict deep-copies and cost a fifth of a worker's time.
         d = {name: getattr(self, name) for name in _META_FIELDS}
         d["expiry"] = self.expiry.value
-        return json.dumps(d, separators=(",", ":"))
+        text = json.dumps(d, separators=(",", ":"))
+        object.__setattr__(self, "_json", text)
+        return text
 
     @classmethod
     def from_json(cls, text: str | _Bytes) -> FlowMeta:
         try:
             d = json.loads(text)
-            d["expiry"] = ExpiryReason(d["expiry"])
-            return cls(**d)
+            d["expiry"] = _EXPIRY[d["expiry"]] if d.get("expiry") in _EXPIRY else ExpiryReason(d["expiry"])
+            meta = cls(**d)
         except (ValueError, TypeError, KeyError) as err:
             raise SchemaError("window", "flow_meta", str(err)) from err
+        # Only a JSON object of exactly these fields gets here; its text is what to_json would say.
+        object.__setattr__(meta, "_json", text.decode() if isinstance(text, _Bytes) else text)
+        return meta
 
 
 _META_FIELDS = tuple(f.name for f in fields(FlowMeta))
+_EXPIRY = {e.value: e for e in ExpiryReason}
 
 
 @dataclass(frozen=True)
@@ -132,7 +143,11 @@ class _Fields:
 
     def __init__(self, record: str, fields: Mapping[Any, Any]) -> None:
         self.record = record
-        self.f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+        # The buses hand over str keys already (RedisBus decodes them once per entry): no copy then.
+        if all(type(k) is str for k in fields):
+            self.f: Mapping[str, Any] = fields
+        else:
+            self.f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
 
     def __contains__(self, name: str) -> bool:
         return name in self.f
@@ -229,6 +244,12 @@ class WindowEntry:
 VERDICT_SCHEMA_VERSION = 1
 
 
+@functools.lru_cache(maxsize=64)
+def _classes_json(names: tuple[str, ...]) -> str:
+    """The ``classes`` field: the same few class lists, encoded once each."""
+    return json.dumps(list(names))
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A model's decision on one window, as it travels on ``tapwatch:verdicts``.
@@ -287,7 +308,7 @@ class Verdict:
             "flow": self.flow.to_json(),
             "model": self.model,
             "model_version": self.model_version,
-            "classes": json.dumps(list(self.class_names)),
+            "classes": _classes_json(self.class_names),
             "probs": json.dumps([round(float(p), 7) for p in self.probabilities]),
             "predicted": self.predicted,
             "score": repr(float(self.score)),

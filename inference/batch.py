@@ -20,6 +20,8 @@ from tapwatch.features.errors import SchemaError
 from tapwatch.features.schema import Verdict, WindowEntry
 from tapwatch.inference.model import Model, Probabilities
 
+NON_FINITE_DETAIL = "NaN or infinity in the window"
+
 
 class DeadReason(str, Enum):
     """Why an entry was dead-lettered (a closed set: it is a metric label)."""
@@ -84,8 +86,11 @@ class Origin:
     consumer: str
 
 
-def check_window(fields: dict[str, bytes], model: Model) -> WindowEntry:
-    """Decode one entry and check it against ``model``; raise :class:`SchemaError` with the reason."""
+def check_window(fields: dict[str, bytes], model: Model, finite: bool = True) -> WindowEntry:
+    """Decode one entry and check it against ``model``; raise :class:`SchemaError` with the reason.
+
+    ``finite=False`` leaves the NaN/infinity check to the caller (:func:`triage_batch` does it once per batch).
+    """
     try:
         window = WindowEntry.decode(fields)
     except UnicodeDecodeError as err:  # decode() lets non-UTF-8 text fields through as this
@@ -95,8 +100,8 @@ def check_window(fields: dict[str, bytes], model: Model) -> WindowEntry:
         raise SchemaError("window", DeadReason.FEATURE_SET.value, detail)
     if window.tensor.shape != model.window_shape:
         raise SchemaError("window", DeadReason.SHAPE.value, f"shape {window.tensor.shape}, model {model.window_shape}")
-    if not np.isfinite(window.tensor).all():
-        raise SchemaError("window", DeadReason.NON_FINITE.value, "NaN or infinity in the window")
+    if finite and not np.isfinite(window.tensor).all():
+        raise SchemaError("window", DeadReason.NON_FINITE.value, NON_FINITE_DETAIL)
     return window
 
 
@@ -117,6 +122,33 @@ def stack(accepted: Sequence[Accepted]) -> np.ndarray[Any, np.dtype[np.float32]]
     return np.stack([a.window.tensor for a in accepted]).astype(np.float32, copy=False)
 
 
+def triage_batch(
+    entries: Sequence[Entry], model: Model
+) -> tuple[list[Accepted], list[Dead], np.ndarray[Any, np.dtype[np.float32]] | None]:
+    """:func:`triage` and :func:`stack` in one: the NaN/infinity check runs once on the stacked batch.
+
+    Returns the accepted windows, the dead letters (windows with NaN or infinity last) and the model input
+    of the accepted ones (None when there are none).
+    """
+    accepted: list[Accepted] = []
+    dead: list[Dead] = []
+    for entry_id, fields in entries:
+        try:
+            accepted.append(Accepted(entry_id, check_window(fields, model, finite=False), fields))
+        except SchemaError as err:
+            dead.append(Dead(entry_id, fields, DeadReason.of(err), err.detail))
+    if not accepted:
+        return accepted, dead, None
+    batch = stack(accepted)
+    finite = np.isfinite(batch).all(axis=(1, 2))
+    if not finite.all():
+        dead += [Dead(a.entry_id, a.fields, DeadReason.NON_FINITE, NON_FINITE_DETAIL)
+                 for a, ok in zip(accepted, finite, strict=True) if not ok]  # fmt: skip
+        accepted = [a for a, ok in zip(accepted, finite, strict=True) if ok]
+        batch = batch[finite]
+    return accepted, dead, (batch if accepted else None)
+
+
 def decide(
     model: Model, accepted: Sequence[Accepted], probs: Probabilities, now_ms: int
 ) -> tuple[list[Verdict], list[Dead]]:
@@ -129,7 +161,8 @@ def decide(
     classes = tuple(card.class_names)
     scores = np.clip(1.0 - probs[:, model.benign_index].astype(np.float64), 0.0, 1.0)
     best = probs.argmax(axis=1)
-    finite: list[bool] = [bool(np.isfinite(row).all()) for row in probs]
+    finite = [bool(ok) for ok in np.asarray(np.isfinite(probs).all(axis=1))]
+    rows: list[list[float]] = probs.astype(np.float64).tolist()
     verdicts: list[Verdict] = []
     dead: list[Dead] = []
     for i, item in enumerate(accepted):
@@ -140,7 +173,7 @@ def decide(
         over = bool(scores[i] >= model.threshold)
         verdicts.append(Verdict(
             window_id=item.entry_id, sensor=w.sensor, key=w.key, flow=w.flow, model=card.name,
-            model_version=card.version, class_names=classes, probabilities=tuple(float(p) for p in probs[i]),
+            model_version=card.version, class_names=classes, probabilities=tuple(rows[i]),
             predicted=classes[int(best[i])], score=float(scores[i]), threshold=model.threshold,
             feature_set_id=w.feature_set_id, decided_at_ms=now_ms, tensor=w.tensor if over else None,
             valid_rows=w.valid_rows,

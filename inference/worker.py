@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import redis
@@ -24,7 +25,7 @@ import redis
 from tapwatch.features.bus import Bus, BusUnavailable, Entry, GroupMissing
 from tapwatch.features.errors import ModelCardError
 from tapwatch.features.schema import Verdict
-from tapwatch.inference.batch import Dead, Origin, dead_letter, decide, stack, triage
+from tapwatch.inference.batch import Dead, Origin, dead_letter, decide, triage_batch
 from tapwatch.inference.config import WorkerConfig
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import Model
@@ -39,7 +40,7 @@ TRIM_INTERVAL_S = 1.0
 
 @dataclass
 class _InHand:
-    """The results of one batch, until they are written and its entries acked (cleared step by step)."""
+    """The results of one batch, until they are written and its entries acked (in one step)."""
 
     verdicts: list[Verdict] = field(default_factory=list)
     dead: list[Dead] = field(default_factory=list)
@@ -218,10 +219,9 @@ class Worker:
 
     def _process(self, entries: list[Entry]) -> None:
         self.metrics.windows.inc(len(entries))
-        accepted, dead = triage(entries, self._model)
+        accepted, dead, batch = triage_batch(entries, self._model)
         verdicts: list[Verdict] = []
-        if accepted:
-            batch = stack(accepted)
+        if batch is not None:
             started = time.perf_counter()
             probs = self._model.predict(batch)
             self.metrics.latency.observe(time.perf_counter() - started)
@@ -232,30 +232,30 @@ class Worker:
         self._in_hand = _InHand(verdicts, dead, [eid for eid, _ in entries])
 
     def _flush(self) -> None:
-        """Write verdicts, then dead letters, then ack; each part is cleared once done, so a retry after
-        the bus comes back does not repeat what was already written."""
+        """Write verdicts and dead letters and ack the batch, in one round trip on Redis (a pipeline). After a
+        failure the whole step is retried: verdicts may repeat (the alerter deduplicates by window id), acks
+        never come before the writes."""
         box, c = self._in_hand, self.config
         assert box is not None
-        if box.verdicts:
-            self.bus.add_many(c.verdicts_stream, [v.encode() for v in box.verdicts])
-            self._count_verdicts(box.verdicts)
-            box.verdicts = []
-        if box.dead:
-            now_ms = int(time.time() * 1000)
-            self.bus.add_many(c.dead_stream, [dead_letter(d, self._origin, now_ms) for d in box.dead])
-            self.bus.trim(c.dead_stream, c.dead_maxlen)
-            self._count_dead(box.dead)
-            box.dead = []
-        if box.ack_ids:
-            self.bus.ack(c.stream, c.group, box.ack_ids)
+        now_ms = int(time.time() * 1000)
+        writes = [(c.verdicts_stream, [v.encode() for v in box.verdicts]),
+                  (c.dead_stream, [dead_letter(d, self._origin, now_ms) for d in box.dead])]  # fmt: skip
+        self.bus.write_and_ack(writes, c.stream, c.group, box.ack_ids)
         self._in_hand = None
+        if box.verdicts:
+            self._count_verdicts(box.verdicts)
+        if box.dead:
+            self._count_dead(box.dead)
+            self.bus.trim(c.dead_stream, c.dead_maxlen)
         self._maybe_trim()
 
     def _count_verdicts(self, verdicts: list[Verdict]) -> None:
         now_ms = time.time() * 1000
+        for cls, n in Counter(v.predicted for v in verdicts).items():
+            self.metrics.verdicts.labels(**{"class": cls}).inc(n)
+        observe = self.metrics.expiry_to_verdict.observe
         for v in verdicts:
-            self.metrics.verdicts.labels(**{"class": v.predicted}).inc()
-            self.metrics.expiry_to_verdict.observe(max(0.0, (now_ms - v.flow.expired_at_ms) / 1000))
+            observe(max(0.0, (now_ms - v.flow.expired_at_ms) / 1000))
         self.metrics.over_threshold.inc(sum(v.over_threshold for v in verdicts))
 
     def _count_dead(self, dead: list[Dead]) -> None:
