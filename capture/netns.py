@@ -277,9 +277,14 @@ def _kill_leftovers(netns: str, grace_s: float = 3.0) -> None:
 
 def delete_pair(pair: NsPair) -> None:
     """Stop the pair's processes, then delete both namespaces (the veth pair goes with them)."""
-    for proc in list(pair.procs):
-        pair.stop(proc)
-    for end in (pair.client, pair.server):
+    _delete(pair, (pair.client, pair.server))
+
+
+def _delete(owner: NsPair, ends: Sequence[Endpoint]) -> None:
+    """Stop the processes started through ``owner``, then delete the namespaces of ``ends``."""
+    for proc in list(owner.procs):
+        owner.stop(proc)
+    for end in ends:
         if not os.path.exists(f"/run/netns/{end.netns}"):
             continue
         _kill_leftovers(end.netns)

@@ -8,6 +8,8 @@ epoch start/end, client and server address), which :func:`write_labels` writes a
 * :func:`generate` makes a small labelled sample (the committed ``capture/samples/sample.pcap``).
 * :func:`bulk` makes many short flows (HTTP downloads through ``curl --parallel``, a ``dig`` batch, a
   wide SYN scan) for throughput benchmarks, bounded in flow count and time.
+* :mod:`tapwatch.capture.live_traffic` makes the live check's traffic: an attacker and a benign client
+  against one server, with the labels of :data:`ATTACK_LABELS` too.
 
 Run it as::
 
@@ -51,6 +53,13 @@ class Label(str, Enum):
     BENIGN_HTTP = "benign-http"
     BENIGN_DNS = "benign-dns"
     NMAP_SYN_SCAN = "nmap-syn-scan"
+    SYN_FLOOD = "syn-flood"
+    SLOWLORIS = "slowloris"
+
+
+SAMPLE_LABELS = (Label.BENIGN_HTTP, Label.BENIGN_DNS, Label.NMAP_SYN_SCAN)
+"""The labels of :func:`generate`'s phases, in order; the live check (:mod:`.live_traffic`) adds the others."""
+ATTACK_LABELS = frozenset({Label.NMAP_SYN_SCAN, Label.SYN_FLOOD, Label.SLOWLORIS})
 
 
 class TrafficError(TapwatchError):
@@ -134,11 +143,14 @@ def _dnsmasq_argv(server: Endpoint, plan: TrafficPlan, workdir: Path) -> list[st
 
 @contextlib.contextmanager
 def servers(pair: NsPair, plan: TrafficPlan, workdir: Path) -> Iterator[None]:
-    """Run the web and DNS servers in the server namespace; files are ``f<size>.bin`` in ``workdir``."""
+    """Run the web and DNS servers in the server namespace; files are ``f<size>.bin`` and an index page."""
     root = workdir / "www"
     root.mkdir(parents=True, exist_ok=True)
     for size in plan.file_sizes:
         (root / f"f{size}.bin").write_bytes(bytes(i % 251 for i in range(size)))
+    # Without an index page busybox answers "GET /" with 404 at once; with one it waits for the end of the
+    # headers (up to 60 s), as a web server under slowloris does.
+    (root / "index.html").write_text("<html><body>tapwatch test server</body></html>\n")
     srv = pair.server
     httpd = pair.start(srv, ["busybox", "httpd", "-f", "-p", f"{srv.ip}:{plan.http_port}", "-h", str(root)])
     dns = pair.start(srv, _dnsmasq_argv(srv, plan, workdir))
@@ -208,7 +220,8 @@ def _count(text: str, what: str) -> int:
 
 
 # -- phases ---------------------------------------------------------------------------------------
-def _run(pair: NsPair, argv: list[str], timeout: float) -> str:
+def run_tool(pair: NsPair, argv: list[str], timeout: float) -> str:
+    """Run ``argv`` in the pair's client namespace; its standard output, or :class:`TrafficError`."""
     done = pair.run(pair.client, argv, timeout=timeout, check=False)
     if done.returncode != 0:
         raise TrafficError(f"{argv[0]} exited with {done.returncode}: {done.stderr.strip()[:500]}")
@@ -216,7 +229,8 @@ def _run(pair: NsPair, argv: list[str], timeout: float) -> str:
 
 
 @contextlib.contextmanager
-def _phase(pair: NsPair, label: Label, on_phase: PhaseCallback | None, out: list[Phase]) -> Iterator[None]:
+def record_phase(pair: NsPair, label: Label, on_phase: PhaseCallback | None, out: list[Phase]) -> Iterator[None]:
+    """The block's traffic as a phase from the pair's client to its server, ending ``_SETTLE_S`` after the block."""
     start = time.time()
     yield
     time.sleep(_SETTLE_S)
@@ -232,7 +246,7 @@ def download(pair: NsPair, port: int, sizes: list[int], timeout: float = 60.0) -
     argv = ["curl", "--silent", "--show-error", "--fail", "--max-time", str(timeout), "-w", "%{size_download}\\n"]
     for size in sizes:
         argv += ["-o", "/dev/null", f"http://{pair.server.ip}:{port}/f{size}.bin"]
-    got = [int(x) for x in _run(pair, argv, timeout * max(len(sizes), 1)).split()]
+    got = [int(x) for x in run_tool(pair, argv, timeout * max(len(sizes), 1)).split()]
     if got != sizes:
         raise TrafficError(f"curl downloaded {got} bytes, expected {sizes}")
 
@@ -240,7 +254,7 @@ def download(pair: NsPair, port: int, sizes: list[int], timeout: float = 60.0) -
 def resolve(pair: NsPair, port: int, names: list[str], timeout: float = 60.0) -> None:
     """Ask dnsmasq for ``names`` with one ``dig`` (a query each, from its own source port)."""
     argv = ["dig", f"@{pair.server.ip}", "-p", str(port), "+tries=1", "+time=2", "+short", *names]
-    answers = _run(pair, argv, timeout).split()
+    answers = run_tool(pair, argv, timeout).split()
     if len(answers) != len(names):
         raise TrafficError(f"dig got {len(answers)} answers for {len(names)} queries")
 
@@ -248,7 +262,7 @@ def resolve(pair: NsPair, port: int, names: list[str], timeout: float = 60.0) ->
 def syn_scan(pair: NsPair, ports: str, timeout: float = 600.0) -> None:
     """``nmap -sS`` of ``ports`` on the server: a SYN per port, answered by SYN/ACK or RST/ACK."""
     argv = ["nmap", "-sS", "-n", "-Pn", "-T4", "--max-retries", "1", "-p", ports, pair.server.ip]
-    if "(1 host up)" not in _run(pair, argv, timeout):
+    if "(1 host up)" not in run_tool(pair, argv, timeout):
         raise TrafficError(f"nmap did not find {pair.server.ip} up")
 
 
@@ -264,13 +278,13 @@ def generate(
     plan = plan or TrafficPlan()
     phases: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="tapwatch-traffic-") as tmp, servers(pair, plan, Path(tmp)):
-        with _phase(pair, Label.BENIGN_HTTP, on_phase, phases):
+        with record_phase(pair, Label.BENIGN_HTTP, on_phase, phases):
             for _ in range(plan.downloads * scale):
                 download(pair, plan.http_port, list(plan.file_sizes))
-        with _phase(pair, Label.BENIGN_DNS, on_phase, phases):
+        with record_phase(pair, Label.BENIGN_DNS, on_phase, phases):
             for _ in range(plan.dns_rounds * scale):
                 resolve(pair, plan.dns_port, list(plan.dns_names))
-        with _phase(pair, Label.NMAP_SYN_SCAN, on_phase, phases):
+        with record_phase(pair, Label.NMAP_SYN_SCAN, on_phase, phases):
             syn_scan(pair, plan.scan_ports)
     return phases
 
@@ -284,7 +298,7 @@ def _bulk_http(pair: NsPair, flows: int, port: int, bplan: BulkPlan, workdir: Pa
             fh.write(f'url = "{url}"\noutput = "/dev/null"\n')
     argv = ["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-max", str(bplan.parallel),
             "--max-time", "30", "-w", "%{size_download}\\n", "-K", str(cfg)]  # fmt: skip
-    sizes = _run(pair, argv, bplan.timeout_s).split()
+    sizes = run_tool(pair, argv, bplan.timeout_s).split()
     short = sum(1 for s in sizes if int(s) != bplan.file_size)
     if len(sizes) != flows or short:
         raise TrafficError(f"bulk: {len(sizes)} of {flows} downloads finished, {short} short")
@@ -295,7 +309,7 @@ def _bulk_dns(pair: NsPair, queries: int, plan: TrafficPlan, workdir: Path, time
     names = plan.dns_names
     batch.write_text("".join(f"{names[i % len(names)]}\n" for i in range(queries)))
     argv = ["dig", f"@{pair.server.ip}", "-p", str(plan.dns_port), "+tries=1", "+time=2", "+short", "-f", str(batch)]
-    answers = _run(pair, argv, timeout).split()
+    answers = run_tool(pair, argv, timeout).split()
     if len(answers) != queries:
         raise TrafficError(f"bulk: dig got {len(answers)} answers for {queries} queries")
 
@@ -314,14 +328,14 @@ def bulk(pair: NsPair, flows: int, on_phase: PhaseCallback | None = None, bplan:
     phases: list[Phase] = []
     _widen_client_ports(pair)
     with tempfile.TemporaryDirectory(prefix="tapwatch-bulk-") as tmp, servers(pair, plan, Path(tmp)):
-        with _phase(pair, Label.BENIGN_HTTP, on_phase, phases):
+        with record_phase(pair, Label.BENIGN_HTTP, on_phase, phases):
             _bulk_http(pair, flows, plan.http_port, bplan, Path(tmp))
         queries = flows // bplan.dns_per_http if bplan.dns_per_http > 0 else 0
         if queries:
-            with _phase(pair, Label.BENIGN_DNS, on_phase, phases):
+            with record_phase(pair, Label.BENIGN_DNS, on_phase, phases):
                 _bulk_dns(pair, queries, plan, Path(tmp), bplan.timeout_s)
         if bplan.scan_ports:
-            with _phase(pair, Label.NMAP_SYN_SCAN, on_phase, phases):
+            with record_phase(pair, Label.NMAP_SYN_SCAN, on_phase, phases):
                 syn_scan(pair, bplan.scan_ports, bplan.timeout_s)
     return phases
 
