@@ -18,32 +18,54 @@ import pytest
 from click.testing import CliRunner
 
 from tapwatch.features.card import load_card
-from tapwatch.features.contract import FEATURE_NAMES, feature_set_id
+from tapwatch.features.contract import FEATURE_NAMES, FEATURE_SUBSETS, feature_set_id
 from tapwatch.models.runtime import load_session
 from tapwatch.models.train import TrainConfig, choose_threshold, class_weights
 from tests.conftest import SHARED, need
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 SHIPPED = ("hybrid-cic", "seq2seq-cic", "lunet-cic")
+SUBSET_MODELS = {"hybrid-cic-original": "original"}
+"""Shipped models trained on a feature subset, and the subset."""
 CIC = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
 HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras", "tf2onnx", "lightgbm"))
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_card_is_checked() -> None:
+    cards = {p.name.removesuffix(".card.json") for p in MODELS_DIR.glob("*.card.json")}
+    assert cards == set(SHIPPED) | set(SUBSET_MODELS) and {p.stem for p in MODELS_DIR.glob("*.onnx")} == cards
+
+
+@pytest.mark.parametrize("name", SHIPPED + tuple(SUBSET_MODELS))
 def test_shipped_card_matches_the_feature_contract(name: str) -> None:
     onnx_path = MODELS_DIR / f"{name}.onnx"
     need(onnx_path.exists(), f"{onnx_path} is not shipped yet")
     card = load_card(MODELS_DIR / f"{name}.card.json")
-    assert tuple(card.features) == FEATURE_NAMES
-    assert card.feature_set_id == feature_set_id(card.window_length, FEATURE_NAMES)
+    features = FEATURE_SUBSETS[SUBSET_MODELS.get(name, "all")]  # a named subset of the contract, in its order
+    assert tuple(card.features) == features
+    assert card.feature_set_id == feature_set_id(card.window_length, features)
     assert card.window_key == "src_ip" and card.window_length == 10
-    assert len(card.scaler.center) == len(FEATURE_NAMES) and len(card.feature_stats) == len(FEATURE_NAMES)
+    assert len(card.scaler.center) == len(features) and len(card.feature_stats) == len(features)
+    assert [s.feature for s in card.feature_stats] == list(features)
     assert 0.0 < card.thresholds["attack_score"] < 1.0 and "validation" in card.thresholds["chosen"]
     assert onnx_path.stat().st_size < 4_500_000
     model = load_session(onnx_path)
     probs = model.predict(np.zeros((3, card.window_length, len(card.features)), np.float32))
     assert probs.shape == (3, len(card.class_names))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SHIPPED + tuple(SUBSET_MODELS))
+def test_shipped_card_metrics_are_the_reports_shipped_protocol(name: str) -> None:
+    path = MODELS_DIR / f"{name}.card.json"
+    need(path.exists(), f"{name} is not shipped yet")
+    card = load_card(path)
+    report = json.loads((MODELS_DIR.parent / card.metrics["report"]).read_text())
+    proto = next(p for p in report["protocols"] if p["name"] == "shipped")
+    assert card.metrics["protocol"] == proto["title"] and card.metrics["parity"]["argmax_equal"]
+    assert card.metrics["test_mean_over_seeds"] in proto["summary"].values()
+    subsets = {r["config"].get("features", "all") for r in proto["runs"]}
+    assert subsets == {SUBSET_MODELS.get(name, "all")}  # measured on the card's own feature set
 
 
 def test_deployment_model_is_the_hybrid() -> None:
