@@ -8,7 +8,9 @@ Delivery is at least once, so a verdict may come twice (a worker or an alerter c
 alerter emits at most one alert per window id: just before the sinks write, it sets
 ``tapwatch:alerted:<window_id>`` with SET NX EX; a verdict whose key exists is acked without an alert, and the
 key lives in Redis, so the guard survives an alerter restart. The key is set before the sinks write: a crash
-in between loses that one alert rather than writing it twice.
+in between loses that one alert rather than writing it twice. The Redis stream sink, when it is on this bus, is
+written with the key in one atomic step (a script: one round trip per alert, not two), so it never loses or
+repeats one.
 
 Suppression and thresholds run before the explanation, so suppressed alerts spend no explanation budget (the
 outcome is the one of explaining first). An entry is acked only once its alert is with the sinks; a sink that
@@ -36,7 +38,7 @@ from tapwatch.alerting.errors import InvalidAlert
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.signatures import Signature, signature_for
-from tapwatch.alerting.sinks import SinkSet
+from tapwatch.alerting.sinks import RedisStreamSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor
 from tapwatch.features.bus import Bus, BusUnavailable, Entry, GroupMissing
 from tapwatch.features.card import ModelCard
@@ -124,6 +126,8 @@ class Alerter:
         self._next_length = 0.0
         self._in_hand: list[Entry] = []
         self._waiting: list[_Pending] = []
+        # The Redis stream sink on this very bus is written together with the dedup key (one round trip).
+        self._fused = next((k for k in sinks.sinks if isinstance(k, RedisStreamSink) and k.bus is bus), None)
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -274,13 +278,13 @@ class Alerter:
             self._deliver(p)
 
     def _deliver(self, p: _Pending) -> None:
+        """Guard, build and write one alert. With the Redis stream sink on the same bus, the dedup key and the
+        stream entry are written in one atomic round trip (:meth:`Bus.set_once_and_add`), then the other sinks."""
         v = p.verdict
-        if not self.bus.set_once(ALERTED_KEY.format(v.window_id), self.settings.dedup_ttl_s):
-            if p.ticket.future is not None:
-                p.ticket.future.cancel()
-            self.metrics.duplicates.inc()
-            log.info("window %s already alerted (entry %s re-delivered); acked without an alert", v.window_id,
-                     p.entry_id)  # fmt: skip
+        key = ALERTED_KEY.format(v.window_id)
+        fused = self._fused
+        if fused is None and not self.bus.set_once(key, self.settings.dedup_ttl_s):
+            self._duplicate(p)
             return
         explanation, status = self.explainer.result(p.ticket) if self.explainer else (None, p.ticket.status)
         status = status or ExplanationStatus.DISABLED
@@ -289,14 +293,28 @@ class Alerter:
         except InvalidAlert as err:  # e.g. a model that emits logits, not probabilities
             self._dead_letter(p.entry_id, "invalid_alert", str(err))
             return
+        line = alert.to_json()
+        if fused is not None:
+            if not self.bus.set_once_and_add(key, self.settings.dedup_ttl_s, fused.stream,
+                                             fused.fields(alert, line), fused.maxlen):  # fmt: skip
+                self._duplicate(p)
+                return
+            self.sinks.health_of(fused).ok()
         if status is not ExplanationStatus.OK:
             self.metrics.explain_skipped.labels(reason=status.value).inc()
         if status is ExplanationStatus.ERROR:
             log.warning("window %s: explanation failed; alert %s sent without one", v.window_id, alert.id)
-        held = self.sinks.emit(alert)
+        held = self.sinks.emit(alert, line, skip=fused) + (fused is not None)
         self.metrics.alerts.labels(**{"class": alert.class_name, "severity": str(int(alert.severity))}).inc()
         log.info("alert %s window %s sid %s %s -> %s sinks", alert.id, v.window_id, p.signature.sid,
                  alert.class_name, held)  # fmt: skip
+
+    def _duplicate(self, p: _Pending) -> None:
+        if p.ticket.future is not None:
+            p.ticket.future.cancel()
+        self.metrics.duplicates.inc()
+        log.info("window %s already alerted (entry %s re-delivered); acked without an alert", p.verdict.window_id,
+                 p.entry_id)  # fmt: skip
 
     def _decode(self, entry_id: str, fields: Mapping[str, Any]) -> Verdict | None:
         """A verdict, or None after dead-lettering a malformed entry."""

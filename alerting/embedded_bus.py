@@ -149,6 +149,14 @@ class BoundedMemoryBus:
     def set_once(self, key: str, ttl_s: int) -> bool:
         return self.inner.set_once(key, ttl_s)
 
+    def set_once_and_add(self, key: str, ttl_s: int, stream: str, fields: Fields, maxlen: int) -> bool:
+        if stream not in self.bounds:
+            return self.inner.set_once_and_add(key, ttl_s, stream, fields, maxlen)
+        if not self.inner.set_once(key, ttl_s):
+            return False
+        self.add_many(stream, [fields])  # waits at the bound like any write
+        return True
+
     def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
                       ids: Sequence[str]) -> None:  # fmt: skip
         """Through this bus's own :meth:`add_many` and :meth:`ack`, so that the bounds hold."""

@@ -114,11 +114,17 @@ class SinkSet:
                 bind(health)
             self._reports_itself.append(bind is not None)
 
-    def emit(self, alert: Alert) -> int:
-        """Write to every sink; return how many hold the alert."""
-        line = alert.to_json()
+    def health_of(self, sink: Sink) -> SinkHealth:
+        """The health record of one of this set's sinks."""
+        return self.health[next(i for i, s in enumerate(self.sinks) if s is sink)]
+
+    def emit(self, alert: Alert, line: str | None = None, skip: Sink | None = None) -> int:
+        """Write to every sink but ``skip`` (one the caller already wrote); return how many hold the alert."""
+        line = alert.to_json() if line is None else line
         held = 0
         for sink, health, itself in zip(self.sinks, self.health, self._reports_itself, strict=True):
+            if sink is skip:
+                continue
             try:
                 sink.write(alert, line)
             except Exception as err:  # any sink failure is counted and contained, whatever its type
@@ -253,18 +259,18 @@ class RedisStreamSink:
         self.trim_every = max(1, trim_every)
         self._since_trim = 0
 
+    @staticmethod
+    def fields(alert: Alert, line: str) -> dict[str, str | bytes]:
+        """The stream entry of one alert (the alerter also writes it together with the alert's dedup key)."""
+        return {
+            "eve": line,
+            "signature_id": str(alert.signature.sid),
+            "severity": str(int(alert.severity)),
+            "window_id": alert.window_id,
+        }
+
     def write(self, alert: Alert, line: str) -> None:
-        self.bus.add_many(
-            self.stream,
-            [
-                {
-                    "eve": line,
-                    "signature_id": str(alert.signature.sid),
-                    "severity": str(int(alert.severity)),
-                    "window_id": alert.window_id,
-                }
-            ],
-        )
+        self.bus.add_many(self.stream, [self.fields(alert, line)])
         self._since_trim += 1
         if self._since_trim >= self.trim_every:
             self._since_trim = 0

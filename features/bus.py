@@ -71,12 +71,28 @@ class Bus(Protocol):
         """Set ``key`` unless it exists (SET NX EX); True if this call set it."""
         ...
 
+    def set_once_and_add(self, key: str, ttl_s: int, stream: str, fields: Fields, maxlen: int) -> bool:
+        """:meth:`set_once`, and only if this call set the key, add ``fields`` to ``stream`` (trimmed to about
+        ``maxlen``): atomic and one round trip on Redis (a script). True if the key was set and the entry added."""
+        ...
+
     def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
                       ids: Sequence[str]) -> None:  # fmt: skip
         """Add each ``(stream, entries)`` of ``writes``, then ack ``ids`` on ``stream``: one round trip on Redis
         (a pipeline, not a transaction: after a failure any prefix may have been done; retrying repeats it,
         which at-least-once delivery allows)."""
         ...
+
+
+_SET_ONCE_AND_ADD = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+    return 1
+end
+return 0
+"""
+"""RedisBus.set_once_and_add: the dedup key and the alert entry in one atomic step (KEYS: key, stream; ARGV:
+ttl, maxlen, field, value, ...)."""
 
 
 def _b(v: str | bytes) -> bytes:
@@ -189,6 +205,14 @@ class MemoryBus:
         with self._cond:
             return len(self._stream(stream).entries)
 
+    def set_once_and_add(self, key: str, ttl_s: int, stream: str, fields: Fields, maxlen: int) -> bool:
+        with self._cond:  # re-entrant: the guard and the entry go together, as in the Redis script
+            if not self.set_once(key, ttl_s):
+                return False
+            self.add_many(stream, [fields])
+            self.trim(stream, maxlen)
+            return True
+
     def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
                       ids: Sequence[str]) -> None:  # fmt: skip
         for target, entries in writes:
@@ -235,6 +259,7 @@ class RedisBus:
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 1.0), retry_on_timeout=False
         )
+        self._set_and_add: Any = None
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
@@ -305,6 +330,12 @@ class RedisBus:
 
     def set_once(self, key: str, ttl_s: int) -> bool:
         return bool(self._call(self.client.set, key, b"1", nx=True, ex=ttl_s))
+
+    def set_once_and_add(self, key: str, ttl_s: int, stream: str, fields: Fields, maxlen: int) -> bool:
+        if self._set_and_add is None:
+            self._set_and_add = self.client.register_script(_SET_ONCE_AND_ADD)
+        args = [ttl_s, maxlen, *[x for kv in fields.items() for x in kv]]
+        return bool(self._call(self._set_and_add, keys=[key, stream], args=args))
 
     def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
                       ids: Sequence[str]) -> None:  # fmt: skip

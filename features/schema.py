@@ -250,6 +250,12 @@ def _classes_json(names: tuple[str, ...]) -> str:
     return json.dumps(list(names))
 
 
+@functools.lru_cache(maxsize=64)
+def _classes_of(text: str) -> tuple[str, ...]:
+    """The ``classes`` field read back, parsed once per distinct text (raises ValueError or TypeError)."""
+    return tuple(str(c) for c in json.loads(text))
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A model's decision on one window, as it travels on ``tapwatch:verdicts``.
@@ -328,7 +334,7 @@ class Verdict:
         if text("v") != str(VERDICT_SCHEMA_VERSION):
             raise SchemaError("verdict", "version", f"unknown verdict schema version {text('v')!r}")
         try:
-            classes = tuple(str(c) for c in json.loads(text("classes")))
+            classes = _classes_of(text("classes"))
             probs = tuple(float(p) for p in json.loads(text("probs")))
             score, threshold, at = float(text("score")), float(text("threshold")), int(text("at"))
         except (ValueError, TypeError) as err:
