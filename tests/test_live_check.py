@@ -37,6 +37,7 @@ from tapwatch.models.score import MODELS_DIR
 from tests.conftest import need_netns
 
 ATTACKER, CLIENT, SERVER = "10.212.0.3", "10.212.0.1", "10.212.0.2"
+TEST_MODELS = ("hybrid-cic", "seq2seq-cic")
 
 
 def _strict_json(path: Path) -> Any:
@@ -52,9 +53,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[LiveRun, Path, Path]
     need_netns()
     base = tmp_path_factory.mktemp("live")
     run = make_live_capture(base / "short.pcap", SHORT_PLAN)
-    work, out = base / "work", base / "reports"
+    work, out, models = base / "work", base / "reports", base / "models"
+    models.mkdir()
+    for name in TEST_MODELS:  # two of the shipped models keep the test short (each is scored twice)
+        for suffix in (".onnx", ".card.json"):
+            (models / f"{name}{suffix}").symlink_to(MODELS_DIR / f"{name}{suffix}")
     argv = [sys.executable, "-m", "tapwatch.models.live_check", "--pcap", str(run.pcap), "--out", str(out),
-            "--name", "lc", "--keep", str(work), "--datasets", str(base / "no-datasets")]  # fmt: skip
+            "--name", "lc", "--keep", str(work), "--datasets", str(base / "no-datasets"),
+            "--models-dir", str(models)]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     return run, work, out
@@ -88,20 +94,26 @@ def test_every_flow_is_labelled_by_its_phase(live: tuple[LiveRun, Path, Path]) -
     flows = pd.read_csv(work / "flows.csv", low_memory=False)
     labels = label_flows(flows, run.phases)
     assert not labels["label"].isin([UNMATCHED, AMBIGUOUS]).any()
-    assert not labels["outlasted"].any()
+    # Only a UDP flow can outlast its phase: a later dig round that reuses a source port continues it (no
+    # FIN ends UDP flows); every TCP connection ends inside its phase.
+    outlasted = flows[labels["outlasted"]]
+    assert set(outlasted["Protocol"]) <= {17} and set(labels.loc[labels["outlasted"], "label"]) <= {"benign-dns"}
     for label, rows in flows.groupby(labels["label"]):
         src = ATTACKER if Label(label) in ATTACK_LABELS else CLIENT
         assert set(rows["Src IP"]) == {src} and set(rows["Dst IP"]) == {SERVER}, label
         phases = [p for p in run.phases if p.label.value == label]
-        for first, last in zip(rows["first_seen_ms"], rows["last_seen_ms"], strict=True):
-            assert any(int(p.start * 1000) <= first and last <= int(p.end * 1000) for p in phases), label
+        times = zip(rows["first_seen_ms"], rows["last_seen_ms"], labels.loc[rows.index, "outlasted"], strict=True)
+        for first, last, out in times:
+            ends = [int(p.end * 1000) for p in phases if int(p.start * 1000) <= first < int(p.end * 1000)]
+            assert len(ends) == 1 and (last <= ends[0]) != out, label
     by = labels["label"].value_counts()
     assert by[Label.NMAP_SYN_SCAN.value] == 100  # one flow per scanned port (1-100)
     assert by[Label.SYN_FLOOD.value] == SHORT_PLAN.flood_packets  # hping3 moves to the next source port per SYN
     assert by[Label.SLOWLORIS.value] >= SHORT_PLAN.slowloris_sockets
     rounds = Counter(p.label for p in run.phases)
     assert by[Label.BENIGN_HTTP.value] == rounds[Label.BENIGN_HTTP] * len(SHORT_PLAN.file_sizes)
-    assert by[Label.BENIGN_DNS.value] == rounds[Label.BENIGN_DNS] * len(SHORT_PLAN.dns_names)
+    dns_queries = rounds[Label.BENIGN_DNS] * len(SHORT_PLAN.dns_names)
+    assert by[Label.BENIGN_DNS.value] == dns_queries - len(outlasted)  # a continued flow holds two queries
     slow = flows[labels["label"] == Label.SLOWLORIS.value]
     # slowloris holds its connections open for the whole phase (Flow Duration in µs).
     held = slow["Flow Duration"] >= (SHORT_PLAN.slowloris_s - 1) * 1e6
@@ -120,7 +132,7 @@ def test_report_structure_and_counts(live: tuple[LiveRun, Path, Path]) -> None:
     assert doc["phases"] == {lab.value: sum(p.label is lab for p in run.phases) for lab in REPORT_LABELS}
     assert doc["provenance"]["pcap"]["file"] == run.pcap.name and doc["provenance"]["plan"] is None
     assert doc["features"] == {"skipped": "no datasets folder (--datasets)"}
-    assert [m["name"] for m in doc["models"]] == [card.name for _, card in shipped_cards(MODELS_DIR)]
+    assert [m["name"] for m in doc["models"]] == list(TEST_MODELS)
     for m in doc["models"]:
         assert "error" not in m, m.get("error")
         for view in (m, m["same_label_windows"]):
@@ -149,6 +161,15 @@ def test_same_label_control_changes_only_the_key(live: tuple[LiveRun, Path, Path
     assert list(control.columns) == list(flows.columns)
     assert (control["Src IP"] == flows["Src IP"] + "#" + labels["label"]).all()
     assert control.drop(columns="Src IP").equals(flows.drop(columns="Src IP"))
+
+
+def test_shipped_cards_are_every_model_with_a_card(tmp_path: Path) -> None:
+    shipped = shipped_cards(MODELS_DIR)
+    assert [onnx.name for onnx, _ in shipped] == sorted(p.name for p in MODELS_DIR.glob("*.onnx"))
+    assert all(card.name == onnx.stem for onnx, card in shipped)
+    (tmp_path / "orphan.card.json").write_text("{}")  # a card without its model is not a shipped model
+    with pytest.raises(BadInputError, match="no shipped model"):
+        shipped_cards(tmp_path)
 
 
 def test_label_flows_counts_unmatched_and_ambiguous_apart() -> None:
