@@ -68,7 +68,8 @@ class LivePlan:
     flood_packets, flood_rate
         SYNs hping3 sends, and how many per second (bounded: the flood is a sample, not a load test).
     slowloris_sockets, slowloris_sleep_s, slowloris_s
-        Connections slowloris holds open, seconds between its header lines, seconds it runs.
+        Connections slowloris holds open, seconds between its header lines, seconds it runs (under the 60 s
+        busybox httpd allows for a request's headers, so that the attacker, not the server, ends them).
     benign_pause_s, min_benign_rounds
         Pause between benign rounds; rounds made even if the attacker is done sooner.
     snaplen
@@ -93,7 +94,8 @@ class LivePlan:
     snaplen: int = 96
 
     @property
-    def servers(self) -> TrafficPlan:
+    def server_plan(self) -> TrafficPlan:
+        """What :func:`tapwatch.capture.traffic.servers` serves for this plan."""
         return TrafficPlan(file_sizes=self.file_sizes, dns_names=self.dns_names)
 
 
@@ -148,7 +150,7 @@ def slowloris(pair: NsPair, port: int, plan: LivePlan) -> int:
 
 # -- the scenario ---------------------------------------------------------------------------------
 def _attacker(pair: NsPair, plan: LivePlan, on_phase: PhaseCallback | None, out: list[Phase]) -> None:
-    http = plan.servers.http_port
+    http = plan.server_plan.http_port
     with record_phase(pair, Label.NMAP_SYN_SCAN, on_phase, out):
         syn_scan(pair, plan.scan_ports)
     with record_phase(pair, Label.SYN_FLOOD, on_phase, out):
@@ -158,7 +160,7 @@ def _attacker(pair: NsPair, plan: LivePlan, on_phase: PhaseCallback | None, out:
 
 
 def _benign(pair: NsPair, plan: LivePlan, done: threading.Event, out: list[Phase], errors: list[Exception]) -> None:
-    srv = plan.servers
+    srv = plan.server_plan
     try:
         rounds = 0
         while rounds < plan.min_benign_rounds or not done.is_set():
@@ -178,7 +180,7 @@ def live_traffic(trio: NsTrio, plan: LivePlan, on_phase: PhaseCallback | None = 
     errors: list[Exception] = []
     done = threading.Event()
     attacker, client = trio.pair(trio.attacker), trio.pair(trio.client)
-    with tempfile.TemporaryDirectory(prefix="tapwatch-live-") as tmp, servers(client, plan.servers, Path(tmp)):
+    with tempfile.TemporaryDirectory(prefix="tapwatch-live-") as tmp, servers(client, plan.server_plan, Path(tmp)):
         benign = threading.Thread(target=_benign, args=(client, plan, done, phases, errors), name="benign")
         benign.start()
         try:

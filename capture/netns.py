@@ -15,6 +15,8 @@ Two choices make the wire look like a real link to a sensor:
   sockets, so a capture would see one 64 KiB "packet" where a NIC sends 45 frames; one segment per
   skb makes every captured frame at most MTU-sized, as on a wire.
 
+:mod:`tapwatch.capture.netns_trio` builds three namespaces on a bridge from the same helpers.
+
 Example
 -------
 >>> PairConfig().client_ip, PairConfig().server_ip
