@@ -239,6 +239,9 @@ NOTES = (
     "One run of generated traffic, not a model evaluation: no seeds, no spread beyond the intervals. Rates say "
     "what each shipped model does on this traffic, nothing more; the benign traffic is small and repetitive.",
     "Flows in no phase (unmatched) or in two (ambiguous) are counted above and left out of every rate.",
+    "The benign client alternates rounds of HTTP downloads and DNS queries, so in the main view its windows "
+    "mix both; the control shows what a host that only downloads (or only resolves) gets. Both are artificial; "
+    "a real host's mix decides which one it resembles.",
     "Attack score and threshold are the worker's: `1 - P(BENIGN)` against the card's `attack` (or "
     "`attack_score`) threshold. A model that flags under half of an attack's flows is said to miss it.",
     "The SYN flood has no counterpart in CIC-IDS2017 (its DoS and DDoS classes are HTTP floods); a model can "
