@@ -19,8 +19,10 @@ tiny test model of :mod:`tapwatch.inference.testing`, which says little about a 
      ``expired_at_ms`` as it sends it, one XADD per window; expiry → verdict is ``Verdict.decided_at_ms`` minus
      it, expiry → alert is the alert's entry id on ``tapwatch:alerts`` (Redis's clock, when the alerter's
      sinks took it) minus it.
-4. With ``--profile``, the worker loop also runs in this process under cProfile on the same Redis, and the
-   functions that take its time are listed (what the rest of a worker's time besides ONNX Runtime is).
+4. With ``--profile``, the worker loop and then the alerter loop (no explanations) also run in this process
+   under cProfile on the same Redis, and the functions that take their time are listed.
+   The table also counts the services' Redis commands per window (INFO commandstats), which do not depend
+   on the machine's load.
 5. The Markdown table is printed and written to ``bench/out/bench_service.md`` (gitignored).
 
 Overhead = 1 − (end-to-end windows/s with 1 worker ÷ ONNX Runtime alone). The issue's targets (2 cores):
@@ -233,6 +235,19 @@ def ort_alone(model: Model, windows: list[WindowEntry], batch: int, seconds: flo
     return statistics.median(rates)
 
 
+def redis_calls(client: redis.Redis) -> dict[str, int]:
+    """Calls per Redis command so far (INFO commandstats), to count the services' commands per window."""
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in client.info("commandstats").items()}
+
+
+def calls_per_window(run: dict[str, Any], n: int) -> str:
+    """The services' Redis commands per window, the busiest first (the bench's own polling excluded)."""
+    skip = {"xinfo", "xinfo|groups", "xinfo|stream", "info", "ping"}
+    calls = {k: v for k, v in run["redis_calls"].items() if k not in skip and v > 0}
+    top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+    return f"{sum(calls.values()) / n:.2f} (" + ", ".join(f"{k} {v / n:.2f}" for k, v in top) + ")"
+
+
 def group_done(client: redis.Redis, stream: str, group: str, total: int) -> bool:
     try:
         info = [g for g in client.xinfo_groups(stream) if g["name"].decode() == group]
@@ -311,6 +326,7 @@ def throughput(stack: Stack, feeder: Feeder, n: int) -> dict[str, Any]:
     def cpu() -> dict[str, float]:
         return {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
 
+    cmds0 = redis_calls(client)
     cpu0, busy0 = cpu(), machine_busy()
     t0 = time.time()
     for s in stack.all:
@@ -319,6 +335,7 @@ def throughput(stack: Stack, feeder: Feeder, n: int) -> dict[str, Any]:
     cpu_w = cpu()
     t_alerter = wait(lambda: group_done(client, "tapwatch:verdicts", "alerters", n), 900, "alerter")
     cpu_a, busy1 = cpu(), machine_busy()
+    cmds = {k: v - cmds0.get(k, 0) for k, v in redis_calls(client).items()}
     wall, wall_w = t_alerter - t0, t_workers - t0
     ort_s = sum(w.metric("tapwatch_inference_latency_seconds_sum") for w in stack.workers)
     k = len(stack.workers)
@@ -331,6 +348,7 @@ def throughput(stack: Stack, feeder: Feeder, n: int) -> dict[str, Any]:
         "explain_s": stack.alerter.metric("tapwatch_alerting_explanation_latency_seconds_sum"),
         "explained": stack.alerter.metric("tapwatch_alerting_explanation_latency_seconds_count"), "wall": wall,
         "machine_busy": (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]),
+        "redis_calls": cmds,
         "others_cores": (busy1[0] - busy0[0]) / CLK_TCK / wall - sum(cpu_a[p] - cpu0[p] for p in pids) / wall,
     }  # fmt: skip
 
@@ -366,16 +384,17 @@ def latency(stack: Stack, feeder: Feeder, rate: float, seconds: float) -> dict[s
     for _, f in client.xrange("tapwatch:verdicts", min=first):
         if f[b"window_id"].decode() in sent:
             to_verdict.append(int(f[b"at"]) - json.loads(f[b"flow"])["expired_at_ms"])
-    to_alert, plain = [], []
+    to_alert, plain, explained = [], [], []
     for eid, f in client.xrange("tapwatch:alerts", min=first):
         wid = f[b"window_id"].decode()
         if wid in sent:
             ms = int(eid.decode().split("-")[0]) - sent[wid]
             to_alert.append(ms)
-            if json.loads(f[b"eve"])["ml"]["explanation_status"] != "ok":
-                plain.append(ms)
+            ok = json.loads(f[b"eve"])["ml"]["explanation_status"] == "ok"
+            (explained if ok else plain).append(ms)
     return {"offered": offered, "verdict": pct(to_verdict), "alert": pct(to_alert), "alert_plain": pct(plain),
-            "n_alerts": len(to_alert), "n_explained": len(to_alert) - len(plain)}  # fmt: skip
+            "alert_explained": pct(explained), "n_alerts": len(to_alert), "n_explained": len(explained),
+            "load": load_average()}  # fmt: skip
 
 
 def pct(values: list[int]) -> tuple[float, float, float]:
@@ -400,10 +419,11 @@ def limits(run: dict[str, Any], setup: Setup) -> str:
         f"redis {cpu['redis']:.0%}",
         f"the machine {run['machine_busy']:.0%} busy, other processes taking {run['others_cores']:.1f} cores",
     ]
-    if alerter_bound and run["explained"]:
-        verdict = "the alerter, held up by LIME explanations (each alert waits for its explanation, up to the deadline)"
+    if alerter_bound and cpu["alerter"] > 0.85:
+        verdict = "the alerter's CPU (per-verdict decoding, per-alert EVE JSON and file write, one Redis round trip "
+        "per alert" + (", LIME explanations within their CPU share)" if run["explained"] else ")")
     elif alerter_bound:
-        verdict = "the alerter (per-alert Python work and two Redis round trips: the dedup key and the alert stream)"
+        verdict = "the alerter, waiting on Redis round trips (one per alert) while the machine is busy"
     elif run["machine_busy"] > 0.9:
         verdict = "CPU: both cores busy (workers, alerter, Redis, and other processes)"
     else:
@@ -445,6 +465,37 @@ def profile_worker(r: RedisServer, model: Model, feeder: Feeder, n: int, top: in
             "", "```", *body, "```"]  # fmt: skip
 
 
+def profile_alerter(r: RedisServer, args: argparse.Namespace, tmp: Path, top: int = 12) -> list[str]:
+    """cProfile of the alerter loop (no explanations, ``-o`` file and the Redis sink) in this process, on the
+    verdicts :func:`profile_worker` left on the stream."""
+    import cProfile
+    import io
+    import pstats
+
+    from tapwatch.alerting.metrics import AlerterMetrics
+    from tapwatch.alerting.service import build_alerter
+    from tapwatch.alerting.settings import AlerterSettings
+    from tapwatch.features.bus import RedisBus
+
+    settings = AlerterSettings(redis_url=r.url, card=str(args.card), explain=False, block_ms=1,
+                               alert_file=str(tmp / "profile-alerts.jsonl"), alerter_consumer="profile")  # fmt: skip
+    alerter = build_alerter(settings, RedisBus(r.url), AlerterMetrics(CollectorRegistry()))
+    prof = cProfile.Profile()
+    started, done = time.perf_counter(), 0
+    prof.enable()
+    while (k := alerter.run_once()) > 0:
+        done += k
+    prof.disable()
+    wall = time.perf_counter() - started
+    alerter.close()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    body = [ln for ln in out.getvalue().splitlines() if ln.strip()][-top - 1 :]
+    head = (f"Alerter loop in-process, profiled (no explanations): {done / wall:.0f} verdicts/s under cProfile, "
+            f"{r.client.xlen('tapwatch:alerts')} alerts; top functions by own time:")  # fmt: skip
+    return [head, "", "```", *body, "```"]
+
+
 def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str, ort: float,
            runs: dict[Setup, dict[str, Any]], lat: dict[Setup, dict[str, Any]]) -> str:  # fmt: skip
     ks = list(runs)
@@ -462,8 +513,8 @@ def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str,
         "# tapwatch service benchmark", "",
         f"Model: {which}. Batch {args.batch}, {args.threads} ONNX Runtime thread(s) per worker; {args.windows} "
         f"windows per throughput run ({mix}). Redis: private redis-server, AOF on (appendfsync everysec). "
-        "Workers and the alerter are separate processes (`tapwatch worker`, `tapwatch alerter -o FILE`, "
-        "default settings otherwise).", "",
+        "Workers and the alerter are separate processes (`tapwatch worker`, `tapwatch alerter -o FILE` with the "
+        "Redis sink, default settings otherwise: explanations at most 10/s, 0.25 CPU-s/s, 200 ms deadline).", "",
         f"Machine: {info['cpu']}; {info['system']}. Before: {info['load']}; after: {info['load_after']}.", "",
         "| | " + " | ".join(k.label for k in ks) + " |",
         "|---|" + "---|" * len(ks),
@@ -479,9 +530,13 @@ def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str,
         row("expiry → verdict, ms p50 / p99", lambda k: ms(lat[k]["verdict"])),
         row("expiry → alert, ms p50 / p99", lambda k: ms(lat[k]["alert"])),
         row("expiry → alert, alerts without explanation, ms p50 / p99", lambda k: ms(lat[k]["alert_plain"])),
+        row("expiry → alert, alerts with an explanation, ms p50 / p99", lambda k: ms(lat[k]["alert_explained"])),
         row("alerts (explained) in the latency run", lambda k: f"{lat[k]['n_alerts']} ({lat[k]['n_explained']})"),
         row("CPU, % of one core: each worker / alerter / redis",
             lambda k: " / ".join(f"{runs[k]['cpu'][p]:.0%}" for p in ("worker", "alerter", "redis"))),
+        row("Redis commands per window in the throughput run (top 5)",
+            lambda k: calls_per_window(runs[k], args.windows)),
+        row("load average after the latency run", lambda k: lat[k]["load"].removeprefix("load average ")),
         "", "What limits the rate:", "",
         *[f"- {k.label}: {limits(runs[k], k)}." for k in ks],
     ]  # fmt: skip
@@ -546,7 +601,10 @@ def main() -> None:
                 print(f"{setup.label}: latency {lat[setup]}", file=sys.stderr)
             finally:
                 stack.stop()
-        prof = profile_worker(r, model, Feeder(windows), args.windows) if args.profile else []
+        prof = []
+        if args.profile:
+            prof = profile_worker(r, model, Feeder(windows), args.windows)
+            prof += ["", *profile_alerter(r, args, tmp)]
     finally:
         r.stop()
     info["load_after"] = load_average()

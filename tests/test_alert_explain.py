@@ -164,3 +164,41 @@ def test_an_explainer_error_is_reported_not_raised() -> None:
     q = ExplainQueue(Broken(), BudgetConfig(per_second=10, queue=2, deadline_ms=1000))
     assert q.result(q.submit(np.zeros((T, 2)))) == (None, ExplanationStatus.ERROR)
     q.close()
+
+
+class Burn:
+    """An explainer that takes ``cpu_s`` of CPU on its thread per explanation, and counts the calls."""
+
+    def __init__(self, cpu_s: float) -> None:
+        self.cpu_s = cpu_s
+        self.calls = 0
+
+    def explain(self, window: Any) -> tuple[Contribution, ...]:
+        self.calls += 1
+        start = time.thread_time()
+        while time.thread_time() - start < self.cpu_s:
+            pass
+        return (Contribution("Flow Duration", 1.0, 0.5),)
+
+
+def test_the_cpu_share_caps_explanations_the_count_budget_allows() -> None:
+    clock = [0.0]
+    burn = Burn(0.02)
+    q = ExplainQueue(burn, BudgetConfig(per_second=100, queue=8, deadline_ms=60_000, cpu_share=0.01),
+                     clock=lambda: clock[0])  # fmt: skip
+    assert q.result(q.submit(np.zeros((T, 2))))[1] is ExplanationStatus.OK  # 0.01 s of share, 0.02 s used
+    assert q.submit(np.zeros((T, 2))).status is ExplanationStatus.BUDGET  # the overrun is paid back first
+    clock[0] = 3.0  # the share refills at 0.01 CPU-s per second, capped at one second's worth
+    assert q.result(q.submit(np.zeros((T, 2))))[1] is ExplanationStatus.OK
+    assert burn.calls == 2 and q.cpu.expected_s >= 0.02
+    q.close()
+
+
+def test_an_explanation_that_cannot_end_by_its_deadline_is_not_started() -> None:
+    burn = Burn(0.03)
+    q = ExplainQueue(burn, BudgetConfig(per_second=100, queue=8, deadline_ms=10, cpu_share=1.0))
+    q.result(q.submit(np.zeros((T, 2))))  # learns that one takes about 30 ms (it may miss this deadline)
+    calls = burn.calls
+    assert [q.result(q.submit(np.zeros((T, 2))))[1] for _ in range(3)] == [ExplanationStatus.DEADLINE] * 3
+    assert burn.calls == calls  # skipped before running: no CPU spent on an explanation no alert would carry
+    q.close()

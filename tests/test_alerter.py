@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,8 +19,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tapwatch.alerting.alert import Alert
+from tapwatch.alerting.alert import Alert, Contribution
 from tapwatch.alerting.alerter import Alerter, AlertPolicy
+from tapwatch.alerting.budget import BudgetConfig, ExplainQueue
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.netsinks import WebhookSink
 from tapwatch.alerting.service import build_alerter
@@ -344,3 +346,84 @@ def test_tapwatch_alerter_bad_threshold_file_exits_2(redis_server: Any, tmp_path
     proc = tapwatch("alerter", "--redis", redis_server.url, "--syslog-udp", "nohostport")
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "syslog_udp" in err
+
+
+class Gate:
+    """An explainer that holds each explanation until ``release`` is set, and counts the calls."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def explain(self, window: Any) -> tuple[Contribution, ...]:
+        self.calls += 1
+        self.release.wait(30)
+        return (Contribution("Flow Duration", 1.0, 0.5),)
+
+
+def unacked(bus: MemoryBus) -> int:
+    return len(bus.claim_stale(VERDICTS_STREAM, "alerters", "checker", 0, 1000))
+
+
+def test_an_explanation_in_progress_never_holds_up_the_other_alerts(tmp_path: Path) -> None:
+    bus, out, gate = MemoryBus(), tmp_path / "alerts.jsonl", Gate()
+    queue = ExplainQueue(gate, BudgetConfig(per_second=1, queue=4, deadline_ms=60_000, cpu_share=1.0))
+    alerter, m = make(bus, out, AlertPolicy(explainer=queue), claim_idle_ms=3_600_000)
+    try:
+        put(bus, *[verdict(i, 0.9) for i in range(1, 6)])
+        assert alerter.run_once() == 5
+        # The first alert waits for its (held) explanation; the four over the budget are written and acked at once.
+        assert [a["flow_id"] for a in read_jsonl(out)] == [1002, 1003, 1004, 1005]
+        assert alerter.waiting == 1 and unacked(bus) == 1
+        put(bus, verdict(6, 0.9))  # later verdicts are not held up either
+        alerter.run_once()
+        assert [a["flow_id"] for a in read_jsonl(out)][-1] == 1006 and alerter.waiting == 1
+        gate.release.set()
+        for _ in range(1000):  # each step blocks at most EXPLAIN_POLL_MS while the alert is set aside
+            alerter.run_once()
+            if not alerter.waiting:
+                break
+        alerts = {a["flow_id"]: a["ml"]["explanation_status"] for a in read_jsonl(out)}
+        assert alerts == {1001: "ok", 1002: "skipped_budget", 1003: "skipped_budget", 1004: "skipped_budget",
+                          1005: "skipped_budget", 1006: "skipped_budget"}  # fmt: skip
+        assert unacked(bus) == 0 and gate.calls == 1
+        assert sample(m, "tapwatch_alerting_alerts_total", **{"class": "PortScan", "severity": "3"}) == 6
+    finally:
+        gate.release.set()
+        alerter.close()
+
+
+def test_an_alert_set_aside_goes_out_at_its_deadline_without_the_explanation(tmp_path: Path) -> None:
+    bus, out, gate = MemoryBus(), tmp_path / "alerts.jsonl", Gate()
+    queue = ExplainQueue(gate, BudgetConfig(per_second=10, queue=4, deadline_ms=50, cpu_share=1.0))
+    alerter, m = make(bus, out, AlertPolicy(explainer=queue), claim_idle_ms=3_600_000)
+    try:
+        put(bus, verdict(1, 0.9))
+        alerter.run_once()
+        assert alerter.waiting == 1 and list(read_jsonl(out)) == []
+        for _ in range(1000):
+            alerter.run_once()
+            if not alerter.waiting:
+                break
+        [alert] = read_jsonl(out)
+        assert alert["ml"]["explanation_status"] == "skipped_deadline" and "explanation" not in alert["ml"]
+        assert unacked(bus) == 0
+        assert sample(m, "tapwatch_alerting_explanations_skipped_total", reason="skipped_deadline") == 1
+    finally:
+        gate.release.set()
+        alerter.close()
+
+
+def test_stopping_writes_the_alerts_set_aside(tmp_path: Path) -> None:
+    bus, out, gate = MemoryBus(), tmp_path / "alerts.jsonl", Gate()
+    queue = ExplainQueue(gate, BudgetConfig(per_second=10, queue=4, deadline_ms=100, cpu_share=1.0))
+    alerter, _ = make(bus, out, AlertPolicy(explainer=queue), claim_idle_ms=3_600_000)
+    put(bus, verdict(1, 0.9), verdict(2, 0.9))
+    alerter.run_once()
+    assert alerter.waiting == 2
+    stop = threading.Event()
+    stop.set()
+    alerter.run(stop)  # returns only once the set-aside alerts are written (by their deadline)
+    gate.release.set()
+    alerter.close()
+    assert sorted(a["flow_id"] for a in read_jsonl(out)) == [1001, 1002] and unacked(bus) == 0

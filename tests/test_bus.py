@@ -136,3 +136,37 @@ def test_verdict_round_trip() -> None:
     fields["v"] = "2"
     with pytest.raises(SchemaError, match="version"):
         Verdict.decode(fields)
+
+
+def test_set_once_and_add_writes_the_entry_only_with_the_key(bus: Bus) -> None:
+    fields = {"eve": "{}", "window_id": "1-0"}
+    assert bus.set_once_and_add("tapwatch:test:alerted:9-0", 60, "tapwatch:test:alerts", fields, 1000) is True
+    assert bus.set_once_and_add("tapwatch:test:alerted:9-0", 60, "tapwatch:test:alerts", fields, 1000) is False
+    assert bus.length("tapwatch:test:alerts") == 1
+    assert bus.set_once("tapwatch:test:alerted:9-0", 60) is False  # the same guard as set_once
+    for i in range(300):  # the stream stays near maxlen
+        bus.set_once_and_add(f"tapwatch:test:alerted:t{i}", 60, "tapwatch:test:trimmed", fields, 100)
+    assert 100 <= bus.length("tapwatch:test:trimmed") < 300
+
+
+def test_write_and_ack_writes_then_acks(bus: Bus) -> None:
+    bus.ensure_group("in", "g")
+    ids = bus.add_many("in", [{"n": str(i)} for i in range(3)])
+    assert len(bus.read_group("in", "g", "c", count=10, block_ms=10)) == 3
+    bus.write_and_ack([("out", [{"n": "a"}, {"n": "b"}]), ("dead", [])], "in", "g", ids)
+    assert bus.length("out") == 2 and bus.length("dead") == 0
+    assert bus.claim_stale("in", "g", "other", 0, 10) == []  # nothing pending: all acked
+
+
+def test_a_decoded_flow_keeps_its_json_text() -> None:
+    text = meta(5).to_json()
+    back = FlowMeta.from_json(text.encode())
+    assert back == meta(5) and back.to_json() == text
+    w = window()
+    v = Verdict(
+        window_id="5-0", sensor="s1", key=w.key, flow=WindowEntry.decode(w.encode()).flow, model="m",
+        model_version="1", class_names=("BENIGN", "X"), probabilities=(0.5, 0.5), predicted="X", score=0.5,
+        threshold=0.5, feature_set_id=w.feature_set_id, decided_at_ms=7,
+    )  # fmt: skip
+    assert v.encode()["flow"] == w.encode()["flow"]
+    assert Verdict.decode(v.encode()).class_names == ("BENIGN", "X")

@@ -236,3 +236,40 @@ def test_the_batch_in_hand_is_written_once_after_the_bus_returns(model_files: tu
     assert worker.drain(0.3) is False
     assert time.monotonic() - started < 1.0
     assert sorted(i for i, _ in bus.claim_stale(WINDOWS_STREAM, GROUP, "other", 0, 100)) == sorted(more)
+
+
+class CallCountingRedisBus(RedisBus):
+    """A real RedisBus that counts the bus calls of the worker's write path."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def write_and_ack(self, *args: Any, **kw: Any) -> None:
+        self._count("write_and_ack")
+        super().write_and_ack(*args, **kw)
+
+    def ack(self, *args: Any, **kw: Any) -> int:
+        self._count("ack")
+        return super().ack(*args, **kw)
+
+    def add_many(self, stream: str, entries: Any) -> list[str]:
+        self._count("add_many")
+        return super().add_many(stream, entries)
+
+
+def test_a_batch_is_written_and_acked_in_one_bus_call(redis_server: Any, model_files: tuple[Path, Path]) -> None:
+    bus = CallCountingRedisBus(redis_server.url)
+    windows = mixed_windows(10) + list(poison_entries().values())
+    ids = RedisBus(redis_server.url).add_many(WINDOWS_STREAM, windows)
+    worker = make_worker(bus, model_files, WorkerConfig(**{**FAST.__dict__, "batch_size": len(ids)}))
+    assert worker.run_once() == len(ids)
+    # Verdicts, dead letters and the ack: one pipelined call for the batch, no separate XADD or XACK.
+    assert bus.calls == {"write_and_ack": 1}
+    assert len(verdicts_of(bus)) == 10 and bus.length(DEAD_STREAM) == len(poison_entries())
+    assert pending(bus) == 0
+    stats = bus.client.info("commandstats")
+    assert stats["cmdstat_xack"]["calls"] == 1
