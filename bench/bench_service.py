@@ -220,19 +220,21 @@ class Feeder:
 # -- measurements ----------------------------------------------------------------------------------------------
 
 
-def ort_alone(model: Model, windows: list[WindowEntry], batch: int, seconds: float = 3.0) -> float:
-    """Windows/s of ``model.predict`` on full batches (median of 3 runs of ``seconds``)."""
+def ort_alone(model: Model, windows: list[WindowEntry], batch: int, seconds: float = 3.0) -> tuple[float, float]:
+    """Windows/s of ``model.predict`` on full batches (median of 3 runs of ``seconds``), and its CPU ms per window
+    (this process's CPU time, which other jobs on the machine disturb much less than wall time)."""
     x = np.stack([w.tensor for w in windows])
     batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]
     model.predict(batches[0])
-    rates = []
+    rates, cpu_ms = [], []
     for _ in range(3):
-        n, start, k = 0, time.perf_counter(), 0
+        n, start, cpu0, k = 0, time.perf_counter(), time.process_time(), 0
         while time.perf_counter() - start < seconds:
             n += len(model.predict(batches[k % len(batches)]))
             k += 1
         rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
+        cpu_ms.append((time.process_time() - cpu0) * 1000 / n)
+    return statistics.median(rates), statistics.median(cpu_ms)
 
 
 def redis_calls(client: redis.Redis) -> dict[str, int]:
@@ -341,6 +343,7 @@ def throughput(stack: Stack, feeder: Feeder, n: int) -> dict[str, Any]:
     k = len(stack.workers)
     return {
         "e2e": n / wall, "workers_rate": n / wall_w, "alerts": client.xlen("tapwatch:alerts"),
+        "cpu_ms": {p: (cpu_a[p] - cpu0[p]) * 1000 / n for p in pids},
         "cpu": {"worker": (cpu_w["worker"] - cpu0["worker"]) / wall_w / k,
                 "alerter": (cpu_a["alerter"] - cpu0["alerter"]) / wall,
                 "redis": (cpu_a["redis"] - cpu0["redis"]) / wall},
@@ -496,7 +499,15 @@ def profile_alerter(r: RedisServer, args: argparse.Namespace, tmp: Path, top: in
     return [head, "", "```", *body, "```"]
 
 
-def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str, ort: float,
+def ceiling(run: dict[str, Any], setup: Setup, cores: int = 2) -> float:
+    """Windows/s the measured CPU per window allows on ``cores`` idle cores: the least of all cores over all the
+    CPU, one core over the (single-threaded) alerter's, and one core per worker over the workers'."""
+    ms = run["cpu_ms"]
+    total = ms["worker"] + ms["alerter"] + ms["redis"]
+    return float(min(cores * 1000 / total, 1000 / ms["alerter"], setup.workers * 1000 / ms["worker"]))
+
+
+def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str, ort: float, ort_ms: float,
            runs: dict[Setup, dict[str, Any]], lat: dict[Setup, dict[str, Any]]) -> str:  # fmt: skip
     ks = list(runs)
 
@@ -524,6 +535,13 @@ def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str,
         row("overhead = 1 − end to end ÷ ORT alone", lambda k: one(k, f"{1 - runs[k]['e2e'] / ort:.0%}")),
         row("same, workers only (1 − verdicts/s ÷ ORT alone)",
             lambda k: one(k, f"{1 - runs[k]['workers_rate'] / ort:.0%}")),
+        row("CPU ms per window: ONNX Runtime alone / all workers / alerter / redis",
+            lambda k: f"{ort_ms:.3f} / " + " / ".join(f"{runs[k]['cpu_ms'][p]:.3f}"
+                                                      for p in ("worker", "alerter", "redis"))),
+        row("CPU overhead of the workers = 1 − ORT alone ÷ workers, per window (load-independent)",
+            lambda k: f"{1 - ort_ms / runs[k]['cpu_ms']['worker']:.0%}"),
+        row("CPU-bound ceiling on 2 idle cores from those CPU costs, windows/s (see ceiling())",
+            lambda k: f"{ceiling(runs[k], k):.0f}"),
         row("alerts in the throughput run", lambda k: str(runs[k]["alerts"])),
         row(f"latency run: offered windows/s ({'fixed' if args.rate else '½ of end to end'})",
             lambda k: f"{lat[k]['offered']:.0f}"),
@@ -534,7 +552,7 @@ def report(args: argparse.Namespace, info: dict[str, str], which: str, mix: str,
         row("alerts (explained) in the latency run", lambda k: f"{lat[k]['n_alerts']} ({lat[k]['n_explained']})"),
         row("CPU, % of one core: each worker / alerter / redis",
             lambda k: " / ".join(f"{runs[k]['cpu'][p]:.0%}" for p in ("worker", "alerter", "redis"))),
-        row("Redis commands per window in the throughput run (top 5)",
+        row("Redis commands per window in the throughput run, scripts' inner commands included (top 5)",
             lambda k: calls_per_window(runs[k], args.windows)),
         row("load average after the latency run", lambda k: lat[k]["load"].removeprefix("load average ")),
         "", "What limits the rate:", "",
@@ -584,8 +602,8 @@ def main() -> None:
                          >= model.threshold))  # fmt: skip
     mix = f"{len(windows)} distinct windows from real pcaps, {over:.0%} over the threshold, cycled"
     print(f"windows: {mix}", file=sys.stderr)
-    ort = ort_alone(model, windows, args.batch)
-    print(f"ONNX Runtime alone: {ort:.0f} windows/s", file=sys.stderr)
+    ort, ort_ms = ort_alone(model, windows, args.batch)
+    print(f"ONNX Runtime alone: {ort:.0f} windows/s, {ort_ms:.3f} CPU ms per window", file=sys.stderr)
     r = RedisServer(tmp)
     runs: dict[Setup, dict[str, Any]] = {}
     lat: dict[Setup, dict[str, Any]] = {}
@@ -608,7 +626,7 @@ def main() -> None:
     finally:
         r.stop()
     info["load_after"] = load_average()
-    text = report(args, info, which, mix, ort, runs, lat)
+    text = report(args, info, which, mix, ort, ort_ms, runs, lat)
     if prof:
         text += "\n" + "\n".join(prof) + "\n"
     print(text)
