@@ -46,6 +46,9 @@ class WorkerConfig:
     drain_timeout_s
         After a stop request, how long to keep retrying to write and ack the batch in hand while the bus
         is unreachable; after that its entries stay pending and another worker claims them.
+    ready_max_lag
+        ``/readyz`` reports not ready while the group's lag (entries not yet delivered to any worker, as
+        of the last stats refresh) exceeds this; 0 never does. Unknown lag (Redis 6.2) counts as ready.
     """
 
     stream: str = WINDOWS_STREAM
@@ -63,12 +66,15 @@ class WorkerConfig:
     backoff_max_s: float = 5.0
     stats_interval_s: float = 5.0
     drain_timeout_s: float = 10.0
+    ready_max_lag: int = 0
 
     def __post_init__(self) -> None:
         if self.block_ms < 1:
             raise ConfigError("block_ms", f"must be >= 1 (Redis reads BLOCK 0 as forever), not {self.block_ms}")
         if self.batch_size < 1:
             raise ConfigError("batch_size", f"must be >= 1, not {self.batch_size}")
+        if self.ready_max_lag < 0:
+            raise ConfigError("ready_max_lag", f"must be >= 0 (0: no limit), not {self.ready_max_lag}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError("backoff_initial_s", "must be > 0 and <= backoff_max_s")
 

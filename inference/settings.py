@@ -45,6 +45,7 @@ class WorkerSettings(BaseSettings):
     backoff_max_s: float = Field(_D.backoff_max_s, gt=0, le=300, description="Cap of the doubling backoff.")
     stats_interval_s: float = Field(_D.stats_interval_s, gt=0, le=3600, description="Pending/lag gauge refresh.")
     drain_timeout_s: float = Field(_D.drain_timeout_s, ge=0, le=600, description="Retry time for the last batch.")
+    ready_max_lag: int = Field(_D.ready_max_lag, ge=0, description="/readyz fails above this group lag; 0: never.")
     metrics_host: str = Field("127.0.0.1", description="Address of /metrics, /livez, /readyz.")
     metrics_port: int = Field(9641, ge=0, le=65535, description="Port of /metrics, /livez, /readyz; 0 picks one.")
 

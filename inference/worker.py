@@ -15,6 +15,7 @@ non-zero and its supervisor restarts it (its pending entries are claimed by anot
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -105,6 +106,7 @@ class Worker:
         self._delay = 0.0
         self._reload_requested = False
         self._next_claim = self._next_stats = self._next_trim = 0.0
+        self._lag = math.nan
         metrics.model_loaded(model.card.name, model.card.version, model.card.class_names)
 
     @property
@@ -122,8 +124,12 @@ class Worker:
         return self._delay
 
     def ready(self) -> dict[str, bool]:
-        """Readiness checks for ``/readyz``."""
-        return {"model_loaded": True, "bus_reachable": self._connected}
+        """Readiness checks for ``/readyz`` (with ``ready_max_lag`` set, also the group's lag)."""
+        checks = {"model_loaded": True, "bus_reachable": self._connected}
+        if self.config.ready_max_lag:
+            # NaN (lag unknown) compares false: not held against the worker.
+            checks["lag_within_limit"] = not self._lag > self.config.ready_max_lag
+        return checks
 
     def request_reload(self) -> None:
         """Reload the model before the next batch (safe to call from a signal handler: it sets a flag)."""
@@ -281,6 +287,7 @@ class Worker:
         if found is not None:
             self.metrics.pending.set(found.pending)
             self.metrics.lag.set(found.lag)
+            self._lag = found.lag
 
     def _maybe_reload(self) -> None:
         forced, self._reload_requested = self._reload_requested, False

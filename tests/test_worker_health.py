@@ -4,6 +4,7 @@ returns, and a /metrics scrape that equals the counted events."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tapwatch.capture.health import HealthServer
 from tapwatch.features.bus import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM, Bus, RedisBus
 from tapwatch.inference.config import WorkerConfig
-from tapwatch.inference.stats import RedisGroupStats
+from tapwatch.inference.stats import GroupStats, RedisGroupStats
 from tapwatch.inference.testing import write_tiny_model
 from tests.test_worker import (
     FAST,
@@ -134,3 +135,37 @@ def test_scraped_metrics_equal_the_counted_events(redis_server: Any, model_files
     assert got[("tapwatch_inference_lag_windows", ())] == 0
     assert got[("tapwatch_model_info", (("name", "tiny"), ("version", "1")))] == 1
     assert got[("tapwatch_inference_bus_connected", ())] == 1
+
+
+def test_readyz_fails_while_the_group_lag_exceeds_the_limit(redis_server: Any, model_files: tuple[Path, Path]) -> None:
+    bus = RedisBus(redis_server.url)
+    stats = RedisGroupStats(bus)
+
+    def probe(stream: str, group: str) -> GroupStats | None:
+        """Redis 7's lag; on 6.2, which does not report it, the entries after the group's last delivered id."""
+        found = stats(stream, group)
+        if found is None or not math.isnan(found.lag):
+            return found
+        [info] = [g for g in bus.client.xinfo_groups(stream) if g["name"] == group.encode()]
+        return GroupStats(found.pending, float(len(bus.client.xrange(stream, min=b"(" + info["last-delivered-id"]))))
+
+    config = WorkerConfig(**{**FAST.__dict__, "batch_size": 4, "stats_interval_s": 0.001, "ready_max_lag": 5})
+    worker = make_worker(bus, model_files, config, stats=probe)
+    http = HealthServer(worker.metrics.registry, worker.ready, port=0).start()
+    try:
+        base = f"http://127.0.0.1:{http.port}/readyz"
+        bus.ensure_group(WINDOWS_STREAM, GROUP)
+        bus.add_many(WINDOWS_STREAM, mixed_windows(20))
+        worker.run_once()  # the stats see 20 undelivered entries, then it takes 4
+        status, body = http_get(base)
+        assert status == 503 and json.loads(body)["lag_within_limit"] is False
+        run_until_idle(worker)
+        time.sleep(0.01)
+        worker.run_once()  # refresh the stats after the last batch
+        status, body = http_get(base)
+        assert status == 200 and json.loads(body) == {"model_loaded": True, "bus_reachable": True,
+                                                      "lag_within_limit": True}  # fmt: skip
+    finally:
+        http.stop()
+    # Without a limit the check is not there at all.
+    assert "lag_within_limit" not in make_worker(bus, model_files).ready()
