@@ -213,15 +213,22 @@ ORIGINAL_FEATURE_NAMES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n no
 """The 77 features both releases and the sensor define, in the contract's order (the original release's
 TrafficLabelling CSVs have them all; its MachineLearningCVE CSVs also lack ``Protocol``)."""
 
-FEATURE_SUBSETS: dict[str, tuple[str, ...]] = {"all": FEATURE_NAMES, "original": ORIGINAL_FEATURE_NAMES}
+MLCVE_FEATURE_NAMES: tuple[str, ...] = tuple(n for n in ORIGINAL_FEATURE_NAMES if n != "Protocol")
+"""The 76 features of the original release's MachineLearningCVE CSVs (no identifiers, so no ``Protocol``)."""
+
+FEATURE_SUBSETS: dict[str, tuple[str, ...]] = {
+    "all": FEATURE_NAMES,
+    "original": ORIGINAL_FEATURE_NAMES,
+    "original-mlcve": MLCVE_FEATURE_NAMES,
+}
 """Named feature subsets a model can be trained on (``tapwatch train --features``)."""
 
 
 def feature_subset(name: str) -> tuple[str, ...]:
     """The features of a named subset of :data:`FEATURE_SUBSETS`, in the contract's order.
 
-    >>> len(feature_subset("all")), len(feature_subset("original"))
-    (82, 77)
+    >>> len(feature_subset("all")), len(feature_subset("original")), len(feature_subset("original-mlcve"))
+    (82, 77, 76)
     """
     try:
         return FEATURE_SUBSETS[name]

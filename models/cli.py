@@ -46,7 +46,8 @@ def _fail(err: Exception) -> None:
     type=click.Choice(list(FEATURE_SUBSETS)),
     default="all",
     show_default=True,
-    help="CIC features: all 82, or the 77 the original CIC-IDS2017 release also has.",
+    help="CIC features: all 82; the 77 the original CIC-IDS2017 release also has; the 76 of its MachineLearningCVE "
+    "CSVs (no Protocol).",
 )
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 def train_command(

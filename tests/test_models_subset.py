@@ -45,7 +45,8 @@ def test_original_subset_is_the_contract_without_the_five_features_the_original_
     mapping = map_cic_columns(header)
     assert mapping.missing_features == ORIGINAL_RELEASE_LACKS and mapping.duplicates == (" Fwd Header Length.1",)
     assert feature_set_id(10, ORIGINAL_FEATURE_NAMES) != feature_set_id(10)
-    with pytest.raises(ConfigError, match="unknown feature subset 'nope'; known: all, original"):
+    assert feature_subset("original-mlcve") == tuple(f for f in ORIGINAL_FEATURE_NAMES if f != "Protocol")
+    with pytest.raises(ConfigError, match="unknown feature subset 'nope'; known: all, original, original-mlcve"):
         feature_subset("nope")
 
 
@@ -108,14 +109,15 @@ def test_subset_windows_train_and_export_with_parity(cic_small: Any, tmp_path: P
     assert load_session(out).predict(prep.val.X[:5]).shape == (5, len(card.class_names))
 
 
-def test_subset_report_is_the_shipped_protocol_with_only_the_features_changed() -> None:
+@pytest.mark.parametrize("subset", ["original", "original-mlcve"])
+def test_subset_report_is_the_shipped_protocol_with_only_the_features_changed(subset: str) -> None:
     from tapwatch.models.evaluate import make_plan
     from tapwatch.models.subset_report import subset_plan
 
     shipped = next(p for p in make_plan("cic-ids2017").protocols if p.name == "shipped")
-    (cfg,) = subset_plan("original").protocols[0].runs
-    assert cfg.features == "original" and replace(cfg, features="all") in shipped.runs
-    report = REPO / "models" / "reports" / "cic-ids2017-original.json"
+    (cfg,) = subset_plan(subset).protocols[0].runs
+    assert cfg.features == subset and replace(cfg, features="all") in shipped.runs
+    report = REPO / "models" / "reports" / f"cic-ids2017-{subset}.json"
     need(report.exists(), f"{report} is not generated yet")
     doc = json.loads(report.read_text())
-    assert doc["protocols"][0]["runs"][0]["config"] == cfg.key() and doc["features"] == list(ORIGINAL_FEATURE_NAMES)
+    assert doc["protocols"][0]["runs"][0]["config"] == cfg.key() and doc["features"] == list(feature_subset(subset))

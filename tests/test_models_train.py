@@ -25,7 +25,7 @@ from tests.conftest import SHARED, need
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 SHIPPED = ("hybrid-cic", "seq2seq-cic", "lunet-cic")
-SUBSET_MODELS = {"hybrid-cic-original": "original"}
+SUBSET_MODELS = {"hybrid-cic-original": "original", "hybrid-cic-original-mlcve": "original-mlcve"}
 """Shipped models trained on a feature subset, and the subset."""
 CIC = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
 HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras", "tf2onnx", "lightgbm"))

@@ -393,7 +393,7 @@ def test_size_limit(rows: pd.DataFrame, models: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the shipped models, each header variant
 
 SHIPPED_DIR = REPO / "models"
-DEPLOYMENT, ORIGINAL_MODEL = "hybrid-cic", "hybrid-cic-original"
+DEPLOYMENT, ORIGINAL_MODEL, MLCVE_MODEL = "hybrid-cic", "hybrid-cic-original", "hybrid-cic-original-mlcve"
 
 
 def shipped_session(name: str) -> LoadedModel:
@@ -409,6 +409,9 @@ def variant_csv(kind: str, rows: pd.DataFrame, tmp_path: Path) -> tuple[Path, pd
     if kind == "corrected, no identifiers":
         bare = rows.drop(columns=list(IDENTIFIER_COLUMNS))
         return write_frame(tmp_path / "bare.csv", bare), bare
+    if kind == "original MachineLearningCVE":
+        frame, header = original_release(rows, identifiers=False)
+        return write_frame(tmp_path / "ml.csv", frame, header), frame
     frame, header = original_release(rows)
     if kind == "original, no Src IP or Timestamp":
         cut = [i for i, h in enumerate(header) if h.strip() not in ("Source IP", "Timestamp")]
@@ -421,6 +424,7 @@ SHIPPED_CASES = {  # fixture -> (model score picks, window mode)
     "corrected, no identifiers": (DEPLOYMENT, "single_flow"),
     "original": (ORIGINAL_MODEL, "per_host"),
     "original, no Src IP or Timestamp": (ORIGINAL_MODEL, "single_flow"),
+    "original MachineLearningCVE": (MLCVE_MODEL, "single_flow"),
 }
 
 
@@ -455,14 +459,17 @@ def test_shipped_models_score_each_header_variant(
         assert (flagged == attack).mean() >= 0.8, list(zip(rows["Label"], got["predicted_class"], strict=True))
 
 
-def test_original_machine_learning_files_name_the_column_the_shipped_models_lack(
+def test_a_csv_no_shipped_model_fits_names_the_columns_the_closest_one_lacks(
     rows: pd.DataFrame, tmp_path: Path
 ) -> None:
-    shipped_session(ORIGINAL_MODEL)
+    shipped_session(MLCVE_MODEL)
     frame, header = original_release(rows, identifiers=False)
-    result = score(write_frame(tmp_path / "ml.csv", frame, header), "-o", tmp_path / "out.csv")
+    cut = [i for i, h in enumerate(header) if h.strip() != "Flow IAT Max"]
+    src = write_frame(tmp_path / "ml.csv", frame.iloc[:, cut], [header[i] for i in cut])
+    result = score(src, "-o", tmp_path / "out.csv")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert f"missing feature columns ['Protocol'] that {ORIGINAL_MODEL} needs" in result.stderr
+    assert f"missing feature columns ['Flow IAT Max'] that {MLCVE_MODEL} needs" in result.stderr
+    assert "no shipped model fits (hybrid-cic needs 82; hybrid-cic-original needs 77;" in result.stderr
 
 
 def test_shipped_deployment_model_scores_tapwatch_flows_output(tmp_path: Path) -> None:
