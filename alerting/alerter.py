@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tapwatch.alerting.alert import ExplanationStatus, alerted_class, from_verdict
 from tapwatch.alerting.budget import ExplainQueue, Ticket
@@ -42,8 +42,11 @@ from tapwatch.alerting.sinks import RedisStreamSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor
 from tapwatch.features.bus import Bus, BusUnavailable, Entry, GroupMissing
 from tapwatch.features.card import ModelCard
-from tapwatch.features.errors import SchemaError
+from tapwatch.features.errors import ModelCardError, SchemaError
 from tapwatch.features.schema import Verdict
+
+if TYPE_CHECKING:  # the reloader pulls in ONNX Runtime; only the service builds one
+    from tapwatch.alerting.reload import CardReloader
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,8 @@ class Alerter:
         Counters on an injected registry.
     policy
         Suppression and explanation (:class:`AlertPolicy`); by default neither.
+    reloader
+        Polls the model files and hands over a new card and explainer (:class:`CardReloader`); None: none.
 
     Example
     -------
@@ -112,6 +117,7 @@ class Alerter:
         sinks: SinkSet,
         metrics: AlerterMetrics,
         policy: AlertPolicy | None = None,
+        reloader: CardReloader | None = None,
     ) -> None:
         self.bus = bus
         self.card = card
@@ -120,6 +126,7 @@ class Alerter:
         self.metrics = metrics
         self.suppressor = policy.suppressor if policy else None
         self.explainer = policy.explainer if policy else None
+        self.reloader = reloader
         self.bus_ok = True
         self._group_ready = False
         self._next_claim = 0.0
@@ -136,6 +143,7 @@ class Alerter:
         s = self.settings
         if not self._group_ready:
             self._ensure_group(recreated=False)
+        self._maybe_reload()
         self._finish_waiting()
         entries = self._in_hand  # a batch the bus failed under is retried first (the dedup keys make it safe)
         try:
@@ -353,6 +361,27 @@ class Alerter:
             )
         elif created:
             log.info("alerter %s: created group %s on %s", s.alerter_consumer, s.alerter_group, s.verdicts_stream)
+
+    def _maybe_reload(self) -> None:
+        """Swap in a changed card and its explainer; a refused model is logged, counted and not used."""
+        if self.reloader is None:
+            return
+        old = self.card
+        try:
+            new = self.reloader.poll(old)
+        except ModelCardError as err:
+            self.metrics.reloads.labels(result="failed").inc()
+            log.warning("alerter %s: model reload refused, keeping card %s %s: %s", self.settings.alerter_consumer,
+                        old.name if old else "-", old.version if old else "-", err)  # fmt: skip
+            return
+        if new is None:
+            return
+        self.card = new.card
+        if self.explainer is not None and new.explainer is not None:
+            self.explainer.explainer = new.explainer
+        self.metrics.reloads.labels(result="ok").inc()
+        log.warning("alerter %s: card %s %s replaced by %s %s", self.settings.alerter_consumer,
+                    old.name if old else "-", old.version if old else "-", new.card.name, new.card.version)  # fmt: skip
 
     def _set_bus(self, ok: bool, err: BaseException | None) -> None:
         if ok != self.bus_ok:

@@ -25,6 +25,7 @@ _OPTIONS = {
     "syslog_tcp": "syslog_tcp", "webhook": "webhook_url", "explain": "explain", "explain_samples": "explain_samples",
     "explain_per_second": "explain_per_second", "explain_cpu_share": "explain_cpu_share",
     "consumer": "alerter_consumer", "metrics_port": "metrics_port", "metrics_host": "metrics_host",
+    "reload_poll": "reload_poll_s",
 }  # fmt: skip
 
 
@@ -62,6 +63,8 @@ def install_signals(stop: threading.Event) -> None:
 @click.option("--explain-per-second", type=click.FloatRange(0), help="Explanation budget per second [10].")
 @click.option("--explain-cpu-share", type=click.FloatRange(0, 64),
               help="CPU seconds of explanation per second, a fraction of one core [0.25].")  # fmt: skip
+@click.option("--reload-poll", type=click.FloatRange(0, 3600),
+              help="Seconds between polls of the model files; a changed card is reloaded; 0: never [2].")  # fmt: skip
 @click.option("--consumer", help="Consumer name in group alerters [host-pid].")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Port of /metrics, /livez, /readyz [9642].")
 @click.option("--metrics-host", help="Address of /metrics [127.0.0.1].")

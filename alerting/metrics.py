@@ -79,6 +79,10 @@ class AlerterMetrics:
         self.group_recreated = Counter("tapwatch_alerting_group_recreated",
                                        "Times the verdicts stream or the alerters group had to be recreated.",
                                        registry=r)
+        self.reloads = Counter("tapwatch_alerting_model_reloads", "Model card reloads, by result (ok, failed).",
+                               ["result"], registry=r)
+        for result in ("ok", "failed"):
+            self.reloads.labels(result=result)
         self.bus_up = Gauge("tapwatch_alerting_bus_connected", "1 while the bus is reachable.", registry=r)
         self.stream_length = Gauge("tapwatch_alerting_verdicts_stream_length", "Entries on tapwatch:verdicts.",
                                    registry=r)

@@ -17,6 +17,7 @@ from tapwatch.alerting.errors import ExplainerUnavailable
 from tapwatch.alerting.explain import ExplainConfig, LimeExplainer, ScoreFn, load_onnx_explainer
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.netsinks import FACILITIES, SyslogSink, Transport, WebhookSink, parse_hostport
+from tapwatch.alerting.reload import CardReloader
 from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.sinks import FileSink, RedisStreamSink, Sink, SinkSet, StdoutSink
 from tapwatch.alerting.suppress import Suppressor, load_threshold_config
@@ -120,7 +121,24 @@ def build_alerter(
     except BaseException:
         sinks.close()
         raise
-    return Alerter(bus, card, settings, sinks, metrics, AlertPolicy(suppressor, explainer))
+    reloader = build_reloader(settings, card, explainer is not None) if score_fn is None else None
+    return Alerter(bus, card, settings, sinks, metrics, AlertPolicy(suppressor, explainer), reloader)
+
+
+def build_reloader(settings: AlerterSettings, card: ModelCard | None, explaining: bool) -> CardReloader | None:
+    """Hot reload of the card (and of the explainer's model when ``explaining``), when its files are known."""
+    path = card_path(settings)
+    if settings.reload_poll_s <= 0 or card is None or path is None:
+        return None
+    onnx = Path(settings.onnx) if settings.onnx else (path.parent / card.onnx.file if card.onnx else None)
+    if onnx is None or not onnx.exists():
+        log.info("no ONNX file beside card %s: the card is not reloaded when it changes", path)
+        return None
+    s = settings
+    explain = (
+        ExplainConfig(samples=s.explain_samples, top_k=s.explain_top_k, seed=s.explain_seed) if explaining else None
+    )
+    return CardReloader(onnx, path, explain if explaining else None, s.explain_threads, s.reload_poll_s)
 
 
 def run_alerter(settings: AlerterSettings, registry: CollectorRegistry, stop: threading.Event) -> int:

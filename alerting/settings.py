@@ -42,6 +42,9 @@ class AlerterSettings(BaseSettings):
 
     card: str | None = Field(None, description="Model card JSON; default: the card beside --onnx, if given.")
     onnx: str | None = Field(None, description="ONNX file; default: the card's onnx.file beside the card.")
+    reload_poll_s: float = Field(
+        2.0, ge=0, le=3600, description="Poll the model files this often and reload a changed card; 0: never."
+    )
     signature_family: str | None = Field(None, description="Model family for signature ids; default from the name.")
 
     threshold_file: str | None = Field(None, description="Suricata threshold.config style suppression file.")

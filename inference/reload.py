@@ -59,6 +59,10 @@ class ModelReloader:
             return None
         return (a.st_mtime_ns, a.st_size, a.st_ino), (b.st_mtime_ns, b.st_size, b.st_ino)
 
+    def mark_loaded(self) -> None:
+        """Take the files as they are now as loaded (for a caller that loaded them by other means)."""
+        self._loaded, self._candidate = self._fingerprint(), None
+
     def changed(self) -> bool:
         """True when a poll is due and the files differ from the last load, unchanged since the last poll."""
         if self.poll_s <= 0 or self._clock() < self._next_poll:

@@ -427,3 +427,40 @@ def test_stopping_writes_the_alerts_set_aside(tmp_path: Path) -> None:
     gate.release.set()
     alerter.close()
     assert sorted(a["flow_id"] for a in read_jsonl(out)) == [1001, 1002] and unacked(bus) == 0
+
+
+def test_the_card_is_reloaded_when_the_model_files_change(tmp_path: Path) -> None:
+    model = tiny_model(tmp_path, version="1")
+    out = tmp_path / "alerts.jsonl"
+    s = settings(card=str(model.card_path), explain=True, explain_per_second=100, explain_deadline_ms=30_000,
+                 explain_seed=0, alert_file=str(out), reload_poll_s=0.01)  # fmt: skip
+    bus, m = MemoryBus(), AlerterMetrics(CollectorRegistry())
+    alerter = build_alerter(s, bus, m)
+    try:
+
+        def poll_until(cond: Any) -> None:
+            for _ in range(500):  # a change must hold still for one poll interval: a few polls
+                alerter.run_once()
+                if cond():
+                    return
+                time.sleep(0.01)
+            raise AssertionError("condition not reached")
+
+        [window] = alert_windows(model, 1)
+        put(bus, verdict(1, 0.9, tensor=window))  # model hybrid-test 1: the card's, explained
+        drain(alerter)
+        tiny_model(tmp_path, version="2")  # new files in place: the same name, a new version
+        poll_until(lambda: alerter.card is not None and alerter.card.version == "2")
+        put(bus, verdict(2, 0.9, tensor=window, version="2"), verdict(3, 0.9, tensor=window, version="1"))
+        drain(alerter)
+        poll_until(lambda: alerter.waiting == 0)  # alerts set aside for their explanations are written
+        statuses = {a["flow_id"]: a["ml"]["explanation_status"] for a in read_jsonl(out)}
+        assert statuses == {1001: "ok", 1002: "ok", 1003: "unavailable_model_mismatch"}
+        assert sample(m, "tapwatch_alerting_model_reloads_total", result="ok") == 1
+        # A card that does not match its ONNX file is refused: the alerter keeps version 2.
+        card = json.loads(model.card_path.read_text())
+        model.card_path.write_text(json.dumps({**card, "version": "3", "onnx": {**card["onnx"], "sha256": "0" * 64}}))
+        poll_until(lambda: sample(m, "tapwatch_alerting_model_reloads_total", result="failed") == 1)
+        assert alerter.card is not None and alerter.card.version == "2"
+    finally:
+        alerter.close()
