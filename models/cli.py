@@ -194,7 +194,15 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
 @click.option("--max-train", default=8000, show_default=True, help="Training windows per run (subsampled).")
 @click.option("--epochs", default=6, show_default=True, help="Upper bound of epochs per run.")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=REPORTS, show_default=True)
-def evaluate_command(dataset: str, quick: bool, seeds: int, max_train: int, epochs: int, out_dir: Path) -> None:
+@click.option(
+    "--ablations",
+    is_flag=True,
+    help="Also train the Hybrid's ablations (CIC-IDS2017: cell, decoder, T; every dataset: the batch-256 recipe); "
+    "without it they are reported when all their runs are cached.",
+)
+def evaluate_command(
+    dataset: str, quick: bool, seeds: int, max_train: int, epochs: int, out_dir: Path, ablations: bool
+) -> None:
     """Train and test every model on the dataset's protocols; write OUT_DIR/DATASET.md and .json (resumable)."""
     import time
 
@@ -202,7 +210,7 @@ def evaluate_command(dataset: str, quick: bool, seeds: int, max_train: int, epoc
     from tapwatch.models.report import write_report
 
     start = time.perf_counter()
-    plan = make_plan(dataset, quick=quick, seeds=seeds, max_train=max_train, epochs=epochs)
+    plan = make_plan(dataset, quick=quick, seeds=seeds, max_train=max_train, epochs=epochs, ablations=ablations)
     runner = Runner(plan, out_dir / "cache" / (f"{dataset}-quick" if quick else dataset), click.echo)
     try:
         results = runner.run()

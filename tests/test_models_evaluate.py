@@ -1,0 +1,107 @@
+"""The evaluation plan's optional ablations and their report section (no training: committed cached runs).
+
+``--ablations`` adds the Hybrid's ablations to the runs ``tapwatch evaluate --dataset cic-ids2017`` trains;
+without it the default run set is unchanged and the ablations are reported only when all their runs are
+cached. The rendering test reads the committed cache of models/reports and the CIC-IDS2017 subset in ../shared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tapwatch.models.arch import Cell
+from tapwatch.models.evaluate import HYBRID_BATCH, LGBM, Plan, Protocol, Runner, cic_plan, make_plan, run_key
+from tapwatch.models.train import TrainConfig
+from tests.conftest import SHARED, need
+
+REPORTS = Path(__file__).resolve().parents[1] / "models" / "reports"
+CACHE = REPORTS / "cache" / "cic-ids2017"
+CIC = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
+
+
+def _no_training(msg: str) -> None:
+    raise AssertionError(f"the report must come from the cache, not train: {msg}")
+
+
+def _ablations() -> tuple[Protocol, ...]:
+    """The CIC plan's ablation protocols (arch, T), as the default command lists them (optional)."""
+    out = tuple(p for p in make_plan("cic-ids2017").protocols if p.name in ("ablation-arch", "ablation-t"))
+    assert len(out) == 2 and all(p.optional for p in out)
+    return out
+
+
+def _trained(plan: Plan) -> list[TrainConfig]:
+    return [c for p in plan.protocols if not p.optional for c in p.runs]
+
+
+def test_ablation_flag_adds_the_ablation_runs_and_leaves_the_default_run_set() -> None:
+    default, with_flag = make_plan("cic-ids2017"), make_plan("cic-ids2017", ablations=True)
+    base = TrainConfig(dataset="cic-ids2017", model="mlp", epochs=6, max_train=8000, patience=2)
+    assert _trained(default) == [c for p in cic_plan((0, 1, 2), base) for c in p.runs]
+    assert all(not p.optional for p in with_flag.protocols)
+    abl = [c for p in with_flag.protocols if p.name in ("ablation-arch", "ablation-t") for c in p.runs]
+    assert all(c.seed == 0 and c.max_train == 8000 and c.split.value == "time" for c in abl)
+    variants = {(c.model, c.window, c.overrides) for c in abl}
+    assert ("hybrid-fast", 0, (("cell", Cell.LSTM),)) in variants
+    assert ("hybrid-fast", 0, (("decoder", False),)) in variants
+    for t in (1, 5, 0, 20):  # T = 10 is the default window (0): the main protocol's own runs
+        assert ("hybrid-fast", t, ()) in variants and (LGBM, t, ()) in variants
+    assert len(variants) == 10 and any(c not in _trained(default) for c in abl)
+    # Every hybrid variant trains exactly like the main protocol's hybrid-fast seed 0, on the same subsample.
+    main = next(c for c in default.protocols[0].runs if c.model == "hybrid-fast" and c.seed == 0)
+    recipes = {(c.batch_size, c.epochs, c.patience, c.learning_rate, c.max_train) for c in abl if c.model != LGBM}
+    assert recipes == {(main.batch_size, main.epochs, main.patience, main.learning_rate, main.max_train)}
+    assert main.batch_size == HYBRID_BATCH
+
+
+@pytest.mark.parametrize("dataset", ["unsw-nb15", "nsl-kdd", "ton-iot"])
+def test_every_dataset_gets_the_hybrid_recipe_check_only_with_the_flag(dataset: str) -> None:
+    default, with_flag = make_plan(dataset), make_plan(dataset, ablations=True)
+    extra = [c for c in _trained(with_flag) if c not in _trained(default)]
+    # Only the Hybrid's batch-256 runs are new; the batch-64 ones are the main protocol's.
+    assert {(c.model, c.batch_size) for c in extra} == {("hybrid-fast", 256)}
+    assert sorted(c.seed for c in extra) == [0, 1, 2]
+    hybrid = [c for c in _trained(default) if c.model.startswith("hybrid")]
+    assert hybrid and all(c.batch_size == HYBRID_BATCH for c in hybrid)
+    assert all(c.batch_size == 256 for c in _trained(default) if not c.model.startswith("hybrid"))
+
+
+def test_optional_protocols_are_reported_only_when_cached(tmp_path: Path) -> None:
+    arch = _ablations()[0]
+    missing = [c for c in arch.runs if not (CACHE / f"{run_key(c)}.json").exists()]
+    assert not missing, f"the committed cache lacks {len(missing)} ablation runs: run evaluate --ablations"
+    for c in arch.runs:
+        shutil.copy(CACHE / f"{run_key(c)}.json", tmp_path)
+    plan = Plan("cic-ids2017", (arch,), "budget")
+    assert [r["config"] for r in Runner(plan, tmp_path).run()["ablation-arch"]] == [c.key() for c in arch.runs]
+    (tmp_path / f"{run_key(arch.runs[1])}.json").unlink()  # one run missing: skipped, not trained
+    assert Runner(plan, tmp_path).run() == {}
+
+
+def test_report_renders_the_ablation_section_from_cached_runs(tmp_path: Path) -> None:
+    need(importlib.util.find_spec("lightgbm") is not None, "the train extra is not installed")
+    need(CIC.exists(), f"the CIC-IDS2017 subset is not at {CIC}")
+    from tapwatch.models.report import write_report
+
+    protocols = _ablations()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for c in (c for p in protocols for c in p.runs):
+        shutil.copy(CACHE / f"{run_key(c)}.json", cache)
+    plan = Plan("cic-ids2017", protocols, "budget", quick=True, rows=2000)
+    runner = Runner(plan, cache, on_progress=_no_training)
+    md = write_report(plan, runner, runner.run(), tmp_path, 0.0).read_text()
+    assert "## Ablation: ConvLSTM vs LSTM cells" in md and "## Ablation: window length T" in md
+    assert "| hybrid-fast cell=lstm | 10 | 0 |" in md and "| hybrid-fast decoder=False | 10 | 0 |" in md
+    for t in (1, 5, 10, 20):
+        assert f"| hybrid-fast | {t} | 0 |" in md and f"| lgbm | {t} | 0 |" in md
+    doc = json.loads((tmp_path / "cic-ids2017-quick.json").read_text())
+    rows = {(r["variant"], r["T"]) for p in doc["protocols"] for r in p["rows"]}
+    assert ("hybrid-fast cell=lstm", 10) in rows and ("lgbm", 20) in rows
+    cached = json.loads((cache / f"{run_key(protocols[1].runs[-2])}.json").read_text())
+    assert f"{cached['metrics']['attack']['f1']:.4f}" in md  # hybrid-fast at T = 20: the cached test F1
