@@ -42,6 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from tapwatch.features.contract import FEATURE_NAMES, TIME_FEATURES, TIME_RESOLUTION_US
+from tapwatch.models.pypi_cicflowmeter import (  # shared with the live check (tapwatch.models.live_check)
+    NO_COUNTERPART,
+    PYPI_TO_CIC,
+    TIME_TOL_US,
+    Flow,
+    Pair,
+    ensure_venv,
+    match,
+    pypi_cmd,
+    pypi_flow,
+    tapwatch_flow,
+)
 
 log = logging.getLogger("parity")
 
@@ -93,71 +105,17 @@ PCAPS = (
     "suricata-verify/filestore-filecontainer-smb__filecontainer-smb.pcap",
 )
 
-# PyPI cicflowmeter column -> corrected CIC-IDS2017 column (features/contract.py FEATURE_NAMES).
-PYPI_TO_CIC = {
-    "protocol": "Protocol", "flow_duration": "Flow Duration",
-    "tot_fwd_pkts": "Total Fwd Packet", "tot_bwd_pkts": "Total Bwd packets",
-    "totlen_fwd_pkts": "Total Length of Fwd Packet", "totlen_bwd_pkts": "Total Length of Bwd Packet",
-    "fwd_pkt_len_max": "Fwd Packet Length Max", "fwd_pkt_len_min": "Fwd Packet Length Min",
-    "fwd_pkt_len_mean": "Fwd Packet Length Mean", "fwd_pkt_len_std": "Fwd Packet Length Std",
-    "bwd_pkt_len_max": "Bwd Packet Length Max", "bwd_pkt_len_min": "Bwd Packet Length Min",
-    "bwd_pkt_len_mean": "Bwd Packet Length Mean", "bwd_pkt_len_std": "Bwd Packet Length Std",
-    "flow_byts_s": "Flow Bytes/s", "flow_pkts_s": "Flow Packets/s",
-    "flow_iat_mean": "Flow IAT Mean", "flow_iat_std": "Flow IAT Std",
-    "flow_iat_max": "Flow IAT Max", "flow_iat_min": "Flow IAT Min",
-    "fwd_iat_tot": "Fwd IAT Total", "fwd_iat_mean": "Fwd IAT Mean", "fwd_iat_std": "Fwd IAT Std",
-    "fwd_iat_max": "Fwd IAT Max", "fwd_iat_min": "Fwd IAT Min",
-    "bwd_iat_tot": "Bwd IAT Total", "bwd_iat_mean": "Bwd IAT Mean", "bwd_iat_std": "Bwd IAT Std",
-    "bwd_iat_max": "Bwd IAT Max", "bwd_iat_min": "Bwd IAT Min",
-    "fwd_psh_flags": "Fwd PSH Flags", "bwd_psh_flags": "Bwd PSH Flags",
-    "fwd_urg_flags": "Fwd URG Flags", "bwd_urg_flags": "Bwd URG Flags",
-    "fwd_header_len": "Fwd Header Length", "bwd_header_len": "Bwd Header Length",
-    "fwd_pkts_s": "Fwd Packets/s", "bwd_pkts_s": "Bwd Packets/s",
-    "pkt_len_min": "Packet Length Min", "pkt_len_max": "Packet Length Max",
-    "pkt_len_mean": "Packet Length Mean", "pkt_len_std": "Packet Length Std",
-    "pkt_len_var": "Packet Length Variance",
-    "fin_flag_cnt": "FIN Flag Count", "syn_flag_cnt": "SYN Flag Count", "rst_flag_cnt": "RST Flag Count",
-    "psh_flag_cnt": "PSH Flag Count", "ack_flag_cnt": "ACK Flag Count", "urg_flag_cnt": "URG Flag Count",
-    "cwr_flag_count": "CWR Flag Count", "ece_flag_cnt": "ECE Flag Count",
-    "down_up_ratio": "Down/Up Ratio", "pkt_size_avg": "Average Packet Size",
-    "fwd_seg_size_avg": "Fwd Segment Size Avg", "bwd_seg_size_avg": "Bwd Segment Size Avg",
-    "fwd_byts_b_avg": "Fwd Bytes/Bulk Avg", "fwd_pkts_b_avg": "Fwd Packet/Bulk Avg",
-    "fwd_blk_rate_avg": "Fwd Bulk Rate Avg", "bwd_byts_b_avg": "Bwd Bytes/Bulk Avg",
-    "bwd_pkts_b_avg": "Bwd Packet/Bulk Avg", "bwd_blk_rate_avg": "Bwd Bulk Rate Avg",
-    "subflow_fwd_pkts": "Subflow Fwd Packets", "subflow_fwd_byts": "Subflow Fwd Bytes",
-    "subflow_bwd_pkts": "Subflow Bwd Packets", "subflow_bwd_byts": "Subflow Bwd Bytes",
-    "init_fwd_win_byts": "FWD Init Win Bytes", "init_bwd_win_byts": "Bwd Init Win Bytes",
-    "fwd_act_data_pkts": "Fwd Act Data Pkts", "fwd_seg_size_min": "Fwd Seg Size Min",
-    "active_mean": "Active Mean", "active_std": "Active Std", "active_max": "Active Max", "active_min": "Active Min",
-    "idle_mean": "Idle Mean", "idle_std": "Idle Std", "idle_max": "Idle Max", "idle_min": "Idle Min",
-}  # fmt: skip
 COMPARED = tuple(n for n in FEATURE_NAMES if n in PYPI_TO_CIC.values())
-NO_COUNTERPART = tuple(n for n in FEATURE_NAMES if n not in PYPI_TO_CIC.values())
 
 # A difference of two millisecond timestamps is off by less than one tick from the µs difference; a sample
 # standard deviation of such differences by less than tick * sqrt(n / (n - 1)) <= tick * sqrt(2).
-TIME_TOL_US = float(TIME_RESOLUTION_US)
 TIME_STD_TOL_US = TIME_TOL_US * math.sqrt(2)
-START_SLACK_S = 0.002  # PyPI's timestamp is whole seconds, tapwatch's whole ms; both truncate
 FLOW_RATES = ("Flow Bytes/s", "Flow Packets/s")
 DIR_RATES = ("Fwd Packets/s", "Bwd Packets/s")
 BULK_RATES = ("Fwd Bulk Rate Avg", "Bwd Bulk Rate Avg")
 
 
 # -- the two tools ---------------------------------------------------------------------------------
-def ensure_venv(venv: Path) -> Path:
-    """Create the PyPI tool's venv with the ordinary ``venv`` + ``pip``; return its ``cicflowmeter``.
-
-    ``pip install -r`` runs every time: it is a no-op when the pins are met and repairs a venv that drifted.
-    """
-    if not (venv / "bin" / "python").exists():
-        log.info("creating %s", venv)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)]
-    subprocess.run(pip, check=True)
-    return venv / "bin" / "cicflowmeter"
-
-
 def versions(venv: Path, commit: str) -> dict[str, str]:
     code = (
         "import importlib.metadata as m, sys;"
@@ -192,10 +150,6 @@ def tapwatch_snapshot(rev: str, dest: Path) -> str:
         tf.extractall(pkg, filter="data")
     (pkg / "__init__.py").write_text("")  # a regular package shadows the editable install's namespace
     return commit.stdout.strip()
-
-
-def pypi_cmd(exe: Path, pcap: Path, out: Path) -> list[str]:
-    return [str(exe), "-f", str(pcap), "-c", str(out)]
 
 
 def tapwatch_cmd(pcap: Path, out: Path) -> list[str]:
@@ -309,83 +263,6 @@ def pypi_source_line(venv: Path, rel: str, needle: str) -> str:
 
 
 # -- flows and matching ----------------------------------------------------------------------------
-@dataclass
-class Flow:
-    """One row of either tool, reduced to what the comparison needs."""
-
-    pcap: str
-    proto: int
-    src: tuple[str, int]
-    dst: tuple[str, int]
-    start_s: float
-    packets: int
-    v: dict[str, float]
-    expiry: str = ""
-
-    @property
-    def group(self) -> tuple[Any, ...]:
-        return (self.pcap, self.proto, *sorted([self.src, self.dst]))
-
-
-def pypi_flow(rel: str, row: dict[str, str]) -> Flow:
-    v = {cic: float(row[col]) for col, cic in PYPI_TO_CIC.items()}
-    start = datetime.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-    src, dst = (row["src_ip"], int(row["src_port"])), (row["dst_ip"], int(row["dst_port"]))
-    return Flow(rel, int(row["protocol"]), src, dst, start, int(v["Total Fwd Packet"] + v["Total Bwd packets"]), v)
-
-
-def tapwatch_flow(rel: str, row: dict[str, str]) -> Flow:
-    v = {n: float(row[n]) for n in FEATURE_NAMES}
-    src, dst = (row["Src IP"], int(row["Src Port"])), (row["Dst IP"], int(row["Dst Port"]))
-    return Flow(rel, int(row["Protocol"]), src, dst, int(row["first_seen_ms"]) / 1000, int(row["packets"]), v,
-                row["expiry_reason"])  # fmt: skip
-
-
-@dataclass
-class Pair:
-    tw: Flow
-    py: Flow
-
-    @property
-    def reversed(self) -> bool:
-        return self.tw.src != self.py.src
-
-    @property
-    def clean(self) -> bool:
-        """Same packets (count and time span) in the same orientation: every difference is one of definition."""
-        span = abs(self.tw.v["Flow Duration"] - self.py.v["Flow Duration"]) <= TIME_TOL_US
-        return not self.reversed and self.tw.packets == self.py.packets and span
-
-
-def _start_ok(tw: Flow, py: Flow) -> bool:
-    d = tw.start_s - py.start_s
-    return -START_SLACK_S <= d < 1 + START_SLACK_S
-
-
-def match(tws: list[Flow], pys: list[Flow]) -> tuple[list[Pair], list[Flow], list[Flow]]:
-    """Pair flows of the same 5-tuple (either orientation) whose starts agree; fewest packet differences first."""
-    groups: dict[tuple[Any, ...], tuple[list[Flow], list[Flow]]] = defaultdict(lambda: ([], []))
-    for f in tws:
-        groups[f.group][0].append(f)
-    for f in pys:
-        groups[f.group][1].append(f)
-    pairs: list[Pair] = []
-    for ts, ps in groups.values():
-        cands = sorted(
-            (abs(t.packets - p.packets), abs(t.start_s - p.start_s), i, j)
-            for i, t in enumerate(ts)
-            for j, p in enumerate(ps)
-            if _start_ok(t, p)
-        )
-        used_t: set[int] = set()
-        used_p: set[int] = set()
-        for _, _, i, j in cands:
-            if i not in used_t and j not in used_p:
-                used_t.add(i)
-                used_p.add(j)
-                pairs.append(Pair(ts[i], ps[j]))
-    paired_t, paired_p = {id(p.tw) for p in pairs}, {id(p.py) for p in pairs}
-    return pairs, [f for f in tws if id(f) not in paired_t], [f for f in pys if id(f) not in paired_p]
 
 
 def _covers(outer: Flow, inner: Flow) -> bool:
@@ -1263,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     t0 = time.monotonic()
-    exe = ensure_venv(args.venv)
+    exe = ensure_venv(args.venv, REQUIREMENTS)
     facts = {rel: link_facts(PCAP_ROOT / rel) for rel in PCAPS}
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
         commit = tapwatch_snapshot(args.tapwatch_rev, Path(tmp) / "src")

@@ -7,11 +7,13 @@ implementation of the ``slowloris`` package, a ``dev`` dependency: it opens many
 one open by sending a header line every few seconds, never ending the request). Meanwhile the benign client
 alternates HTTP downloads of several sizes (curl) and DNS queries (dig) until the attacker is done. tcpdump
 on the server's bridge captures both into one pcap; every phase is recorded with its source and destination
-address, so a flow is labelled by its addresses and start time (``OUT-labels.csv``).
+address, so a flow is labelled by its addresses and start time (``OUT-labels.csv``). With ``LivePlan.link``
+the server's side of the bridge is a WAN-like link (:func:`tapwatch.capture.netns_trio.shape_link`); without
+it the namespaces talk at memory speed (LAN).
 
 Run it as::
 
-    python -m tapwatch.capture.live_traffic --pcap OUT.pcap [--short]
+    python -m tapwatch.capture.live_traffic --pcap OUT.pcap [--short] [--wan]
 
 It needs root; nothing leaves the namespaces. The full plan takes about a minute.
 """
@@ -26,14 +28,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
 import click
 
 from tapwatch.capture.netns import NsPair, netns_problem
-from tapwatch.capture.netns_trio import NsTrio, ns_trio
+from tapwatch.capture.netns_trio import NsTrio, ShapedLink, WanLink, ns_trio, shape_link
 from tapwatch.capture.traffic import (
     CaptureStats,
     Label,
@@ -73,7 +75,10 @@ class LivePlan:
     benign_pause_s, min_benign_rounds
         Pause between benign rounds; rounds made even if the attacker is done sooner.
     snaplen
-        tcpdump snap length: 96 bytes keep every header (features come from the IP and TCP headers).
+        tcpdump snap length: 0 keeps whole frames (the PyPI ``cicflowmeter`` the live check runs beside
+        tapwatch takes lengths from the captured bytes); 96 would keep every header tapwatch reads.
+    link
+        ``None``: no shaping (LAN); else the WAN-like link on the server's side.
 
     Example
     -------
@@ -91,7 +96,8 @@ class LivePlan:
     slowloris_s: float = 40.0
     benign_pause_s: float = 1.0
     min_benign_rounds: int = 2
-    snaplen: int = 96
+    snaplen: int = 0
+    link: WanLink | None = None
 
     @property
     def server_plan(self) -> TrafficPlan:
@@ -202,19 +208,23 @@ class LiveRun:
     phases: list[Phase]
     stats: CaptureStats
     wall_s: float
+    shaped: ShapedLink | None = None
 
 
 def make_live_capture(pcap: Path, plan: LivePlan) -> LiveRun:
-    """Build the namespaces, capture :func:`live_traffic` on the server's bridge, write the labels."""
+    """Build the namespaces (shape the server's side if ``plan.link``), capture :func:`live_traffic` on the
+    server's bridge, write the labels."""
     problem = netns_problem()
     if problem is not None:
         raise TrafficError(f"network namespaces unusable: {problem}")
     slowloris_command()  # fail before building anything
     t0 = time.monotonic()
-    with ns_trio() as trio, capture(trio.pair(trio.client), trio.server, pcap, plan.snaplen) as stats:
-        phases = live_traffic(trio, plan)
+    with ns_trio() as trio:
+        shaped = shape_link(trio.server, plan.link) if plan.link is not None else None
+        with capture(trio.pair(trio.client), trio.server, pcap, plan.snaplen) as stats:
+            phases = live_traffic(trio, plan)
     write_labels(phases, labels_path(pcap))
-    return LiveRun(Path(pcap), labels_path(pcap), phases, stats, time.monotonic() - t0)
+    return LiveRun(Path(pcap), labels_path(pcap), phases, stats, time.monotonic() - t0, shaped)
 
 
 def _first_line(argv: list[str]) -> str:
@@ -248,17 +258,20 @@ def tool_versions() -> dict[str, str]:
 @click.command()
 @click.option("--pcap", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output pcap.")
 @click.option("--short", is_flag=True, help="The short plan of the tests (about 15 s).")
+@click.option("--wan", is_flag=True, help="Shape the server's side as a WAN-like link (WanLink's defaults).")
 @click.option("-v", "--verbose", count=True, help="More log output.")
-def main(pcap: Path, short: bool, verbose: int) -> None:
+def main(pcap: Path, short: bool, wan: bool, verbose: int) -> None:
     """Make the live check's labelled traffic in three fresh network namespaces and capture it (needs root)."""
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
-        run = make_live_capture(pcap, SHORT_PLAN if short else LivePlan())
+        plan = SHORT_PLAN if short else LivePlan()
+        run = make_live_capture(pcap, replace(plan, link=WanLink()) if wan else plan)
     except TapwatchError as err:
         raise click.ClickException(str(err)) from err
+    link = run.shaped.note if run.shaped else "LAN (no shaping)"
     click.echo(f"{pcap}: {run.stats.captured} packets ({run.stats.dropped} dropped) in {run.wall_s:.0f} s; "
-               f"labels in {run.labels}")  # fmt: skip
+               f"labels in {run.labels}; link: {link}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,6 +6,13 @@ both clients' traffic with the server, as a tap in front of the server would. Ev
 unique per process, IPv6 off, one segment per frame, teardown by PID) is as in
 :mod:`tapwatch.capture.netns`, whose helpers this module uses.
 
+:func:`shape_link` makes the server's side a WAN-like link (:class:`WanLink`): a queueing discipline on the
+bridge's egress delays and rate-limits what the server sends. tcpdump on the bridge sees those packets as
+they leave the qdisc and the clients' packets as they arrive, so the capture sits on the clients' side of
+the link, as CIC-IDS2017's capture sat on the victim network's side of its internet link. ``netem`` (delay,
+jitter, rate) is used where the kernel has it; a kernel without ``sch_netem`` gets ``tbf`` (rate only, no
+added delay), and the result says which.
+
 Example
 -------
 >>> TrioConfig().attacker_ip
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The pair module's builders, shared so that both wires are built and torn down the same way.
-from tapwatch.capture.netns import _SEQ, Endpoint, NsPair, PairConfig, _delete, _ip, _prepare_netns
+from tapwatch.capture.netns import _SEQ, Endpoint, NetnsError, NsPair, PairConfig, _delete, _ip, _prepare_netns
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +127,82 @@ def ns_trio(config: TrioConfig | None = None) -> Iterator[NsTrio]:
         yield trio
     finally:
         delete_trio(trio)
+
+
+# -- a WAN-like link on the server's side ---------------------------------------------------------
+@dataclass(frozen=True)
+class WanLink:
+    """A WAN-like link on the server's egress: what :func:`shape_link` asks the kernel for.
+
+    Parameters
+    ----------
+    rate_mbit
+        The link rate, Mbit/s (both qdiscs).
+    delay_ms, jitter_ms
+        One-way delay and its jitter (``netem`` only; ``tbf`` cannot delay).
+    burst_bytes
+        Bytes ``tbf`` lets through at once: two full Ethernet frames, so that frames leave at the link rate
+        rather than in bursts.
+    queue_ms
+        The longest a packet waits in the queue before it is dropped (a modem's buffer).
+
+    Example
+    -------
+    >>> WanLink().tbf_args()
+    ['tbf', 'rate', '5mbit', 'burst', '3028', 'latency', '200ms']
+    """
+
+    rate_mbit: float = 5.0
+    delay_ms: float = 30.0
+    jitter_ms: float = 5.0
+    burst_bytes: int = 3028
+    queue_ms: float = 200.0
+
+    def netem_args(self) -> list[str]:
+        # netem's queue limit is in packets: the queue_ms at the link rate in full frames, at least 100
+        limit = max(100, int(self.rate_mbit * 1e6 / 8 * self.queue_ms / 1e3 / 1514))
+        return ["netem", "delay", f"{self.delay_ms:g}ms", f"{self.jitter_ms:g}ms", "rate", f"{self.rate_mbit:g}mbit",
+                "limit", str(limit)]  # fmt: skip
+
+    def tbf_args(self) -> list[str]:
+        return ["tbf", "rate", f"{self.rate_mbit:g}mbit", "burst", str(self.burst_bytes), "latency",
+                f"{self.queue_ms:g}ms"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ShapedLink:
+    """What :func:`shape_link` installed: the qdisc kind, ``tc qdisc show``'s line, and why that kind."""
+
+    kind: str
+    shown: str
+    note: str
+
+
+def _tc(netns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = ["tc", "-n", netns, *args]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise NetnsError(argv, -1, str(err)) from err
+
+
+def shape_link(end: Endpoint, link: WanLink) -> ShapedLink:
+    """Make ``end.iface``'s egress (the trio's bridge: what the server sends) a :class:`WanLink`.
+
+    ``netem`` when the kernel has it; when it answers that the qdisc kind is unknown, ``tbf`` with the same
+    rate and no delay. Any other failure raises :class:`NetnsError`. The qdisc goes with the namespace.
+    """
+    dev = ["qdisc", "replace", "dev", end.iface, "root"]
+    done = _tc(end.netns, *dev, *link.netem_args())
+    kind, note = "netem", f"netem: {link.delay_ms:g} ms ± {link.jitter_ms:g} ms delay at {link.rate_mbit:g} Mbit/s"
+    if done.returncode != 0 and "unknown" in done.stderr.lower():
+        why = done.stderr.strip()
+        done = _tc(end.netns, *dev, *link.tbf_args())
+        kind = "tbf"
+        note = (f"tbf: {link.rate_mbit:g} Mbit/s, no added delay (this kernel has no sch_netem: tc answered "
+                f"{why!r})")  # fmt: skip
+    if done.returncode != 0:
+        raise NetnsError(["tc", *dev, kind], done.returncode, done.stderr)
+    shown = _tc(end.netns, "qdisc", "show", "dev", end.iface).stdout.strip()
+    log.info("shaped %s in %s: %s", end.iface, end.netns, shown)
+    return ShapedLink(kind, shown, note)

@@ -1,18 +1,22 @@
-"""The first live check: every shipped model on labelled traffic of real attack tools (models issue).
+"""The live check: every shipped model on labelled traffic of real attack tools, on two links (models issue).
 
 ``python -m tapwatch.models.live_check`` makes the traffic of :mod:`tapwatch.capture.live_traffic` (an
 attacker namespace runs ``nmap -sS``, an ``hping3 -S`` SYN flood and slowloris against a server while a
-benign client downloads files and asks DNS; root needed) or reuses ``--pcap`` with its ``-labels.csv``;
+benign client downloads files and asks DNS; root needed) once per link condition (``--link``: ``lan``, the
+namespaces at memory speed; ``wan``, the server's side shaped as a WAN-like link,
+:class:`tapwatch.capture.netns_trio.WanLink`), or reuses ``--pcap`` with its ``-labels.csv``. Per condition it
 extracts the flows with ``tapwatch flows``, the command users run; labels each flow from the phase table
 (its two addresses and its start time inside a phase: nothing is guessed, flows in no phase or in two are
 counted apart); scores the flows with every shipped model (``NAME.onnx`` beside ``NAME.card.json``) through
-``tapwatch score``; and writes ``models/reports/live-check.md`` and ``.json``: per model and label the flows,
-the flows at or over the card's threshold, and the detection or false-alarm rate, with provenance and a
-comparison of the live flows' key features with the training rows of the same CIC-IDS2017 family.
+``tapwatch score``; runs the PyPI ``cicflowmeter`` on the same capture and scores its flows the same way
+(:mod:`tapwatch.models.pypi_cicflowmeter`; ``--no-cicflowmeter`` leaves it out); and writes
+``models/reports/live-check.md`` and ``.json``: per condition, extractor, model and label the flows, the flows
+at or over the card's threshold, and the detection or false-alarm rate, with provenance and a comparison of
+the live flows' key features with the training rows of the same CIC-IDS2017 family.
 
 Run from the repository root (the datasets are found as ``../shared``)::
 
-    python -m tapwatch.models.live_check [--pcap OUT.pcap] [--out models/reports] [--keep DIR]
+    python -m tapwatch.models.live_check [--link lan|wan|both] [--pcap OUT.pcap] [--out models/reports] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,12 +39,14 @@ import pandas as pd
 
 from tapwatch.capture.cliutil import run_guarded, setup_logging
 from tapwatch.capture.live_traffic import SHORT_PLAN, LivePlan, make_live_capture, tool_versions
+from tapwatch.capture.netns_trio import WanLink
 from tapwatch.capture.traffic import ATTACK_LABELS, LABEL_COLUMNS, Label, Phase, labels_path
 from tapwatch.features.card import ModelCard, load_card
-from tapwatch.features.errors import BadInputError, TapwatchError
+from tapwatch.features.errors import BadInputError, ConfigError, TapwatchError
 from tapwatch.inference.model import attack_threshold
+from tapwatch.models import pypi_cicflowmeter as pypi
 from tapwatch.models.data_common import DEFAULT_ROOT
-from tapwatch.models.live_check_report import compare_features, write_reports
+from tapwatch.models.live_check_report import compare_features, link_basis, write_reports
 from tapwatch.models.score import MODELS_DIR
 
 log = logging.getLogger(__name__)
@@ -198,28 +204,35 @@ def _score_cli(flows_csv: Path, onnx: Path, out: Path, n: int) -> pd.DataFrame:
 
 
 def score_model(
-    csvs: tuple[Path, Path], onnx: Path, card: ModelCard, labels: pd.DataFrame, work: Path
+    csvs: tuple[Path, ...], onnx: Path, card: ModelCard, labels: pd.DataFrame, work: Path
 ) -> dict[str, Any]:
-    """``tapwatch score --model`` on the flows and on their :func:`same_label_csv`; :func:`tally` of each."""
+    """``tapwatch score --model`` on the flows and (if given) on their :func:`same_label_csv`; :func:`tally` of each."""
     entry: dict[str, Any] = {
         "name": card.name, "version": card.version, "onnx": onnx.name, "window_length": card.window_length,
         "sha256": card.onnx.sha256 if card.onnx else None, "threshold": attack_threshold(card, onnx),
     }  # fmt: skip
     try:
         scored = _score_cli(csvs[0], onnx, work / f"scored-{card.name}.csv", len(labels))
-        control = _score_cli(csvs[1], onnx, work / f"scored-{card.name}-same-label.csv", len(labels))
+        control = (
+            _score_cli(csvs[1], onnx, work / f"scored-{card.name}-same-label.csv", len(labels))
+            if len(csvs) > 1
+            else None
+        )
     except LiveCheckError as err:
         entry["error"] = str(err)  # reported: a model that cannot read tapwatch's flows is a finding too
         return entry
     entry["window_mode"] = sorted(set(scored["window_mode"]))
-    return (
-        entry
-        | tally(scored, labels, entry["threshold"])
-        | {"same_label_windows": tally(control, labels, entry["threshold"])}
-    )
+    entry |= tally(scored, labels, entry["threshold"])
+    if control is not None:
+        entry["same_label_windows"] = tally(control, labels, entry["threshold"])
+    return entry
 
 
 # -- the run --------------------------------------------------------------------------------------
+LINKS = ("lan", "wan")
+"""The link conditions: the namespaces at memory speed, and the server's side shaped as a :class:`WanLink`."""
+
+
 @dataclass(frozen=True)
 class CheckConfig:
     """What the live check was asked to do.
@@ -227,24 +240,33 @@ class CheckConfig:
     Parameters
     ----------
     pcap
-        An existing capture (its labels beside it); ``None`` makes new traffic with ``plan``.
+        An existing capture (its labels beside it); ``None`` makes new traffic with ``plan`` per link.
+    plan, links, wan
+        The traffic plan; the link conditions to make (:data:`LINKS`; with ``pcap``, the one name to report
+        it under); the WAN link's shape.
     out, name
         Where the reports go and their file stem.
     models_dir, datasets
         The shipped models; the folder holding ``cic-ids2017/`` (``None``: no feature comparison).
     keep
-        A folder to keep the pcap, labels, flows and scored CSVs in (``None``: a temporary one).
+        A folder to keep the pcaps, labels, flows and scored CSVs in (``None``: a temporary one).
+    pypi_venv, pypi_requirements
+        The PyPI ``cicflowmeter``'s venv (built from the requirements if missing; ``None``: not run).
     command
         The command line to cite in the report.
     """
 
     pcap: Path | None = None
     plan: LivePlan = field(default_factory=LivePlan)
+    links: tuple[str, ...] = LINKS
+    wan: WanLink = field(default_factory=WanLink)
     out: Path = Path("models/reports")
     name: str = "live-check"
     models_dir: Path = MODELS_DIR
     datasets: Path | None = DEFAULT_ROOT
     keep: Path | None = None
+    pypi_venv: Path | None = pypi.VENV
+    pypi_requirements: Path = pypi.REQUIREMENTS
     command: str = "python -m tapwatch.models.live_check"
 
 
@@ -256,30 +278,98 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _obtain(cfg: CheckConfig, work: Path) -> tuple[Path, list[Phase], Provenance]:
+def _obtain(cfg: CheckConfig, link: str, work: Path) -> tuple[Path, list[Phase], Provenance, dict[str, Any]]:
     t0 = time.monotonic()
     if cfg.pcap is not None:
         pcap, source, plan, tools, stats = cfg.pcap, "given pcap (traffic not made by this run)", None, {}, {}
+        link_info: dict[str, Any] = {"name": link, "asked": None, "applied": "not known (given pcap)"}
     else:
-        run = make_live_capture(work / "live.pcap", cfg.plan)
+        lp = replace(cfg.plan, link=cfg.wan if link == "wan" else None)
+        run = make_live_capture(work / "live.pcap", lp)
         pcap, source, tools = run.pcap, "made by this run (tapwatch.capture.live_traffic)", tool_versions()
-        plan = {k: getattr(cfg.plan, k) for k in cfg.plan.__dataclass_fields__}
+        plan = asdict(lp)
         stats = {"packets_captured": run.stats.captured, "packets_dropped_by_kernel": run.stats.dropped}
+        link_info = {"name": link, "asked": asdict(lp.link) if lp.link else None,
+                     "applied": run.shaped.note if run.shaped else "none: namespaces at memory speed (LAN)",
+                     "qdisc": run.shaped.shown if run.shaped else None}  # fmt: skip
     phases = read_phases(labels_path(pcap))
     info = {"file": pcap.name, "bytes": pcap.stat().st_size, "sha256": _sha256(pcap), **stats}
     prov = Provenance(source, info, plan, tools, {"traffic": round(time.monotonic() - t0, 1)})
-    return pcap, phases, prov
+    return pcap, phases, prov, link_info
 
 
-def run_check(cfg: CheckConfig) -> dict[str, Any]:
-    """Make or read the capture, extract, label, score, compare; write the reports; return the JSON document."""
-    started = datetime.now(UTC)
-    t0 = time.monotonic()
-    models = shipped_cards(cfg.models_dir)
-    with tempfile.TemporaryDirectory(prefix="tapwatch-live-check-") as tmp:
-        work = cfg.keep or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        pcap, phases, prov = _obtain(cfg, work)
+def _pypi_tool(cfg: CheckConfig) -> Path | str:
+    """The PyPI ``cicflowmeter`` executable, built into its venv if needed; or why it is not run."""
+    if cfg.pypi_venv is None:
+        return "not asked for (--no-cicflowmeter)"
+    try:
+        return pypi.ensure_venv(cfg.pypi_venv, cfg.pypi_requirements)
+    except (OSError, subprocess.CalledProcessError) as err:
+        problem = f"the cicflowmeter venv {cfg.pypi_venv} could not be built from {cfg.pypi_requirements}: {err}"
+        log.warning("%s; the PyPI comparison is left out", problem)
+        return problem
+
+
+def start_pypi(tool: Path | str, pcap: Path, work: Path) -> pypi.PypiRun | str:
+    """Start the PyPI ``cicflowmeter`` on ``pcap`` in the background; or why it is not run."""
+    if isinstance(tool, str):
+        return tool
+    problem = pypi.full_snaplen_problem(pcap)
+    if problem is not None:
+        return f"{pcap.name}: {problem}"
+    work.mkdir(parents=True, exist_ok=True)
+    return pypi.PypiRun.start(tool, pcap, work / "cicflowmeter.csv")
+
+
+def pypi_part(
+    run: pypi.PypiRun | str, phases: list[Phase], flows: pd.DataFrame, models: list[tuple[Path, ModelCard]],
+    work: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """The PyPI ``cicflowmeter``'s flows of the same capture, labelled by the same phases, scored by each model.
+
+    Each PyPI flow takes the first-packet time of the tapwatch flow it matches
+    (:func:`tapwatch.models.pypi_cicflowmeter.pypi_first_seen_ms`); one that matches none is ``unmatched``.
+    """
+    if isinstance(run, str):
+        return {"skipped": run}
+    seconds = run.wait()
+    rows = pypi.read_pypi(run.out)
+    first = pypi.pypi_first_seen_ms(rows, flows)
+    duration_ms = (pd.to_numeric(rows["flow_duration"], errors="coerce").fillna(0) // 1000).astype("int64")
+    keyed = pd.DataFrame({"Src IP": rows["src_ip"], "Dst IP": rows["dst_ip"], "first_seen_ms": first,
+                          "last_seen_ms": first + duration_ms})  # fmt: skip
+    labels = label_flows(keyed, phases)
+    flows_csv = work / "cicflowmeter-flows.csv"
+    pypi.cic_frame(rows).to_csv(flows_csv, index=False)
+    t1 = time.monotonic()
+    results = [score_model((flows_csv,), onnx, card, labels, work) for onnx, card in models]
+    for (_, card), entry in zip(models, results, strict=True):
+        entry["filled_features"] = [f for f in card.features if f in pypi.FILLED]
+    return {
+        "tool": {
+            "command": "cicflowmeter -f PCAP -c OUT.csv",
+            **pypi.installed_versions(run.exe.parent.parent),
+        },
+        "filled": pypi.FILLED,
+        "timestamp": "PyPI's own (whole seconds, UTC); a host's flows in one second keep PyPI's file order",
+        "flows": _flow_counts(keyed, labels, phases),
+        "matched_to_tapwatch_flows": int((first >= 0).sum()),
+        "wall_s": {
+            "cicflowmeter_with_tapwatch_meanwhile": round(seconds, 1),
+            "scoring": round(time.monotonic() - t1, 1),
+        },
+        "models": results,
+    }
+
+
+def _condition(
+    cfg: CheckConfig, link: str, work: Path, models: list[tuple[Path, ModelCard]], tool: Path | str
+) -> dict[str, Any]:
+    """One link condition: traffic (or the given pcap), flows, labels, scores, features, the PyPI contrast."""
+    work.mkdir(parents=True, exist_ok=True)
+    pcap, phases, prov, link_info = _obtain(cfg, link, work)
+    pypi_run = start_pypi(tool, pcap, work / "cicflowmeter")  # runs while tapwatch extracts and scores
+    try:
         flows_csv = work / "flows.csv"
         t1 = time.monotonic()
         _tapwatch(["flows", str(pcap), "-o", str(flows_csv)])
@@ -291,49 +381,72 @@ def run_check(cfg: CheckConfig) -> dict[str, Any]:
         csvs = (flows_csv, work / "flows-same-label.csv")
         results = [score_model(csvs, onnx, card, labels, work) for onnx, card in models]
         prov.wall_s["scoring"] = round(time.monotonic() - t1, 1)
+    except BaseException:
+        if not isinstance(pypi_run, str):
+            pypi_run.stop()
+        raise
     features = compare_features(flows, labels["label"], cfg.datasets)
-    prov.wall_s["total"] = round(time.monotonic() - t0, 1)
-    doc = _document(cfg, started, prov, phases, flows, labels) | {"models": results, "features": features}
+    t1 = time.monotonic()
+    contrast = pypi_part(pypi_run, phases, flows, models, work / "cicflowmeter")
+    prov.wall_s["cicflowmeter_after_tapwatch"] = round(time.monotonic() - t1, 1)
+    return {"link": link_info, **_document(prov, phases, flows, labels), "models": results, "features": features,
+            "cicflowmeter": contrast}  # fmt: skip
+
+
+def run_check(cfg: CheckConfig) -> dict[str, Any]:
+    """Per link condition make or read the capture, extract, label, score, compare; write the reports."""
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    models = shipped_cards(cfg.models_dir)
+    tool = _pypi_tool(cfg)
+    conditions = {}
+    with tempfile.TemporaryDirectory(prefix="tapwatch-live-check-") as tmp:
+        work = cfg.keep or Path(tmp)
+        for link in cfg.links:
+            conditions[link] = _condition(cfg, link, work / link, models, tool)
+    doc = {
+        "generated_by": cfg.command,
+        "date": started.isoformat(timespec="seconds"),
+        "tapwatch_commit": _commit(),
+        "wall_s": round(time.monotonic() - t0, 1),
+        "wan_link": asdict(cfg.wan),
+        "link_basis": link_basis(cfg.datasets, cfg.wan.rate_mbit),
+        "conditions": conditions,
+    }
     write_reports(doc, cfg.out, cfg.name)
     return doc
 
 
-def _document(
-    cfg: CheckConfig,
-    started: datetime,
-    prov: Provenance,
-    phases: list[Phase],
-    flows: pd.DataFrame,
-    labels: pd.DataFrame,
-) -> dict[str, Any]:
-    """The report document without its model results and feature comparison."""
+def _flow_counts(flows: pd.DataFrame, labels: pd.DataFrame, phases: list[Phase]) -> dict[str, Any]:
     by_src = flows.loc[labels["label"] == UNMATCHED, "Src IP"].astype(str).value_counts()
     attack_src = {p.src_ip for p in phases if p.label in ATTACK_LABELS}
     labelled = labels["label"].isin([x.value for x in Label])
     attack_rows = labels["label"].isin([x.value for x in ATTACK_LABELS])
     return {
-        "generated_by": cfg.command,
-        "date": started.isoformat(timespec="seconds"),
+        "total": len(flows),
+        "labelled": int(labelled.sum()),
+        "by_label": {lab.value: int((labels["label"] == lab.value).sum()) for lab in REPORT_LABELS},
+        UNMATCHED: {"flows": int((labels["label"] == UNMATCHED).sum()), "by_src_ip": by_src.to_dict()},
+        AMBIGUOUS: int((labels["label"] == AMBIGUOUS).sum()),
+        "outlasted_phase": int(labels["outlasted"].sum()),
+        "attack_flows_from_attacker": int((attack_rows & flows["Src IP"].astype(str).isin(attack_src)).sum()),
+        "attack_flows": int(attack_rows.sum()),
+    }
+
+
+def _document(prov: Provenance, phases: list[Phase], flows: pd.DataFrame, labels: pd.DataFrame) -> dict[str, Any]:
+    """A condition's provenance, phases and flow counts (its model results are added by the caller)."""
+    return {
         "provenance": {
             "source": prov.source,
             "pcap": prov.pcap,
             "plan": prov.plan,
             "tools": prov.tools,
             "wall_s": prov.wall_s,
-            "tapwatch_commit": _commit(),
         },
         "phases": {lab.value: sum(p.label is lab for p in phases) for lab in REPORT_LABELS},
         "phase_table": [dict(zip(LABEL_COLUMNS, p.row(), strict=True)) for p in phases],
-        "flows": {
-            "total": len(flows),
-            "labelled": int(labelled.sum()),
-            "by_label": {lab.value: int((labels["label"] == lab.value).sum()) for lab in REPORT_LABELS},
-            UNMATCHED: {"flows": int((labels["label"] == UNMATCHED).sum()), "by_src_ip": by_src.to_dict()},
-            AMBIGUOUS: int((labels["label"] == AMBIGUOUS).sum()),
-            "outlasted_phase": int(labels["outlasted"].sum()),
-            "attack_flows_from_attacker": int((attack_rows & flows["Src IP"].astype(str).isin(attack_src)).sum()),
-            "attack_flows": int(attack_rows.sum()),
-        },
+        "flows": _flow_counts(flows, labels, phases),
     }
 
 
@@ -346,36 +459,48 @@ def _commit() -> str | None:
 
 
 @click.command()
+@click.option("--link", "link", type=click.Choice(["lan", "wan", "both"]), default=None,
+              help="Link conditions to make: lan, wan, or both  [default: both; with --pcap, the name to report "
+                   "the capture under, else 'given']")  # fmt: skip
 @click.option("--pcap", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Reuse this capture and its NAME-labels.csv (no traffic made, no root needed).")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("models/reports"),
               show_default=True, help="Where live-check.md and .json go.")  # fmt: skip
 @click.option("--name", default="live-check", show_default=True, help="Report file stem.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep the pcap, labels, flows and scored CSVs in this folder.")  # fmt: skip
+              help="Keep the pcaps, labels, flows and scored CSVs here (a subfolder per link).")  # fmt: skip
 @click.option("--models-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=MODELS_DIR,
               show_default="the installed tapwatch models")  # fmt: skip
 @click.option("--datasets", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ROOT,
               show_default=True, help="Folder with cic-ids2017/ (feature comparison; skipped if absent).")  # fmt: skip
-@click.option("--short", is_flag=True, help="The tests' short traffic plan (about 15 s).")
+@click.option("--cicflowmeter/--no-cicflowmeter", default=True, show_default=True,
+              help="Also run the PyPI cicflowmeter on each capture and score its flows.")  # fmt: skip
+@click.option("--cicflowmeter-venv", type=click.Path(file_okay=False, path_type=Path), default=pypi.VENV,
+              show_default=True, help="Its venv (built from bench/parity_requirements.txt if missing).")  # fmt: skip
+@click.option("--short", is_flag=True, help="The tests' short traffic plan (about 15 s per link).")
 @click.option("-v", "--verbose", count=True)
-def main(pcap: Path | None, out: Path, name: str, keep: Path | None, models_dir: Path, datasets: Path, short: bool,
-         verbose: int) -> None:  # fmt: skip
+def main(link: str | None, pcap: Path | None, out: Path, name: str, keep: Path | None, models_dir: Path,
+         datasets: Path, cicflowmeter: bool, cicflowmeter_venv: Path, short: bool, verbose: int) -> None:  # fmt: skip
     """Score every shipped model on labelled traffic of real attack tools; write the live-check report."""
     setup_logging(verbose)
     command = " ".join(["python -m tapwatch.models.live_check", *sys.argv[1:]])
-    cfg = CheckConfig(pcap, SHORT_PLAN if short else LivePlan(), out, name, models_dir,
-                      datasets if datasets.is_dir() else None, keep, command)  # fmt: skip
+    if pcap is not None and link == "both":
+        raise click.UsageError("--pcap holds one condition: name it with --link lan or --link wan")
+    links = (link or "given",) if pcap is not None else (LINKS if link in (None, "both") else (str(link),))
+    cfg = CheckConfig(pcap, SHORT_PLAN if short else LivePlan(), links, WanLink(), out, name, models_dir,
+                      datasets if datasets.is_dir() else None, keep, cicflowmeter_venv if cicflowmeter else None,
+                      pypi.REQUIREMENTS, command)  # fmt: skip
 
     def body() -> int:
         try:
             doc = run_check(cfg)
-        except BadInputError:
+        except (BadInputError, ConfigError):
             raise
         except TapwatchError as err:  # a tool failed or did not do what was asked: its message, exit 1
             click.echo(f"tapwatch: error: {err}", err=True)
             return 1
-        click.echo(f"{out / name}.md: {doc['flows']['total']} flows, {len(doc['models'])} models")
+        for lk, c in doc["conditions"].items():
+            click.echo(f"{out / name}.md: {lk}: {c['flows']['total']} flows, {len(c['models'])} models")
         return 0
 
     run_guarded(body)

@@ -2,12 +2,15 @@
 
 :func:`compare_features` sets a few key features of the live flows of each label beside the training rows
 of the nearest CIC-IDS2017 family (loaded as training loads them: corrected release, 1 ms resolution);
-:func:`write_reports` renders the document :func:`tapwatch.models.live_check.run_check` builds.
+:func:`link_basis` measures the CIC-IDS2017 benign TCP rows the WAN link's rate is chosen from;
+:func:`write_reports` renders the document :func:`tapwatch.models.live_check.run_check` builds (one section
+per link condition, both side by side first).
 """
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +56,20 @@ def _inside(value: float, q: dict[str, float]) -> bool:
     return bool(q["p5"] <= value <= q["p95"])
 
 
+@lru_cache(maxsize=2)
+def _training(datasets: Path) -> Any:
+    """The CIC-IDS2017 rows as training loads them (once per run: every condition compares with them)."""
+    from tapwatch.models.data_cic import load_cic_ids2017
+
+    return load_cic_ids2017(datasets)
+
+
 def compare_features(flows: pd.DataFrame, labels: pd.Series, datasets: Path | None) -> dict[str, Any]:
     """Key features of each label's live flows beside the training rows of its family (quantiles)."""
     if datasets is None:
         return {"skipped": "no datasets folder (--datasets)"}
-    from tapwatch.models.data_cic import load_cic_ids2017
-
     try:
-        ds = load_cic_ids2017(datasets)
+        ds = _training(datasets)
     except (TapwatchError, OSError) as err:
         return {"skipped": f"training rows unavailable: {err}"}
     out: dict[str, Any] = {"dataset": "corrected CIC-IDS2017 subset, 1 ms resolution (as trained)", "labels": {}}
@@ -83,6 +92,43 @@ def compare_features(flows: pd.DataFrame, labels: pd.Series, datasets: Path | No
             "training_rows": int(rows.sum()), "features": feats, "outside_p5_p95": outside,
         }  # fmt: skip
     return out
+
+
+BULK_BYTES = 100_000
+"""Benign TCP rows with at least this many backward bytes are the downloads whose rate the WAN link copies."""
+
+
+def link_basis(datasets: Path | None, rate_mbit: float) -> dict[str, Any]:
+    """What CIC-IDS2017's benign TCP rows say about the link their traffic crossed.
+
+    Per row of the downloads (:data:`BULK_BYTES` or more backward), the backward rate over the flow's active
+    time (``Flow Duration`` less its longest idle gap ``Idle Max``), in Mbit/s; for every benign TCP row the
+    duration (s) and ``Flow Packets/s``: the quantities the LAN traffic lies outside of; and the share of
+    the downloads slower than ``rate_mbit``, the WAN link's rate.
+    """
+    if datasets is None:
+        return {"skipped": "no datasets folder (--datasets)"}
+    try:
+        ds = _training(datasets)
+    except (TapwatchError, OSError) as err:
+        return {"skipped": f"training rows unavailable: {err}"}
+    rows = ((ds.y == "BENIGN") & (ds.X["Protocol"] == 6)).to_numpy()
+    tcp = ds.X.loc[rows]
+    bulk = tcp[tcp["Total Length of Bwd Packet"] >= BULK_BYTES]
+    active_us = (bulk["Flow Duration"] - bulk["Idle Max"].clip(lower=0)).clip(lower=1)
+    mbit = bulk["Total Length of Bwd Packet"] * 8 / active_us
+    q = (0.5, 0.95, 0.99, 1.0)
+    return {
+        "rows": "corrected CIC-IDS2017 subset, BENIGN, protocol 6",
+        "tcp_rows": len(tcp),
+        "bulk_rows": len(bulk),
+        "bulk_min_bwd_bytes": BULK_BYTES,
+        "bulk_active_mbit_s": {f"p{round(k * 100)}": float(v) for k, v in mbit.quantile(list(q)).items()},
+        "wan_rate_mbit": rate_mbit,
+        "bulk_share_slower_than_wan_rate": float((mbit < rate_mbit).mean()) if len(mbit) else None,
+        "duration_s": _quantiles(tcp["Flow Duration"] / 1e6),
+        "flow_packets_s": _quantiles(tcp["Flow Packets/s"]),
+    }
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -108,9 +154,9 @@ def _flagged_as(d: dict[str, Any]) -> str:
     return " and ".join(f"{k} ({v})" for k, v in top) if top else "nothing"
 
 
-def _findings(doc: dict[str, Any]) -> list[str]:
+def _findings(models: list[dict[str, Any]], control: bool = True) -> list[str]:
     lines = []
-    for m in doc["models"]:
+    for m in models:
         if "error" in m:
             lines.append(f"- **{m['name']}** could not score the flows: {m['error']}")
             continue
@@ -121,7 +167,7 @@ def _findings(doc: dict[str, Any]) -> list[str]:
         text += f"**misses {', '.join(missed)}**; " if missed else "misses no attack; "
         text += f"detects {', '.join(caught)}; " if caught else "detects none of the attacks; "
         text += f"false alarms on {100 * far:.1f} % of the benign flows." if far is not None else "no benign flows."
-        lines.append(text + _control_shift(m))
+        lines.append(text + (_control_shift(m) if control else ""))
     return lines
 
 
@@ -140,9 +186,9 @@ def _outside_text(feature: str, v: dict[str, Any]) -> str:
     return f"{feature} {_num(v['live']['p50'])} (training p5–p95 {_num(train['p5'])}–{_num(train['p95'])})"
 
 
-def _reasons(doc: dict[str, Any]) -> list[str]:
+def _reasons(c: dict[str, Any]) -> list[str]:
     """Per label: which key features of the live flows lie outside the training family's range."""
-    feats = doc["features"]
+    feats = c["features"]
     if "skipped" in feats:
         return [f"- Feature comparison skipped: {feats['skipped']}."]
     lines = []
@@ -150,7 +196,7 @@ def _reasons(doc: dict[str, Any]) -> list[str]:
         info = feats["labels"][lab]
         if not info["live_flows"]:
             continue
-        missed_by = [m["name"] for m in doc["models"] if lab in ATTACK and _missed(m, lab)]
+        missed_by = [m["name"] for m in c["models"] if lab in ATTACK and _missed(m, lab)]
         out = ", ".join(_outside_text(f, info["features"][f]) for f in info["outside_p5_p95"])
         missed = f" (missed by {', '.join(missed_by)})" if missed_by else ""
         head = f"- **{lab}**{missed} against "
@@ -160,16 +206,16 @@ def _reasons(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _feature_tables(doc: dict[str, Any]) -> list[str]:
-    feats = doc["features"]
+def _feature_tables(c: dict[str, Any], h: str) -> list[str]:
+    feats = c["features"]
     if "skipped" in feats:
         return []
-    lines = ["## Live flows against the training rows of the same family", "",
+    lines = [f"{h} Live flows against the training rows of the same family", "",
              f"Training rows: {feats['dataset']}. Quantiles p5 / p50 / p95; the last column is where the live "
              "median falls among the training rows (percentile).", ""]  # fmt: skip
     for lab, info in feats["labels"].items():
         proto = f", protocol {info['protocol']}" if info["protocol"] is not None else ""
-        lines += [f"### {lab}: {info['live_flows']} live flows vs {info['training_rows']} training rows of "
+        lines += [f"{h}# {lab}: {info['live_flows']} live flows vs {info['training_rows']} training rows of "
                   f"{info['family']}{proto} ({info['why']})", "",
                   "| feature | live p5 / p50 / p95 | training p5 / p50 / p95 | live p50 at training pct |",
                   "|---|---|---|---|"]  # fmt: skip
@@ -181,11 +227,11 @@ def _feature_tables(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _rate_table(doc: dict[str, Any], key: str | None) -> list[str]:
+def _rate_table(models: list[dict[str, Any]], key: str | None) -> list[str]:
     """Flagged / flows (rate; 95 % Wilson interval) per model and label; ``key`` picks the control's tally."""
     lines = [f"| model | threshold | {' | '.join(ATTACK)} | all attacks | {' | '.join(BENIGN)} | all benign |",
              "|---|---|" + "---|" * (len(ATTACK) + len(BENIGN) + 2)]  # fmt: skip
-    for m in doc["models"]:
+    for m in models:
         if "error" in m:
             continue
         t = m[key] if key else m
@@ -196,48 +242,143 @@ def _rate_table(doc: dict[str, Any], key: str | None) -> list[str]:
     return lines
 
 
-def _result_section(doc: dict[str, Any]) -> list[str]:
-    lines = ["## Result", "", *_findings(doc), "",
-             "Detection rate (attack labels) and false-alarm rate (benign labels): flagged / flows (rate; 95 % "
-             "Wilson interval, %).", "", *_rate_table(doc, None), "",
-             "Control, windows that hold one label's flows only (`Src IP` keyed as `IP#label`, features "
-             "unchanged): whether a detection needs the attacker's earlier flows of another phase in its window.",
-             "", *_rate_table(doc, "same_label_windows"), "",
-             "Predicted classes (arg max, every flow, whatever its score):", "",
+def _predicted(models: list[dict[str, Any]]) -> list[str]:
+    lines = ["Predicted classes (arg max, every flow, whatever its score):", "",
              "| model | label | predicted classes |", "|---|---|---|"]  # fmt: skip
-    for m in doc["models"]:
+    for m in models:
         for lab, d in m.get("by_label", {}).items():
             top = ", ".join(f"{k} {v}" for k, v in list(d["predicted"].items())[:4])
             lines.append(f"| {m['name']} | {lab} | {top} |")
-    return [*lines, "", "## Live features against training", "", *_reasons(doc), ""]
+    return lines
+
+
+def _result_section(c: dict[str, Any], h: str) -> list[str]:
+    return [f"{h} Result (tapwatch flows)", "", *_findings(c["models"]), "",
+            "Detection rate (attack labels) and false-alarm rate (benign labels): flagged / flows (rate; 95 % "
+            "Wilson interval, %).", "", *_rate_table(c["models"], None), "",
+            "Control, windows that hold one label's flows only (`Src IP` keyed as `IP#label`, features "
+            "unchanged): whether a detection needs the attacker's earlier flows of another phase in its window.",
+            "", *_rate_table(c["models"], "same_label_windows"), "", *_predicted(c["models"]), "",
+            f"{h} Live features against training", "", *_reasons(c), ""]  # fmt: skip
+
+
+def _pypi_section(c: dict[str, Any], h: str) -> list[str]:
+    part = c["cicflowmeter"]
+    head = f"{h} The PyPI cicflowmeter on the same capture"
+    if "skipped" in part:
+        return [head, "", f"Left out: {part['skipped']}.", ""]
+    flows, tool = part["flows"], part["tool"]
+    filled = ", ".join(f"`{k}` = {v:g}" for k, v in part["filled"].items())
+    uses = "; ".join(f"{m['name']}: {', '.join(m['filled_features']) or 'none'}" for m in part["models"])
+    return [head, "",
+            f"- `{tool['command']}` (cicflowmeter {tool['cicflowmeter']}, scapy {tool['scapy']}, numpy "
+            f"{tool['numpy']}) in {part['wall_s']['cicflowmeter_with_tapwatch_meanwhile']} s (while tapwatch extracted "
+            f"and scored the same capture); scoring its flows {part['wall_s']['scoring']} s.",
+            f"- Flows: {flows['total']}; labelled {flows['labelled']} "
+            f"({', '.join(f'{k} {v}' for k, v in flows['by_label'].items())}); unmatched {flows['unmatched']['flows']}"
+            f"; ambiguous {flows['ambiguous']}. Each PyPI flow takes the first-packet time of the tapwatch flow of "
+            f"the same 5-tuple that starts within its whole-second timestamp ({part['matched_to_tapwatch_flows']} "
+            "matched); the phase table then labels it as it labels tapwatch's flows.",
+            f"- Columns PyPI does not write, filled: {filled} (CIC-IDS2017 writes -1 for the ICMP fields of TCP "
+            f"and UDP flows; PyPI counts RSTs of both directions together and has no TCP flow time). Used by "
+            f"each model: {uses}.",
+            f"- Timestamp: {part['timestamp']}. Scored as `tapwatch score` scores any CICFlowMeter CSV (time "
+            "features quantised from µs to 1 ms); no one-label control for these flows.", "",
+            *_findings(part["models"], control=False), "", *_rate_table(part["models"], None), "",
+            *_predicted(part["models"]), ""]  # fmt: skip
 
 
 def _model_text(m: dict[str, Any]) -> str:
     return f"{m['name']} {m['version']} ({m['onnx']}, sha256 {str(m['sha256'])[:12]}…, T={m['window_length']})"
 
 
-def _data_section(doc: dict[str, Any]) -> list[str]:
-    prov, flows = doc["provenance"], doc["flows"]
+def _data_section(c: dict[str, Any], h: str) -> list[str]:
+    prov, flows = c["provenance"], c["flows"]
     unmatched = flows["unmatched"]
     by_src = f" (by source: {unmatched['by_src_ip']})" if unmatched["flows"] else ""
-    return ["## Data", "",
+    return [f"{h} Data", "",
             f"- Flows: {flows['total']} from `tapwatch flows`; labelled {flows['labelled']} "
             f"({', '.join(f'{k} {v}' for k, v in flows['by_label'].items())}); unmatched {unmatched['flows']}"
             f"{by_src}; ambiguous "
             f"{flows['ambiguous']}; still running after their phase ended {flows['outlasted_phase']}.",
             f"- Attack flows from the attacker's address: {flows['attack_flows_from_attacker']} of "
             f"{flows['attack_flows']}.",
-            f"- Phases: {', '.join(f'{k} {v}' for k, v in doc['phases'].items())} (table in the JSON).",
+            f"- Phases: {', '.join(f'{k} {v}' for k, v in c['phases'].items())} (table in the JSON).",
             f"- Traffic: {prov['source']}; pcap {json.dumps(prov['pcap'])}.",
             f"- Plan: {json.dumps(prov['plan'])}." if prov["plan"] else "- Plan: not known (given pcap).",
             *(f"- {tool}: {version}" for tool, version in prov["tools"].items()),
-            f"- Wall time (s): {json.dumps(prov['wall_s'])}; tapwatch commit {prov['tapwatch_commit']}.",
-            "- Models: " + "; ".join(_model_text(m) for m in doc["models"]) + ".", ""]  # fmt: skip
+            f"- Wall time (s): {json.dumps(prov['wall_s'])}.",
+            "- Models: " + "; ".join(_model_text(m) for m in c["models"]) + ".", ""]  # fmt: skip
+
+
+def _short(d: dict[str, Any] | None) -> str:
+    if not d or not d.get("flows"):
+        return "–"
+    return f"{d['flagged']}/{d['flows']} ({100 * d['rate']:.1f} %)"
+
+
+def _side_by_side(doc: dict[str, Any]) -> list[str]:
+    """Per model, condition and extractor: each attack's detection rate, each benign label's false alarms."""
+    lines = ["| model | link | flows by | " + " | ".join(ATTACK) + " | all attacks | " + " | ".join(BENIGN)
+             + " | all benign | all benign, one-label windows |",
+             "|---|---|---|" + "---|" * (len(ATTACK) + len(BENIGN) + 3)]  # fmt: skip
+    names = [m["name"] for m in next(iter(doc["conditions"].values()))["models"]]
+    for name in names:
+        for link, c in doc["conditions"].items():
+            pypi = c["cicflowmeter"].get("models", [])
+            for who, models in (("tapwatch", c["models"]), ("PyPI cicflowmeter", pypi)):
+                m = next((x for x in models if x["name"] == name), None)
+                if m is None:
+                    continue
+                if "error" in m:
+                    lines.append(f"| {name} | {link} | {who} | could not score: {m['error'][:80]} |")
+                    continue
+                by = m["by_label"]
+                ctrl = _short(m["same_label_windows"]["benign"]) if "same_label_windows" in m else "–"
+                cells = [*(_short(by[x]) for x in ATTACK), _short(m["attack"]), *(_short(by[x]) for x in BENIGN),
+                         _short(m["benign"]), ctrl]  # fmt: skip
+                lines.append(f"| {name} | {link} | {who} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _conditions_section(doc: dict[str, Any]) -> list[str]:
+    lines = ["## Link conditions", ""]
+    for link, c in doc["conditions"].items():
+        info = c["link"]
+        asked = f"; asked for {json.dumps(info['asked'])}" if info.get("asked") else ""
+        shown = f"; `tc qdisc show`: `{info['qdisc']}`" if info.get("qdisc") else ""
+        lines.append(f"- **{link}**: {info['applied']}{asked}{shown}.")
+    basis = doc["link_basis"]
+    if "skipped" in basis:
+        lines.append(f"- WAN rate basis: skipped ({basis['skipped']}).")
+    else:
+        b, d, r = basis["bulk_active_mbit_s"], basis["duration_s"], basis["flow_packets_s"]
+        lines += [
+            f"- Why that rate: in the {basis['tcp_rows']} benign TCP rows of the training data "
+            f"({basis['rows']}), the {basis['bulk_rows']} downloads of {basis['bulk_min_bwd_bytes']:,} backward "
+            f"bytes or more moved them at p50 {b['p50']:.3g}, p95 {b['p95']:.3g}, p99 {b['p99']:.3g}, max "
+            f"{b['p100']:.3g} Mbit/s over their active time (duration less the longest idle gap); "
+            f"{100 * basis['bulk_share_slower_than_wan_rate']:.1f} % of them were slower than the WAN link's "
+            f"{basis['wan_rate_mbit']:g} Mbit/s. So the link caps the benign downloads near the fastest ones the "
+            "training data holds, not below what CIC's clients got.",
+            f"- What it cannot copy: those rows last p5 {d['p5']:.3g} s, p50 {d['p50']:.3g} s, p95 {d['p95']:.3g} s "
+            f"and run at p50 {r['p50']:.3g}, p95 {r['p95']:.3g} packets/s; most of that is round trips to "
+            "internet servers and idle keep-alive time, which only a delay (netem) or a different client "
+            "(think time, keep-alive) adds, not a rate limit.",
+        ]
+    return [*lines, ""]
+
+
+def _condition_section(link: str, c: dict[str, Any]) -> list[str]:
+    h = "###"
+    return [f"## Condition: {link}", "", f"Link: {c['link']['applied']}.", "", *_result_section(c, h),
+            *_pypi_section(c, h), *_feature_tables(c, h), *_data_section(c, h)]  # fmt: skip
 
 
 NOTES = (
-    "One run of generated traffic, not a model evaluation: no seeds, no spread beyond the intervals. Rates say "
-    "what each shipped model does on this traffic, nothing more; the benign traffic is small and repetitive.",
+    "One run of generated traffic per condition, not a model evaluation: no seeds, no spread beyond the "
+    "intervals. Rates say what each shipped model does on this traffic, nothing more; the benign traffic is small "
+    "and repetitive.",
     "Flows in no phase (unmatched) or in two (ambiguous) are counted above and left out of every rate.",
     "The benign client alternates rounds of HTTP downloads and DNS queries, so in the main view its windows "
     "mix both; the control shows what a host that only downloads (or only resolves) gets. Both are artificial; "
@@ -246,22 +387,36 @@ NOTES = (
     "`attack_score`) threshold. A model that flags under half of an attack's flows is said to miss it.",
     "The SYN flood has no counterpart in CIC-IDS2017 (its DoS and DDoS classes are HTTP floods); a model can "
     "only flag it as something else, and does not have to name it.",
+    "The two conditions are two separate runs of the same plan (the WAN one with the shaping); their traffic "
+    "differs in the number of benign rounds as well as in the link.",
 )
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
     """The Markdown report of a live-check document."""
     lines = ["# Live check: the shipped models on traffic of real attack tools", "",
-             f"Generated by `{doc['generated_by']}` on {doc['date']}; do not edit by hand.", "",
+             f"Generated by `{doc['generated_by']}` on {doc['date']} (tapwatch commit {doc['tapwatch_commit']}, "
+             f"{doc['wall_s']} s); do not edit by hand.", "",
              "An attacker namespace ran an nmap SYN scan, an hping3 SYN flood and slowloris against a server "
              "namespace (busybox httpd, dnsmasq) while a benign client downloaded files and asked DNS; one "
-             "tcpdump capture on the server's bridge; flows by `tapwatch flows`; each flow labelled by its "
-             "addresses and its start inside a phase; scored by `tapwatch score --model` with every shipped model. "
-             "Flagged: attack score (1 - P(BENIGN)) at or over the card's threshold, as the worker alerts; each "
-             "flow's window is its source host's last T flows up to it.", "",
-             *_result_section(doc), *_feature_tables(doc), *_data_section(doc),
-             "## Notes", "", *(f"- {n}" for n in NOTES), ""]  # fmt: skip
-    return "\n".join(lines)
+             "tcpdump capture on the server's bridge per link condition; flows by `tapwatch flows` and, from the "
+             "same capture, by the PyPI `cicflowmeter`; each flow labelled by its addresses and its start inside "
+             "a phase; scored by `tapwatch score --model` with every shipped model. Flagged: attack score "
+             "(1 - P(BENIGN)) at or over the card's threshold, as the worker alerts; each flow's window is its "
+             "source host's last T flows up to it.", "",
+             *_conditions_section(doc),
+             "## Side by side", "",
+             "Flagged / flows (rate) per model, link condition and flow extractor; attack columns are detection "
+             "rates, benign columns false-alarm rates; the last column is the one-label-window control (tapwatch "
+             "flows only). 95 % intervals are in each condition's section.", "",
+             *_side_by_side(doc), ""]  # fmt: skip
+    for link, c in doc["conditions"].items():
+        lines += [f"### Findings, {link}", "", *_findings(c["models"]), ""]
+        if "models" in c["cicflowmeter"]:
+            lines += [f"PyPI cicflowmeter flows, {link}:", "", *_findings(c["cicflowmeter"]["models"], False), ""]
+    for link, c in doc["conditions"].items():
+        lines += _condition_section(link, c)
+    return "\n".join([*lines, "## Notes", "", *(f"- {n}" for n in NOTES), ""])
 
 
 def _finite(obj: Any) -> Any:

@@ -1,9 +1,11 @@
 """The live check: a short attacker/benign scenario in three namespaces, labelled flows, the report's structure.
 
 Traffic is made by real tools (nmap, hping3, slowloris, curl, dig against busybox httpd and dnsmasq) in
-namespaces the test creates; flows come from ``tapwatch flows``, scores from ``tapwatch score`` with every
-shipped model. Detection rates are a result, not a property of the code, so none is asserted here; what the
-code guarantees is (labels, counts, structure).
+namespaces the test creates; flows come from ``tapwatch flows`` and from the PyPI ``cicflowmeter`` (its venv,
+``.parity-venv``, is built if missing), scores from ``tapwatch score`` with two shipped models. Detection rates
+are a result, not a property of the code, so none is asserted here; what the code guarantees is (labels,
+counts, structure). The WAN link's shaping is checked on its own: a download through it takes as long as
+its rate says, and the qdisc goes with the namespaces.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -21,7 +24,9 @@ import pandas as pd
 import pytest
 
 from tapwatch.capture.live_traffic import SHORT_PLAN, LiveRun, make_live_capture
-from tapwatch.capture.traffic import ATTACK_LABELS, LABEL_COLUMNS, Label, Phase
+from tapwatch.capture.netns_trio import WanLink, ns_trio, shape_link
+from tapwatch.capture.traffic import ATTACK_LABELS, LABEL_COLUMNS, Label, Phase, TrafficPlan, download, servers
+from tapwatch.features.contract import FEATURE_NAMES
 from tapwatch.features.errors import BadInputError
 from tapwatch.models.live_check import (
     AMBIGUOUS,
@@ -33,6 +38,14 @@ from tapwatch.models.live_check import (
     shipped_cards,
 )
 from tapwatch.models.live_check_report import FAMILIES, KEY_FEATURES, compare_features
+from tapwatch.models.pypi_cicflowmeter import (
+    FILLED,
+    NO_COUNTERPART,
+    PYPI_TO_CIC,
+    cic_frame,
+    full_snaplen_problem,
+    pypi_first_seen_ms,
+)
 from tapwatch.models.score import MODELS_DIR
 from tests.conftest import need_netns
 
@@ -60,10 +73,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[LiveRun, Path, Path]
             (models / f"{name}{suffix}").symlink_to(MODELS_DIR / f"{name}{suffix}")
     argv = [sys.executable, "-m", "tapwatch.models.live_check", "--pcap", str(run.pcap), "--out", str(out),
             "--name", "lc", "--keep", str(work), "--datasets", str(base / "no-datasets"),
-            "--models-dir", str(models)]  # fmt: skip
+            "--models-dir", str(models), "--link", "lan"]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
-    return run, work, out
+    return run, work / "lan", out
 
 
 @pytest.mark.netns
@@ -71,7 +84,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[LiveRun, Path, Path]
 def test_scenario_phases(live: tuple[LiveRun, Path, Path]) -> None:
     run, _, _ = live
     assert run.stats.captured > 0 and run.stats.dropped == 0
-    assert run.wall_s < 40
+    assert run.wall_s < 40 and run.shaped is None  # the LAN condition: no qdisc
+    assert full_snaplen_problem(run.pcap) is None  # whole frames, as the PyPI tool needs
     assert [p.row() for p in read_phases(run.labels)] == [p.row() for p in run.phases]  # µs in the file
     assert {p.label for p in run.phases} == set(Label)
     attack = [p for p in run.phases if p.label in ATTACK_LABELS]
@@ -124,7 +138,10 @@ def test_every_flow_is_labelled_by_its_phase(live: tuple[LiveRun, Path, Path]) -
 @pytest.mark.timeout(300)
 def test_report_structure_and_counts(live: tuple[LiveRun, Path, Path]) -> None:
     run, work, out = live
-    doc = _strict_json(out / "lc.json")
+    top = _strict_json(out / "lc.json")
+    assert list(top["conditions"]) == ["lan"] and top["link_basis"] == {"skipped": "no datasets folder (--datasets)"}
+    doc = top["conditions"]["lan"]
+    assert doc["link"]["applied"] == "not known (given pcap)"
     n_flows = len(pd.read_csv(work / "flows.csv", usecols=["Flow ID"]))
     flows = doc["flows"]
     assert flows["total"] == n_flows == flows["labelled"] == sum(flows["by_label"].values())
@@ -148,6 +165,105 @@ def test_report_structure_and_counts(live: tuple[LiveRun, Path, Path]) -> None:
     text = (out / "lc.md").read_text()
     assert "do not edit by hand" in text and f"--pcap {run.pcap}" in text
     assert all(m["name"] in text for m in doc["models"]) and all(x.value in text for x in REPORT_LABELS)
+    assert "## Side by side" in text and "| hybrid-cic | lan | PyPI cicflowmeter |" in text
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(300)
+def test_pypi_flows_of_the_same_capture_are_labelled_and_scored(live: tuple[LiveRun, Path, Path]) -> None:
+    _, work, out = live
+    part = _strict_json(out / "lc.json")["conditions"]["lan"]["cicflowmeter"]
+    assert "skipped" not in part, part.get("skipped")
+    raw = pd.read_csv(work / "cicflowmeter" / "cicflowmeter.csv", dtype=str)
+    flows = part["flows"]
+    assert flows["total"] == len(raw) == flows["labelled"] + flows["unmatched"]["flows"] + flows["ambiguous"]
+    # Every attack flow PyPI makes comes from the attacker; each label has flows (the phases are seconds long).
+    assert flows["attack_flows_from_attacker"] == flows["attack_flows"] > 0
+    assert all(n > 0 for n in flows["by_label"].values()), flows["by_label"]
+    assert part["matched_to_tapwatch_flows"] >= flows["labelled"]
+    assert part["filled"] == FILLED and part["tool"]["cicflowmeter"] == "0.2.0"
+    converted = pd.read_csv(work / "cicflowmeter" / "cicflowmeter-flows.csv", dtype=str)
+    assert list(converted.columns[5:]) == list(FEATURE_NAMES) and len(converted) == len(raw)
+    assert (converted["Flow Duration"] == raw["flow_duration"]).all()  # PyPI's values, renamed
+    for m in part["models"]:
+        assert "error" not in m, m.get("error")
+        assert m["filled_features"] == list(NO_COUNTERPART)  # both test models take all 82 features
+        assert sum(d["flows"] for d in m["by_label"].values()) == len(raw)
+        assert m["attack"]["flows"] == flows["attack_flows"]
+
+
+def test_pypi_rows_map_to_cic_columns_and_take_the_matching_tapwatch_start() -> None:
+    def pypi_row(src: str, sport: int, ts: str, dur_us: int) -> dict[str, str]:
+        row = {c: "0" for c in PYPI_TO_CIC} | {"protocol": "6", "flow_duration": str(dur_us), "tot_fwd_pkts": "2"}
+        return row | {"src_ip": src, "src_port": str(sport), "dst_ip": SERVER, "dst_port": "8080", "timestamp": ts}
+
+    rows = pd.DataFrame([pypi_row(ATTACKER, 40000, "2026-01-01 00:00:10", 1500),
+                         pypi_row(CLIENT, 50000, "2026-01-01 00:00:11", 2000),
+                         pypi_row(CLIENT, 50001, "2026-01-01 00:00:11", 0)])  # fmt: skip
+    t0 = 1767225600_000  # 2026-01-01 00:00:00 UTC in ms
+    tw = pd.DataFrame([{n: 0 for n in FEATURE_NAMES} | {"Protocol": 6, "Src IP": src, "Src Port": sport,
+                        "Dst IP": SERVER, "Dst Port": 8080, "first_seen_ms": t0 + ms, "packets": 2,
+                        "expiry_reason": "fin"}
+                       for src, sport, ms in ((ATTACKER, 40000, 10_250), (CLIENT, 50000, 11_400))])  # fmt: skip
+    first = pypi_first_seen_ms(rows, tw)
+    # The third flow has no tapwatch flow of its 5-tuple: no start, so no phase.
+    assert first.tolist() == [t0 + 10_250, t0 + 11_400, -1]
+    phases = [Phase(Label.SYN_FLOOD, (t0 + 10_000) / 1000, (t0 + 10_300) / 1000, ATTACKER, SERVER),
+              Phase(Label.SLOWLORIS, (t0 + 10_300) / 1000, (t0 + 11_000) / 1000, ATTACKER, SERVER),
+              Phase(Label.BENIGN_HTTP, (t0 + 11_000) / 1000, (t0 + 12_000) / 1000, CLIENT, SERVER)]  # fmt: skip
+    keyed = pd.DataFrame({"Src IP": rows["src_ip"], "Dst IP": rows["dst_ip"], "first_seen_ms": first,
+                          "last_seen_ms": first + 1})  # fmt: skip
+    # By its whole-second timestamp alone the first flow could be syn-flood or slowloris; its first packet says.
+    assert label_flows(keyed, phases)["label"].tolist() == ["syn-flood", "benign-http", UNMATCHED]
+    frame = cic_frame(rows)
+    assert list(frame.columns) == ["Src IP", "Src Port", "Dst IP", "Dst Port", "Timestamp", *FEATURE_NAMES]
+    assert frame["Flow Duration"].tolist() == ["1500", "2000", "0"] and frame["Timestamp"][0] == "2026-01-01 00:00:10"
+    assert (
+        set(FILLED) == set(NO_COUNTERPART) and (frame["ICMP Type"] == -1).all() and (frame["Bwd RST Flags"] == 0).all()
+    )
+
+
+def test_full_snaplen_problem_names_a_cut_capture(tmp_path: Path) -> None:
+    header = bytes.fromhex("d4c3b2a1") + (2).to_bytes(2, "little") + (4).to_bytes(2, "little") + bytes(8)
+    cut, whole = tmp_path / "cut.pcap", tmp_path / "whole.pcap"
+    cut.write_bytes(header + (96).to_bytes(4, "little") + (1).to_bytes(4, "little"))
+    whole.write_bytes(header + (262144).to_bytes(4, "little") + (1).to_bytes(4, "little"))
+    assert full_snaplen_problem(cut) == "the capture keeps only 96 bytes of each frame (use snaplen 0)"
+    assert full_snaplen_problem(whole) is None
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(120)
+def test_wan_link_shapes_the_server_side_and_goes_with_the_namespaces(tmp_path: Path) -> None:
+    need_netns()
+    size, link = 262_144, WanLink(rate_mbit=4.0)
+    with ns_trio() as trio:
+        client = trio.pair(trio.client)
+        with servers(client, TrafficPlan(file_sizes=(size,)), tmp_path):
+            t0 = time.monotonic()
+            download(client, TrafficPlan().http_port, [size])
+            lan_s = time.monotonic() - t0
+            shaped = shape_link(trio.server, link)
+            t0 = time.monotonic()
+            download(client, TrafficPlan().http_port, [size])
+            wan_s = time.monotonic() - t0
+        shown = subprocess.run(["tc", "-n", trio.server.netns, "qdisc", "show", "dev", trio.server.iface],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        names = [trio.client.netns, trio.attacker.netns, trio.server.netns]
+    assert shaped.kind in ("netem", "tbf") and shaped.kind in shown and shaped.shown == shown.strip()
+    assert "4Mbit" in shown and (shaped.kind == "netem") == ("delay" in shown)
+    # 256 KiB at 4 Mbit/s take 0.52 s on the wire; at memory speed a few ms.
+    assert wan_s >= 0.8 * size * 8 / (link.rate_mbit * 1e6) > 10 * lan_s, (lan_s, wan_s)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert not any(n in listed for n in names)
+
+
+def test_pcap_with_both_links_is_refused(tmp_path: Path) -> None:
+    pcap = tmp_path / "x.pcap"
+    pcap.write_bytes(b"")
+    argv = [sys.executable, "-m", "tapwatch.models.live_check", "--pcap", str(pcap), "--link", "both"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "--pcap holds one condition" in done.stderr
 
 
 @pytest.mark.netns
