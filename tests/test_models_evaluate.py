@@ -57,6 +57,9 @@ def test_ablation_flag_adds_the_ablation_runs_and_leaves_the_default_run_set() -
     recipes = {(c.batch_size, c.epochs, c.patience, c.learning_rate, c.max_train) for c in abl if c.model != LGBM}
     assert recipes == {(main.batch_size, main.epochs, main.patience, main.learning_rate, main.max_train)}
     assert main.batch_size == HYBRID_BATCH
+    full = next(p for p in with_flag.protocols if p.name == "ablation-full").runs
+    assert [c.model for c in full] == ["hybrid-full", "hybrid-lstm", "hybrid-nodecoder"]
+    assert {(c.max_train, c.epochs, c.batch_size, c.seed) for c in full} == {(3000, 3, 256, 0)}
 
 
 @pytest.mark.parametrize("dataset", ["unsw-nb15", "nsl-kdd", "ton-iot"])
