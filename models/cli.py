@@ -49,6 +49,14 @@ def _fail(err: Exception) -> None:
     help="CIC features: all 82; the 77 the original CIC-IDS2017 release also has; the 76 of its MachineLearningCVE "
     "CSVs (no Protocol).",
 )
+@click.option(
+    "--class-weighting",
+    type=click.Choice(["balanced", "binary", "none"]),
+    default="balanced",
+    show_default=True,
+    help="Loss weights: every class alike in total; benign and attack half each; or none (see the reports' "
+    "class-weighting recipe check).",
+)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 def train_command(
     dataset: str,
@@ -60,9 +68,10 @@ def train_command(
     max_train: int,
     overrides: tuple[str, ...],
     features: str,
+    class_weighting: str,
     out_dir: Path,
 ) -> None:
-    """Train a model (Keras progress bar, balanced class weights, early stopping) and save it with metadata."""
+    """Train a model (Keras progress bar, class weights, early stopping) and save it with metadata."""
     from tapwatch.models.train import SplitKind, TrainConfig, train_run
 
     pairs = []
@@ -81,6 +90,7 @@ def train_command(
         overrides=tuple(pairs),
         learning_rate=3e-3 if model_name.startswith("hybrid") else 2e-3,
         features=features,
+        class_weighting=class_weighting,
     )
     subset = "" if features == "all" else f"-{features}"
     try:

@@ -258,7 +258,7 @@ def ablation_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "variant": label(c),
                 "T": window_of(c),
                 "seed": c["seed"],
-                "recipe": f"batch {c['batch_size']}, <= {c['epochs']} epochs" if c["model"] != LGBM else "",
+                "recipe": _recipe(c),
                 "epochs_run": info.get("epochs_run", info.get("trees")),
                 "train_loss": round(hist["loss"][-1], 4) if hist.get("loss") else None,
                 "best_val_loss": round(min(hist["val_loss"]), 4) if hist.get("val_loss") else None,
@@ -268,6 +268,14 @@ def ablation_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _recipe(c: dict[str, Any]) -> str:
+    """A neural run's recipe: batch, epochs, and the class weighting when not the default."""
+    if c["model"] == LGBM:
+        return ""
+    weighting = c.get("class_weighting", "balanced")
+    return f"batch {c['batch_size']}, <= {c['epochs']} epochs" + ("" if weighting == "balanced" else f", {weighting}")
 
 
 def _num(v: Any, fmt: str = ".4f") -> str:

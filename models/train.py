@@ -39,6 +39,8 @@ from tapwatch.models.sequences import (
 )
 
 MAX_CLASS_WEIGHT = 50.0
+CLASS_WEIGHTINGS = ("balanced", "binary", "none")
+"""Loss weightings of the classes (:func:`class_weights`); ``balanced`` is the default recipe."""
 """Balanced weights are clipped here: CIC's Heartbleed has 11 rows, so its balanced weight would be ~200
 and a handful of rows would dominate the loss."""
 
@@ -102,12 +104,15 @@ class TrainConfig:
     overrides: tuple[tuple[str, Any], ...] = ()
     learning_rate: float = 2e-3
     features: str = "all"
+    class_weighting: str = "balanced"
 
     def __post_init__(self) -> None:
         which = DatasetName(self.dataset)
         if self.split in (SplitKind.TIME, SplitKind.TIME_ALL) and which is not DatasetName.CIC_IDS2017:
             object.__setattr__(self, "split", DEFAULT_SPLIT[which])
         feature_subset(self.features)  # an unknown name fails here, before any data is read
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ConfigError("class_weighting", f"{self.class_weighting!r}; valid: {', '.join(CLASS_WEIGHTINGS)}")
         if self.features != "all" and which is not DatasetName.CIC_IDS2017:
             raise ConfigError("--features", f"subset {self.features!r} names CIC features; {self.dataset} has its own")
 
@@ -116,6 +121,8 @@ class TrainConfig:
         out = asdict(self)
         if self.features == "all":  # the default stays out, so the keys of earlier runs do not change
             del out["features"]
+        if self.class_weighting == "balanced":  # likewise
+            del out["class_weighting"]
         out["split"], out["order"] = self.split.value, self.order.value
         out["overrides"] = [[k, list(v) if isinstance(v, tuple) else v] for k, v in self.overrides]
         return out
@@ -204,12 +211,31 @@ def subsample(w: Windows, n: int, seed: int) -> Windows:
     )
 
 
-def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
-    """Balanced weights n / (k · count) over the k classes present, clipped at :data:`MAX_CLASS_WEIGHT`."""
+def class_weights(y: np.ndarray, n_classes: int, weighting: str = "balanced", benign: int = 0) -> dict[int, float]:
+    """Per-class loss weights, clipped at :data:`MAX_CLASS_WEIGHT`.
+
+    ``balanced``: n / (k · count) over the k classes present (the default recipe). ``binary``: benign and
+    attack carry half of the total weight each, the attack classes balanced among themselves, so the
+    benign-vs-attack score is not pushed towards attack by the number of attack classes. ``none``: all 1.
+
+    >>> y = np.array([0] * 6 + [1] * 3 + [2])
+    >>> [round(v, 3) for v in class_weights(y, 3).values()]
+    [0.556, 1.111, 3.333]
+    >>> [round(v, 3) for v in class_weights(y, 3, "binary").values()]
+    [0.833, 0.833, 2.5]
+    """
     counts = np.bincount(y, minlength=n_classes)
     present = counts > 0
     w = np.ones(n_classes)
-    w[present] = len(y) / (present.sum() * counts[present])
+    if weighting == "balanced":
+        w[present] = len(y) / (present.sum() * counts[present])
+    elif weighting == "binary":
+        attack = present & (np.arange(n_classes) != benign)
+        if counts[benign] and attack.any():
+            w[benign] = len(y) / (2 * counts[benign])
+            w[attack] = len(y) / (2 * attack.sum() * counts[attack])
+    elif weighting != "none":
+        raise ValueError(f"unknown class weighting {weighting!r}; valid: {', '.join(CLASS_WEIGHTINGS)}")
     return {i: float(min(v, MAX_CLASS_WEIGHT)) for i, v in enumerate(w)}
 
 
@@ -235,7 +261,7 @@ def fit(cfg: TrainConfig, train: Windows, val: Windows, verbose: int = 0) -> tup
         validation_data=(val.X, val.y),
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
-        class_weight=class_weights(train.y, n_classes),
+        class_weight=class_weights(train.y, n_classes, cfg.class_weighting),
         callbacks=[stop],
         verbose=verbose,
         shuffle=True,

@@ -66,9 +66,13 @@ def test_ablation_flag_adds_the_ablation_runs_and_leaves_the_default_run_set() -
 def test_every_dataset_gets_the_hybrid_recipe_check_only_with_the_flag(dataset: str) -> None:
     default, with_flag = make_plan(dataset), make_plan(dataset, ablations=True)
     extra = [c for c in _trained(with_flag) if c not in _trained(default)]
-    # Only the Hybrid's batch-256 runs are new; the batch-64 ones are the main protocol's.
-    assert {(c.model, c.batch_size) for c in extra} == {("hybrid-fast", 256)}
-    assert sorted(c.seed for c in extra) == [0, 1, 2]
+    # New: the Hybrid's batch-256 runs (the batch-64 ones are the main protocol's), and the MLP and the Hybrid
+    # with the two other class weightings at seed 0 (the balanced ones are the main protocol's).
+    recipe = [c for c in extra if c.class_weighting == "balanced"]
+    assert {(c.model, c.batch_size) for c in recipe} == {("hybrid-fast", 256)}
+    assert sorted(c.seed for c in recipe) == [0, 1, 2]
+    weighting = sorted((c.model, c.class_weighting, c.seed) for c in extra if c.class_weighting != "balanced")
+    assert weighting == [(m, w, 0) for m in ("hybrid-fast", "mlp") for w in ("binary", "none")]
     hybrid = [c for c in _trained(default) if c.model.startswith("hybrid")]
     assert hybrid and all(c.batch_size == HYBRID_BATCH for c in hybrid)
     assert all(c.batch_size == 256 for c in _trained(default) if not c.model.startswith("hybrid"))
