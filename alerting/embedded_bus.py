@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 
-from tapwatch.features.bus import Entry, Fields, MemoryBus
+from tapwatch.features.bus import Entry, Fields, MemoryBus, write_then_ack
 from tapwatch.features.errors import TapwatchError
 
 # How often a waiting producer looks whether a stage failed (the failure also wakes it at once).
@@ -160,8 +160,4 @@ class BoundedMemoryBus:
     def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
                       ids: Sequence[str]) -> None:  # fmt: skip
         """Through this bus's own :meth:`add_many` and :meth:`ack`, so that the bounds hold."""
-        for target, entries in writes:
-            if entries:
-                self.add_many(target, entries)
-        if ids:
-            self.ack(stream, group, ids)
+        write_then_ack(self, writes, stream, group, ids)

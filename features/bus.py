@@ -108,6 +108,17 @@ class _MemStream:
         self.groups: dict[str, tuple[list[str], dict[str, tuple[str, float]]]] = {}
 
 
+def write_then_ack(bus: Bus, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
+                   ids: Sequence[str]) -> None:  # fmt: skip
+    """:meth:`Bus.write_and_ack` as separate calls of ``bus``'s own :meth:`~Bus.add_many` and :meth:`~Bus.ack`
+    (for buses with no single round trip to save)."""
+    for target, entries in writes:
+        if entries:
+            bus.add_many(target, entries)
+    if ids:
+        bus.ack(stream, group, ids)
+
+
 class MemoryBus:
     """An in-process bus with Redis stream semantics (ids, groups, pending, ack, approximate trim).
 
@@ -215,11 +226,7 @@ class MemoryBus:
 
     def write_and_ack(self, writes: Sequence[tuple[str, Sequence[Fields]]], stream: str, group: str,
                       ids: Sequence[str]) -> None:  # fmt: skip
-        for target, entries in writes:
-            if entries:
-                self.add_many(target, entries)
-        if ids:
-            self.ack(stream, group, ids)
+        write_then_ack(self, writes, stream, group, ids)
 
     def set_once(self, key: str, ttl_s: int) -> bool:
         with self._cond:

@@ -64,14 +64,21 @@ def _training(datasets: Path) -> Any:
     return load_cic_ids2017(datasets)
 
 
-def compare_features(flows: pd.DataFrame, labels: pd.Series, datasets: Path | None) -> dict[str, Any]:
-    """Key features of each label's live flows beside the training rows of its family (quantiles)."""
+def _training_or_why(datasets: Path | None) -> Any:
+    """The training rows, or ``{"skipped": reason}`` when they are unavailable."""
     if datasets is None:
         return {"skipped": "no datasets folder (--datasets)"}
     try:
-        ds = _training(datasets)
+        return _training(datasets)
     except (TapwatchError, OSError) as err:
         return {"skipped": f"training rows unavailable: {err}"}
+
+
+def compare_features(flows: pd.DataFrame, labels: pd.Series, datasets: Path | None) -> dict[str, Any]:
+    """Key features of each label's live flows beside the training rows of its family (quantiles)."""
+    ds = _training_or_why(datasets)
+    if isinstance(ds, dict):
+        return ds
     out: dict[str, Any] = {"dataset": "corrected CIC-IDS2017 subset, 1 ms resolution (as trained)", "labels": {}}
     for label, (family, proto, why) in FAMILIES.items():
         live = flows.loc[labels == label, list(KEY_FEATURES)].apply(pd.to_numeric, errors="coerce")
@@ -106,12 +113,9 @@ def link_basis(datasets: Path | None, rate_mbit: float) -> dict[str, Any]:
     duration (s) and ``Flow Packets/s``: the quantities the LAN traffic lies outside of; and the share of
     the downloads slower than ``rate_mbit``, the WAN link's rate.
     """
-    if datasets is None:
-        return {"skipped": "no datasets folder (--datasets)"}
-    try:
-        ds = _training(datasets)
-    except (TapwatchError, OSError) as err:
-        return {"skipped": f"training rows unavailable: {err}"}
+    ds = _training_or_why(datasets)
+    if isinstance(ds, dict):
+        return ds
     rows = ((ds.y == "BENIGN") & (ds.X["Protocol"] == 6)).to_numpy()
     tcp = ds.X.loc[rows]
     bulk = tcp[tcp["Total Length of Bwd Packet"] >= BULK_BYTES]
