@@ -212,11 +212,12 @@ def weighting_protocol(base: TrainConfig, optional: bool = True) -> Protocol:
         runs += [default, *(replace(default, class_weighting=w) for w in WEIGHTINGS_CHECKED)]
     note = (
         "Class weighting of the loss (everything else equal; `balanced` is the recipe of every other table). "
-        "`balanced` gives each class the same total weight, so with many attack classes the benign class weighs "
-        "little and benign flows get high attack scores; at a threshold held to 1 % validation FPR that costs "
-        "recall. `binary` gives benign and attack half each (attack classes balanced among themselves); `none` "
-        "weighs every window alike. Compare on validation F1 (the threshold's objective); test F1 is shown, not "
-        "used. Not adopted in the other tables yet: it changes every neural run and the shipped models."
+        "`balanced` gives each class the same total weight, so with many attack classes the benign class can weigh "
+        "little, pushing benign windows' attack scores up where the threshold is held to 1 % validation FPR. "
+        "`binary` gives benign and attack half each (attack classes balanced among themselves); `none` weighs every "
+        "window alike. Compare on validation F1 (the threshold's objective); test F1 is shown, not used for the "
+        "choice. Not adopted in the other tables yet: it changes every neural run and the shipped models, which "
+        "did not fit this session's CPU budget."
     )
     title = "Recipe check: class weighting (balanced, binary, none), main protocol, seed 0"
     return Protocol("ablation-weighting", title, tuple(runs), note, optional)
