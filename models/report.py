@@ -215,6 +215,7 @@ def write_report(
             "",
             "Split: " + " ".join(split["notes"]),
             "Rows train / val / test: " + " / ".join(f"{split[p]['rows']:,}" for p in ("train", "val", "test")) + ".",
+            *([proto.note] if proto.note else []),
             "",
             *tables(summary),
             "",
