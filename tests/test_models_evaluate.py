@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 
 from tapwatch.models.arch import Cell
-from tapwatch.models.evaluate import HYBRID_BATCH, LGBM, Plan, Protocol, Runner, cic_plan, make_plan, run_key
+from tapwatch.models.evaluate import (
+    HYBRID_BATCH,
+    LGBM,
+    MAIN_WEIGHTING,
+    Plan,
+    Protocol,
+    Runner,
+    cic_plan,
+    make_plan,
+    run_key,
+)
 from tapwatch.models.train import TrainConfig
 from tests.conftest import SHARED, need
 
@@ -66,16 +76,19 @@ def test_ablation_flag_adds_the_ablation_runs_and_leaves_the_default_run_set() -
 def test_every_dataset_gets_the_hybrid_recipe_check_only_with_the_flag(dataset: str) -> None:
     default, with_flag = make_plan(dataset), make_plan(dataset, ablations=True)
     extra = [c for c in _trained(with_flag) if c not in _trained(default)]
-    # New: the Hybrid's batch-256 runs (the batch-64 ones are the main protocol's), and the MLP and the Hybrid
-    # with the two other class weightings at seed 0 (the balanced ones are the main protocol's).
-    recipe = [c for c in extra if c.class_weighting == "balanced"]
-    assert {(c.model, c.batch_size) for c in recipe} == {("hybrid-fast", 256)}
-    assert sorted(c.seed for c in recipe) == [0, 1, 2]
-    weighting = sorted((c.model, c.class_weighting, c.seed) for c in extra if c.class_weighting != "balanced")
-    assert weighting == [(m, w, 0) for m in ("hybrid-fast", "mlp") for w in ("binary", "none")]
+    # New: the batch check (the Hybrid at batch 256 and 64, every seed, at the balanced weighting that choice was
+    # made under), and the weighting check (MLP and Hybrid, seed 0, with the two weightings the main protocol
+    # does not use).
+    got = {(c.model, c.batch_size, c.class_weighting, c.seed) for c in extra}
+    batch = {("hybrid-fast", b, "balanced", s) for b in (256, HYBRID_BATCH) for s in (0, 1, 2)}
+    weighting = {("mlp", 256, "balanced", 0), ("mlp", 256, "none", 0), ("hybrid-fast", HYBRID_BATCH, "none", 0)}
+    assert got == batch | weighting
     hybrid = [c for c in _trained(default) if c.model.startswith("hybrid")]
     assert hybrid and all(c.batch_size == HYBRID_BATCH for c in hybrid)
     assert all(c.batch_size == 256 for c in _trained(default) if not c.model.startswith("hybrid"))
+    neural = [c for c in _trained(default) if c.model != LGBM]
+    assert neural and all(c.class_weighting == MAIN_WEIGHTING for c in neural)
+    assert all(c.class_weighting == "balanced" for c in _trained(default) if c.model == LGBM)  # LightGBM's own
 
 
 def test_optional_protocols_are_reported_only_when_cached(tmp_path: Path) -> None:
