@@ -227,8 +227,11 @@ class Alerter:
         """Turn a batch into alerts and ack it; alerts whose explanation is running are set aside, unacked."""
         pending = [p for p in (self._prepare(eid, fields) for eid, fields in entries) if p is not None]
         now = time.monotonic()
-        later = [p for p in pending if p.ticket.waiting(now)]
-        self._deliver_all([p for p in pending if not p.ticket.waiting(now)] if later else pending)
+        ready: list[_Pending] = []
+        later: list[_Pending] = []
+        for p in pending:
+            (later if p.ticket.waiting(now) else ready).append(p)
+        self._deliver_all(ready)
         held = {p.entry_id for p in later}
         self.bus.ack(self.settings.verdicts_stream, self.settings.alerter_group,
                      [eid for eid, _ in entries if eid not in held])  # fmt: skip

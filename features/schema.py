@@ -86,7 +86,7 @@ class FlowMeta:
     def from_json(cls, text: str | _Bytes) -> FlowMeta:
         try:
             d = json.loads(text)
-            d["expiry"] = _EXPIRY[d["expiry"]] if d.get("expiry") in _EXPIRY else ExpiryReason(d["expiry"])
+            d["expiry"] = ExpiryReason(d["expiry"])
             meta = cls(**d)
         except (ValueError, TypeError, KeyError) as err:
             raise SchemaError("window", "flow_meta", str(err)) from err
@@ -96,7 +96,6 @@ class FlowMeta:
 
 
 _META_FIELDS = tuple(f.name for f in fields(FlowMeta))
-_EXPIRY = {e.value: e for e in ExpiryReason}
 
 
 @dataclass(frozen=True)

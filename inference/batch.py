@@ -86,11 +86,9 @@ class Origin:
     consumer: str
 
 
-def check_window(fields: dict[str, bytes], model: Model, finite: bool = True) -> WindowEntry:
-    """Decode one entry and check it against ``model``; raise :class:`SchemaError` with the reason.
-
-    ``finite=False`` leaves the NaN/infinity check to the caller (:func:`triage_batch` does it once per batch).
-    """
+def check_window(fields: dict[str, bytes], model: Model) -> WindowEntry:
+    """Decode one entry and check its schema, feature set and shape against ``model``; raise
+    :class:`SchemaError` with the reason (finiteness is checked on the stacked batch by :func:`triage`)."""
     try:
         window = WindowEntry.decode(fields)
     except UnicodeDecodeError as err:  # decode() lets non-UTF-8 text fields through as this
@@ -100,13 +98,17 @@ def check_window(fields: dict[str, bytes], model: Model, finite: bool = True) ->
         raise SchemaError("window", DeadReason.FEATURE_SET.value, detail)
     if window.tensor.shape != model.window_shape:
         raise SchemaError("window", DeadReason.SHAPE.value, f"shape {window.tensor.shape}, model {model.window_shape}")
-    if finite and not np.isfinite(window.tensor).all():
-        raise SchemaError("window", DeadReason.NON_FINITE.value, NON_FINITE_DETAIL)
     return window
 
 
-def triage(entries: Sequence[Entry], model: Model) -> tuple[list[Accepted], list[Dead]]:
-    """Split entries into windows the model can take and dead letters."""
+def triage(
+    entries: Sequence[Entry], model: Model
+) -> tuple[list[Accepted], list[Dead], np.ndarray[Any, np.dtype[np.float32]] | None]:
+    """Split entries into windows the model can take and dead letters, and stack the model input.
+
+    The NaN/infinity check runs once on the stacked batch, so windows with NaN or infinity come last among
+    the dead letters. The model input is None when no window is accepted.
+    """
     accepted: list[Accepted] = []
     dead: list[Dead] = []
     for entry_id, fields in entries:
@@ -114,32 +116,9 @@ def triage(entries: Sequence[Entry], model: Model) -> tuple[list[Accepted], list
             accepted.append(Accepted(entry_id, check_window(fields, model), fields))
         except SchemaError as err:
             dead.append(Dead(entry_id, fields, DeadReason.of(err), err.detail))
-    return accepted, dead
-
-
-def stack(accepted: Sequence[Accepted]) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """The model input, shape (N, T, F)."""
-    return np.stack([a.window.tensor for a in accepted]).astype(np.float32, copy=False)
-
-
-def triage_batch(
-    entries: Sequence[Entry], model: Model
-) -> tuple[list[Accepted], list[Dead], np.ndarray[Any, np.dtype[np.float32]] | None]:
-    """:func:`triage` and :func:`stack` in one: the NaN/infinity check runs once on the stacked batch.
-
-    Returns the accepted windows, the dead letters (windows with NaN or infinity last) and the model input
-    of the accepted ones (None when there are none).
-    """
-    accepted: list[Accepted] = []
-    dead: list[Dead] = []
-    for entry_id, fields in entries:
-        try:
-            accepted.append(Accepted(entry_id, check_window(fields, model, finite=False), fields))
-        except SchemaError as err:
-            dead.append(Dead(entry_id, fields, DeadReason.of(err), err.detail))
     if not accepted:
         return accepted, dead, None
-    batch = stack(accepted)
+    batch = np.stack([a.window.tensor for a in accepted]).astype(np.float32, copy=False)
     finite = np.isfinite(batch).all(axis=(1, 2))
     if not finite.all():
         dead += [Dead(a.entry_id, a.fields, DeadReason.NON_FINITE, NON_FINITE_DETAIL)

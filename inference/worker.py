@@ -26,7 +26,7 @@ import redis
 from tapwatch.features.bus import Bus, BusUnavailable, Entry, GroupMissing
 from tapwatch.features.errors import ModelCardError
 from tapwatch.features.schema import Verdict
-from tapwatch.inference.batch import Dead, Origin, dead_letter, decide, triage_batch
+from tapwatch.inference.batch import Dead, Origin, dead_letter, decide, triage
 from tapwatch.inference.config import WorkerConfig
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import Model
@@ -225,7 +225,7 @@ class Worker:
 
     def _process(self, entries: list[Entry]) -> None:
         self.metrics.windows.inc(len(entries))
-        accepted, dead, batch = triage_batch(entries, self._model)
+        accepted, dead, batch = triage(entries, self._model)
         verdicts: list[Verdict] = []
         if batch is not None:
             started = time.perf_counter()
