@@ -118,8 +118,9 @@ def triage(
             dead.append(Dead(entry_id, fields, DeadReason.of(err), err.detail))
     if not accepted:
         return accepted, dead, None
-    batch = np.stack([a.window.tensor for a in accepted]).astype(np.float32, copy=False)
-    finite = np.isfinite(batch).all(axis=(1, 2))
+    stacked = np.stack([a.window.tensor for a in accepted])
+    batch: np.ndarray[Any, np.dtype[np.float32]] = stacked.astype(np.float32, copy=False)
+    finite = np.asarray(np.isfinite(batch).all(axis=(1, 2)), dtype=bool)
     if not finite.all():
         dead += [Dead(a.entry_id, a.fields, DeadReason.NON_FINITE, NON_FINITE_DETAIL)
                  for a, ok in zip(accepted, finite, strict=True) if not ok]  # fmt: skip
