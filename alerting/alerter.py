@@ -1,6 +1,6 @@
 """The alerter loop: verdicts over threshold → suppression → explanation → EVE alert → sinks → XACK.
 
-It reads ``tapwatch:verdicts`` in consumer group ``alerters`` through the :class:`~tapwatch.features.bus.Bus`
+It reads ``tapwatch:verdicts`` in consumer group ``alerters`` through the :class:`~tapwatch.bus.streams.Bus`
 protocol only, so the same class runs on Redis (``tapwatch alerter``) and on the in-memory bus (the embedded
 ``detect``/``run`` modes).
 
@@ -40,7 +40,7 @@ from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.signatures import Signature, signature_for
 from tapwatch.alerting.sinks import RedisStreamSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor
-from tapwatch.features.bus import Bus, BusUnavailable, Entry, GroupMissing
+from tapwatch.bus.streams import Bus, BusUnavailable, Entry, GroupMissing
 from tapwatch.features.card import ModelCard
 from tapwatch.features.errors import ModelCardError, SchemaError
 from tapwatch.features.schema import Verdict
@@ -103,7 +103,7 @@ class Alerter:
     Example
     -------
     >>> from prometheus_client import CollectorRegistry
-    >>> from tapwatch.features.bus import MemoryBus
+    >>> from tapwatch.bus.streams import MemoryBus
     >>> a = Alerter(MemoryBus(), None, AlerterSettings(block_ms=1), SinkSet([]), AlerterMetrics(CollectorRegistry()))
     >>> a.run_once()
     0

@@ -12,7 +12,7 @@ import click
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from tapwatch.capture.cliutil import run_guarded
+from tapwatch.features.cli import run_guarded
 from tapwatch.features.errors import BadInputError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from tapwatch.alerting.reload import CardReloader
 from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.sinks import FileSink, RedisStreamSink, Sink, SinkSet, StdoutSink
 from tapwatch.alerting.suppress import Suppressor, load_threshold_config
-from tapwatch.features.bus import Bus, RedisBus
+from tapwatch.bus.streams import Bus, RedisBus
 from tapwatch.features.card import ModelCard, load_card
 from tapwatch.features.errors import ConfigError, ModelCardError
 
@@ -145,7 +145,7 @@ def run_alerter(settings: AlerterSettings, registry: CollectorRegistry, stop: th
     """Serve metrics and health and run the alerter on Redis until ``stop`` is set; return the exit code."""
     if not settings.redis_url:
         raise ConfigError("redis_url", "tapwatch alerter needs --redis (the embedded modes are detect and run)")
-    from tapwatch.capture.health import HealthServer
+    from tapwatch.features.health import HealthServer
 
     Info("tapwatch_build", "tapwatch build.", registry=registry).info({"version": _version()})
     metrics = AlerterMetrics(registry)

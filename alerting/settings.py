@@ -12,7 +12,7 @@ import socket
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tapwatch.features.bus import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM
+from tapwatch.bus.streams import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM
 
 
 def default_consumer() -> str:

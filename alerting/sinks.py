@@ -19,7 +19,7 @@ from typing import IO, Protocol
 from tapwatch.alerting.alert import Alert
 from tapwatch.alerting.errors import SinkError
 from tapwatch.alerting.metrics import AlerterMetrics
-from tapwatch.features.bus import ALERTS_STREAM, Bus
+from tapwatch.bus.streams import ALERTS_STREAM, Bus
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Run it as root with the project's interpreter (tapwatch installed)::
     python bench/bench_extract.py [--repeat 3] [--profile] [--rebuild | --pcap PATH]
 
 Without ``--pcap`` it uses ``bench/out/bench_extract.pcap`` (gitignored), building it first when missing or
-with ``--rebuild``: :func:`tapwatch.capture.traffic.bulk` makes HTTP downloads, DNS queries and a full-range
+with ``--rebuild``: :func:`lab.traffic.bulk` makes HTTP downloads, DNS queries and a full-range
 SYN scan between two fresh network namespaces, captured whole-frame by tcpdump on the client's veth (nothing
 leaves the namespaces). A built pcap must hold at least :data:`MIN_PACKETS` packets.
 
@@ -46,6 +46,7 @@ from typing import Any
 log = logging.getLogger("bench_extract")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # lab/ runs from the repository; it is not installed with the wheel
 OUT = REPO / "bench" / "out"
 DEFAULT_PCAP = OUT / "bench_extract.pcap"
 MIN_PACKETS = 1_000_000
@@ -84,9 +85,9 @@ Results = dict[Run, list[dict[str, Any]]]
 # -- the pcap ---------------------------------------------------------------------------------------
 def build_pcap(path: Path, flows: int) -> None:
     """Generate traffic between two fresh namespaces and capture it into ``path`` (through a .tmp file)."""
-    from tapwatch.capture.netns import netns_problem, ns_pair
+    from lab.netns import netns_problem, ns_pair
+    from lab.traffic import bulk, capture
     from tapwatch.capture.source import scan_pcap
-    from tapwatch.capture.traffic import bulk, capture
 
     problem = netns_problem()
     if problem is not None:

@@ -5,7 +5,7 @@ Runtime alone, in one run. A benchmark, not a test: run it by hand on a quiet ma
     python bench/bench_service.py [--model models/hybrid-cic.onnx] [--windows 5000] [--latency-s 10] [--profile]
 
 What it does, with the best model available (``--model``; else the shipped ``models/hybrid-cic.onnx``; else the
-tiny test model of :mod:`tapwatch.inference.testing`, which says little about a real model's overhead):
+tiny test model of :mod:`tests.support.tiny_model`, which says little about a real model's overhead):
 
 1. Windows: real flows of ``capture/samples/sample.pcap`` and of the largest Ethernet pcaps of
    ``../shared/pcaps``, windowed with the model card (the sensor's :class:`Windower`), cycled to ``--windows``.
@@ -133,12 +133,12 @@ class RedisServer:
 
 
 class Service:
-    """``python -m tapwatch.capture <argv>`` with its metrics port; our child, stopped by its PID."""
+    """``python -m tapwatch.app <argv>`` with its metrics port; our child, stopped by its PID."""
 
     def __init__(self, argv: list[str], log: Path) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-        cmd = [sys.executable, "-m", "tapwatch.capture", *argv, "--metrics-port", str(self.port)]
+        cmd = [sys.executable, "-m", "tapwatch.app", *argv, "--metrics-port", str(self.port)]
         with log.open("ab") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         self.log = log
@@ -440,7 +440,7 @@ def profile_worker(r: RedisServer, model: Model, feeder: Feeder, n: int, top: in
     import io
     import pstats
 
-    from tapwatch.features.bus import RedisBus
+    from tapwatch.bus.streams import RedisBus
     from tapwatch.inference.config import WorkerConfig
     from tapwatch.inference.metrics import InferenceMetrics
     from tapwatch.inference.worker import Worker
@@ -478,7 +478,7 @@ def profile_alerter(r: RedisServer, args: argparse.Namespace, tmp: Path, top: in
     from tapwatch.alerting.metrics import AlerterMetrics
     from tapwatch.alerting.service import build_alerter
     from tapwatch.alerting.settings import AlerterSettings
-    from tapwatch.features.bus import RedisBus
+    from tapwatch.bus.streams import RedisBus
 
     settings = AlerterSettings(redis_url=r.url, card=str(args.card), explain=False, block_ms=1,
                                alert_file=str(tmp / "profile-alerts.jsonl"), alerter_consumer="profile")  # fmt: skip
@@ -591,10 +591,10 @@ def main() -> None:
     if args.model is None and shipped.exists():
         args.model = shipped
     if args.model is None:
-        from tapwatch.inference.testing import write_tiny_model
+        from tests.support.tiny_model import write_tiny_model
 
         args.model, args.card = write_tiny_model(tmp / "model", window_length=10)
-        which = "the tiny test model of tapwatch.inference.testing (no shipped model found)"
+        which = "the tiny test model of tests.support.tiny_model (no shipped model found)"
     model = load_model(args.model, args.card, args.threads)
     args.card = args.card or model.card_path
     if which is None:

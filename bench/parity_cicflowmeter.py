@@ -42,7 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from tapwatch.features.contract import FEATURE_NAMES, TIME_FEATURES, TIME_RESOLUTION_US
-from tapwatch.models.pypi_cicflowmeter import (  # shared with the live check (tapwatch.models.live_check)
+
+log = logging.getLogger("parity")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # lab/ runs from the repository; it is not installed with the wheel
+from lab.pypi_cicflowmeter import (  # noqa: E402  (shared with the live check, lab.live_check)
     NO_COUNTERPART,
     PYPI_TO_CIC,
     TIME_TOL_US,
@@ -55,9 +60,6 @@ from tapwatch.models.pypi_cicflowmeter import (  # shared with the live check (t
     tapwatch_flow,
 )
 
-log = logging.getLogger("parity")
-
-REPO = Path(__file__).resolve().parents[1]
 PCAP_ROOT = REPO.parent / "shared" / "pcaps"
 VENV = REPO / ".parity-venv"
 REQUIREMENTS = REPO / "bench" / "parity_requirements.txt"
@@ -153,7 +155,7 @@ def tapwatch_snapshot(rev: str, dest: Path) -> str:
 
 
 def tapwatch_cmd(pcap: Path, out: Path) -> list[str]:
-    cli = "import sys; from tapwatch.capture.cli import main; sys.argv[0] = 'tapwatch'; main()"
+    cli = "import sys; from tapwatch.app.cli import main; sys.argv[0] = 'tapwatch'; main()"
     args = ["flows", "--single-packet-flows", "--sensor", "parity", str(pcap), "-o", str(out)]
     return [sys.executable, "-c", cli, *args]
 

@@ -18,14 +18,15 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tapwatch.capture.cliutil import capture_config, run_guarded, timeout_options
-from tapwatch.capture.health import HealthServer
+from tapwatch.bus.publish import Publisher, PublisherConfig, PublisherCounts
+from tapwatch.bus.streams import WINDOWS_STREAM, Bus, MemoryBus, RedisBus
 from tapwatch.capture.meter import CaptureConfig, LiveSource, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
-from tapwatch.features.bus import WINDOWS_STREAM, Bus, MemoryBus, RedisBus
+from tapwatch.capture.options import capture_config, timeout_options
 from tapwatch.features.card import ModelCard, identity_card, load_card
+from tapwatch.features.cli import run_guarded
 from tapwatch.features.errors import BadInputError, ModelCardError
-from tapwatch.features.publish import Publisher, PublisherConfig, PublisherCounts
+from tapwatch.features.health import HealthServer
 from tapwatch.features.window import Windower, WindowKey
 
 log = logging.getLogger(__name__)

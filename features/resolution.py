@@ -5,7 +5,7 @@ millisecond timestamps. Training data are mapped the same way before a model see
 feature is rounded to the nearest millisecond (half up) and every rate is recomputed from the rounded
 durations with CICFlowMeter's formulas. ``models/`` calls :func:`quantize_columns`; the sensor needs
 nothing, since it measures at that resolution already. The cost of this choice on detection is measured
-by ``models/resolution_check.py`` (report in ``models/reports/time-resolution.md``).
+by ``lab/resolution_check.py`` (report in ``models/reports/time-resolution.md``).
 
 >>> row = {"Flow Duration": 1499.0, "Total Fwd Packet": 1.0, "Total Bwd packets": 1.0,
 ...        "Total Length of Fwd Packet": 0.0, "Total Length of Bwd Packet": 0.0}

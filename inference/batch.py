@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tapwatch.features.bus import Entry
+from tapwatch.bus.streams import Entry
 from tapwatch.features.errors import SchemaError
 from tapwatch.features.schema import Verdict, WindowEntry
 from tapwatch.inference.model import Model, Probabilities

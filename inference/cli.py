@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from tapwatch.capture.cliutil import run_guarded
+from tapwatch.features.cli import run_guarded
 from tapwatch.inference.settings import WorkerSettings, build_settings
 
 

@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from tapwatch.features.bus import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM
+from tapwatch.bus.streams import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM
 from tapwatch.features.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ output named in the card holds one probability per card class; a smoke batch of 
 probabilities that sum to 1. Anything else raises :class:`ModelRejected` (a
 :class:`~tapwatch.features.errors.ModelCardError`) and the model is not used.
 
-This is the worker's own small loader until ``models/runtime.py`` (``load_session``) exists; only
+This is the worker's own small loader until ``models/scoring/runtime.py`` (``load_session``) exists; only
 :func:`load_model` and :class:`Model` are used by the rest of inference/, so it can be swapped.
 """
 

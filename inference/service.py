@@ -18,14 +18,14 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, Info
 
-from tapwatch.capture.health import HealthServer
-from tapwatch.features.bus import RedisBus
+from tapwatch.bus.stats import RedisGroupStats
+from tapwatch.bus.streams import RedisBus
 from tapwatch.features.errors import BadInputError
+from tapwatch.features.health import HealthServer
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import ModelRejected
 from tapwatch.inference.reload import ModelReloader
 from tapwatch.inference.settings import WorkerSettings
-from tapwatch.inference.stats import RedisGroupStats
 from tapwatch.inference.worker import Worker
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from tapwatch.features.bus import Bus, BusUnavailable, Entry, GroupMissing
+from tapwatch.bus.stats import StatsProbe
+from tapwatch.bus.streams import Bus, BusUnavailable, Entry, GroupMissing
 from tapwatch.features.errors import ModelCardError
 from tapwatch.features.schema import Verdict
 from tapwatch.inference.batch import Dead, Origin, dead_letter, decide, triage
@@ -31,7 +32,6 @@ from tapwatch.inference.config import WorkerConfig
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import Model
 from tapwatch.inference.reload import ModelReloader
-from tapwatch.inference.stats import StatsProbe
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Worker:
     Parameters
     ----------
     bus
-        A :class:`~tapwatch.features.bus.Bus` (``RedisBus`` in the service, ``MemoryBus`` embedded).
+        A :class:`~tapwatch.bus.streams.Bus` (``RedisBus`` in the service, ``MemoryBus`` embedded).
     model
         The checked model that serves verdicts until a reload swaps it.
     config
@@ -70,8 +70,8 @@ class Worker:
     -------
     >>> import tempfile
     >>> from prometheus_client import CollectorRegistry
-    >>> from tapwatch.features.bus import MemoryBus
-    >>> from tapwatch.inference.testing import sample_window, write_tiny_model
+    >>> from tapwatch.bus.streams import MemoryBus
+    >>> from tests.support.tiny_model import sample_window, write_tiny_model
     >>> from tapwatch.inference.model import load_model
     >>> with tempfile.TemporaryDirectory() as d:
     ...     model = load_model(write_tiny_model(d, window_length=4)[0])

@@ -72,7 +72,7 @@ def train_command(
     out_dir: Path,
 ) -> None:
     """Train a model (Keras progress bar, class weights, early stopping) and save it with metadata."""
-    from tapwatch.models.train import SplitKind, TrainConfig, train_run
+    from tapwatch.models.training.train import SplitKind, TrainConfig, train_run
 
     pairs = []
     for item in overrides:
@@ -153,9 +153,9 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
     import numpy as np
 
     from tapwatch.features.card import FeatureStats, Scaler, TrainingData
-    from tapwatch.models.export import CardSpec, check_parity, export_onnx, write_card
-    from tapwatch.models.runtime import load_session
-    from tapwatch.models.train import load_meta
+    from tapwatch.models.scoring.runtime import load_session
+    from tapwatch.models.training.export import CardSpec, check_parity, export_onnx, write_card
+    from tapwatch.models.training.train import load_meta
 
     meta = load_meta(keras_path)
     model = keras.saving.load_model(keras_path, safe_mode=True)
@@ -216,8 +216,8 @@ def evaluate_command(
     """Train and test every model on the dataset's protocols; write OUT_DIR/DATASET.md and .json (resumable)."""
     import time
 
-    from tapwatch.models.evaluate import Runner, make_plan
-    from tapwatch.models.report import write_report
+    from tapwatch.models.evaluation.evaluate import Runner, make_plan
+    from tapwatch.models.evaluation.report import write_report
 
     start = time.perf_counter()
     plan = make_plan(dataset, quick=quick, seeds=seeds, max_train=max_train, epochs=epochs, ablations=ablations)

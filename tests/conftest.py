@@ -28,7 +28,7 @@ def need(condition: bool, reason: str) -> None:
 
 def need_netns() -> None:
     """Network namespaces (root, iproute2) or a skip with the reason; under CI=true a failure."""
-    from tapwatch.capture.netns import netns_problem
+    from lab.netns import netns_problem
 
     problem = netns_problem()
     need(problem is None, f"network namespaces unusable: {problem}")

@@ -21,7 +21,7 @@ from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.netsinks import SyslogSink, Transport, WebhookSink
 from tapwatch.alerting.signatures import signature_for
 from tapwatch.alerting.sinks import FileSink, RedisStreamSink, SinkSet, StdoutSink
-from tapwatch.features.bus import ALERTS_STREAM, MemoryBus, RedisBus
+from tapwatch.bus.streams import ALERTS_STREAM, MemoryBus, RedisBus
 from tests.test_alert_fixtures import WebhookServer, free_port, read_jsonl, verdict
 
 SYSLOG_RE = re.compile(rb"^<(\d+)>1 (\S+) (\S+) tapwatch (\d+) alert - (\{.*\})$")

@@ -28,8 +28,7 @@ from tapwatch.alerting.service import build_alerter
 from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.sinks import FileSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor, parse_threshold_config
-from tapwatch.capture.health import HealthServer
-from tapwatch.features.bus import (
+from tapwatch.bus.streams import (
     ALERTS_STREAM,
     DEAD_STREAM,
     VERDICTS_STREAM,
@@ -39,6 +38,7 @@ from tapwatch.features.bus import (
     RedisBus,
 )
 from tapwatch.features.errors import ConfigError
+from tapwatch.features.health import HealthServer
 from tapwatch.features.schema import Verdict
 from tests.test_alert_explain import alert_windows
 from tests.test_alert_fixtures import TinyModel, free_port, read_jsonl, tiny_model, verdict
@@ -306,7 +306,7 @@ def test_metrics_scraped_equal_the_counted_events(tmp_path: Path) -> None:
 
 def tapwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-    return subprocess.Popen([sys.executable, "-m", "tapwatch.capture", *args], env={**clean, **(env or {})},
+    return subprocess.Popen([sys.executable, "-m", "tapwatch.app", *args], env={**clean, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 

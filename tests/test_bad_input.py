@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tapwatch.capture.cli import main
+from tapwatch.app.cli import main
 from tests.conftest import need
 
-TAPWATCH = [sys.executable, "-m", "tapwatch.capture"]
+TAPWATCH = [sys.executable, "-m", "tapwatch.app"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tapwatch.features.bus import Bus, GroupMissing, MemoryBus, RedisBus
+from tapwatch.bus.streams import Bus, GroupMissing, MemoryBus, RedisBus
 from tapwatch.features.contract import feature_set_id
 from tapwatch.features.errors import SchemaError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, Verdict, WindowEntry

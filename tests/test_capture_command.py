@@ -77,7 +77,7 @@ def wait_for(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-d
 def test_live_capture_on_loopback_serves_health_emits_quiet_flows_and_flushes_on_sigterm(udp_echo: int) -> None:
     need(os.geteuid() == 0, "live capture needs CAP_NET_RAW (run as root)")
     mport = free_port()
-    cmd = [sys.executable, "-m", "tapwatch.capture", "capture", "-i", "lo", "--bpf", f"udp and port {udp_echo}",
+    cmd = [sys.executable, "-m", "tapwatch.app", "capture", "-i", "lo", "--bpf", f"udp and port {udp_echo}",
            "--idle-timeout", "2", "--metrics-port", str(mport), "--sensor", "lo-test"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

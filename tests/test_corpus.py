@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tapwatch.capture.cli import main
+from tapwatch.app.cli import main
 from tapwatch.capture.flowcsv import HEADER
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from tapwatch.features.bus import DEAD_STREAM, RedisBus
+from tapwatch.bus.streams import DEAD_STREAM, RedisBus
 from tapwatch.features.contract import feature_set_id
 from tapwatch.features.schema import Verdict, WindowEntry
 from tests.test_e2e_kit import (

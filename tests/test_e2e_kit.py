@@ -1,6 +1,6 @@
 """Builders shared by the end-to-end tests (``test_e2e.py``) and the embedded-mode tests (``test_embedded.py``).
 
-No tests here. The model is :mod:`tapwatch.inference.testing`'s tiny real ONNX graph (mean over the window →
+No tests here. The model is :mod:`tests.support.tiny_model`'s tiny real ONNX graph (mean over the window →
 MatMul → Softmax; feature 0 drives class DoS, feature 1 class PortScan) with a card whose scaler makes it
 detect something in real traffic:
 
@@ -33,16 +33,16 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from tapwatch.bus.publish import PublisherCounts
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.service import CaptureSettings, run_capture
 from tapwatch.features.card import FeatureStats, Scaler, ScalerKind
 from tapwatch.features.contract import FEATURE_NAMES
-from tapwatch.features.publish import PublisherCounts
 from tapwatch.features.schema import WindowEntry
 from tapwatch.features.window import Windower
 from tapwatch.inference.model import load_model
-from tapwatch.inference.testing import tiny_card, tiny_graph_bytes
+from tests.support.tiny_model import tiny_card, tiny_graph_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "capture" / "samples" / "sample.pcap"
@@ -157,7 +157,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 @dataclass
 class Service:
-    """One ``python -m tapwatch.capture <command>`` process, its log file and its metrics port."""
+    """One ``python -m tapwatch.app <command>`` process, its log file and its metrics port."""
 
     name: str
     argv: list[str]
@@ -168,7 +168,7 @@ class Service:
 
     def start(self) -> Service:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-        cmd = [sys.executable, "-m", "tapwatch.capture", "-v", *self.argv, "--metrics-port", str(self.port)]
+        cmd = [sys.executable, "-m", "tapwatch.app", "-v", *self.argv, "--metrics-port", str(self.port)]
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**clean, **self.env})
         return self

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tapwatch.alerting.embedded import shipped_model
-from tapwatch.alerting.embedded_bus import StageFailed
-from tapwatch.alerting.embedded_pipeline import Embedded, EmbeddedConfig, EmbeddedSettings
 from tapwatch.alerting.settings import AlerterSettings
+from tapwatch.app.embedded import shipped_model
+from tapwatch.app.pipeline import Embedded, EmbeddedConfig, EmbeddedSettings
+from tapwatch.bus.bounded import StageFailed
+from tapwatch.bus.streams import WINDOWS_STREAM
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.service import CaptureSettings
-from tapwatch.features.bus import WINDOWS_STREAM
 from tapwatch.inference.model import load_model
 from tests.test_e2e_kit import SAMPLE, expected_windows, free_port, read_jsonl, scrape, wait_for, write_model
 
@@ -41,7 +41,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def tapwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-    return subprocess.Popen([sys.executable, "-m", "tapwatch.capture", *args], env={**clean, **(env or {})},
+    return subprocess.Popen([sys.executable, "-m", "tapwatch.app", *args], env={**clean, **(env or {})},
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
-from tapwatch.capture.netns import NsPair, ns_pair, wait_listening
-from tapwatch.capture.traffic import capture
+from lab.netns import NsPair, ns_pair, wait_listening
+from lab.traffic import capture
 from tests.conftest import need_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]

@@ -23,12 +23,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tapwatch.capture.live_traffic import SHORT_PLAN, LiveRun, make_live_capture
-from tapwatch.capture.netns_trio import WanLink, ns_trio, shape_link
-from tapwatch.capture.traffic import ATTACK_LABELS, LABEL_COLUMNS, Label, Phase, TrafficPlan, download, servers
-from tapwatch.features.contract import FEATURE_NAMES
-from tapwatch.features.errors import BadInputError
-from tapwatch.models.live_check import (
+from lab.live_check import (
     AMBIGUOUS,
     REPORT_LABELS,
     UNMATCHED,
@@ -37,8 +32,10 @@ from tapwatch.models.live_check import (
     same_label_csv,
     shipped_cards,
 )
-from tapwatch.models.live_check_report import FAMILIES, KEY_FEATURES, compare_features
-from tapwatch.models.pypi_cicflowmeter import (
+from lab.live_check_report import FAMILIES, KEY_FEATURES, compare_features
+from lab.live_traffic import SHORT_PLAN, LiveRun, make_live_capture
+from lab.netns_trio import WanLink, ns_trio, shape_link
+from lab.pypi_cicflowmeter import (
     FILLED,
     NO_COUNTERPART,
     PYPI_TO_CIC,
@@ -46,7 +43,10 @@ from tapwatch.models.pypi_cicflowmeter import (
     full_snaplen_problem,
     pypi_first_seen_ms,
 )
-from tapwatch.models.score import MODELS_DIR
+from lab.traffic import ATTACK_LABELS, LABEL_COLUMNS, Label, Phase, TrafficPlan, download, servers
+from tapwatch.features.contract import FEATURE_NAMES
+from tapwatch.features.errors import BadInputError
+from tapwatch.models.scoring.score import MODELS_DIR
 from tests.conftest import need_netns
 
 ATTACKER, CLIENT, SERVER = "10.212.0.3", "10.212.0.1", "10.212.0.2"
@@ -71,7 +71,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[LiveRun, Path, Path]
     for name in TEST_MODELS:  # two of the shipped models keep the test short (each is scored twice)
         for suffix in (".onnx", ".card.json"):
             (models / f"{name}{suffix}").symlink_to(MODELS_DIR / f"{name}{suffix}")
-    argv = [sys.executable, "-m", "tapwatch.models.live_check", "--pcap", str(run.pcap), "--out", str(out),
+    argv = [sys.executable, "-m", "lab.live_check", "--pcap", str(run.pcap), "--out", str(out),
             "--name", "lc", "--keep", str(work), "--datasets", str(base / "no-datasets"),
             "--models-dir", str(models), "--link", "lan"]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
@@ -261,7 +261,7 @@ def test_wan_link_shapes_the_server_side_and_goes_with_the_namespaces(tmp_path: 
 def test_pcap_with_both_links_is_refused(tmp_path: Path) -> None:
     pcap = tmp_path / "x.pcap"
     pcap.write_bytes(b"")
-    argv = [sys.executable, "-m", "tapwatch.models.live_check", "--pcap", str(pcap), "--link", "both"]
+    argv = [sys.executable, "-m", "lab.live_check", "--pcap", str(pcap), "--link", "both"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and "--pcap holds one condition" in done.stderr
 
@@ -318,7 +318,7 @@ def test_read_phases_refuses_bad_tables(tmp_path: Path) -> None:
 def test_command_line_without_labels_fails_on_one_line(tmp_path: Path) -> None:
     pcap = tmp_path / "x.pcap"
     pcap.write_bytes(b"")
-    argv = [sys.executable, "-m", "tapwatch.models.live_check", "--pcap", str(pcap), "--out", str(tmp_path)]
+    argv = [sys.executable, "-m", "lab.live_check", "--pcap", str(pcap), "--out", str(tmp_path)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"tapwatch: error: {tmp_path / 'x-labels.csv'}: no labels file (it is written beside the pcap as "

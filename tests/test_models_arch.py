@@ -19,7 +19,7 @@ import pytest
 from tapwatch.features.card import TrainingData, load_card
 from tapwatch.features.contract import FEATURE_NAMES, feature_set_id
 from tapwatch.features.errors import ModelCardError
-from tapwatch.models.arch import INPUT_NAME, OUTPUT_NAME, HybridParams, preset
+from tapwatch.models.training.arch import INPUT_NAME, OUTPUT_NAME, HybridParams, preset
 from tests.conftest import need
 
 TRAIN_STACK = ("tensorflow", "keras", "tf2onnx", "onnx")
@@ -76,7 +76,7 @@ def loss(model: Any, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> float:
 @pytest.fixture(scope="module")
 def trained(keras: Any) -> dict[str, tuple[Any, float, float]]:
     """Each exported preset, tiny, trained for a few epochs: model, loss before, loss after."""
-    from tapwatch.models.arch import build
+    from tapwatch.models.training.arch import build
 
     keras.utils.set_random_seed(0)
     x, y = separable(256, T_TRAIN)
@@ -94,7 +94,7 @@ def trained(keras: Any) -> dict[str, tuple[Any, float, float]]:
 @pytest.mark.parametrize("window_length", [1, 10])
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_builds_for_t1_and_t10_with_softmax_output(keras: Any, name: str, window_length: int) -> None:
-    from tapwatch.models.arch import build
+    from tapwatch.models.training.arch import build
 
     model = build(tiny(name, window_length))
     assert model.input_shape == (None, window_length, F)
@@ -105,7 +105,7 @@ def test_builds_for_t1_and_t10_with_softmax_output(keras: Any, name: str, window
 
 
 def test_same_params_build_the_same_graph(keras: Any) -> None:
-    from tapwatch.models.arch import build
+    from tapwatch.models.training.arch import build
 
     a, b = build(tiny("hybrid-fast")), build(tiny("hybrid-fast"))
     assert a.to_json() == b.to_json() and a.count_params() == b.count_params()
@@ -121,7 +121,7 @@ def test_a_few_training_steps_decrease_the_loss(trained: dict[str, tuple[Any, fl
 def test_onnx_export_matches_keras_on_1000_windows(
     trained: dict[str, tuple[Any, float, float]], tmp_path: Path, name: str
 ) -> None:
-    from tapwatch.models.export import check_parity, export_onnx
+    from tapwatch.models.training.export import check_parity, export_onnx
 
     model = trained[name][0]
     info = export_onnx(model, tmp_path / f"{name}.onnx")
@@ -133,7 +133,7 @@ def test_onnx_export_matches_keras_on_1000_windows(
 
 
 def spec_for(window_length: int, **kw: Any) -> Any:
-    from tapwatch.models.export import CardSpec
+    from tapwatch.models.training.export import CardSpec
 
     return CardSpec(
         name="mlp-test",
@@ -152,9 +152,9 @@ def shipped(keras: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     """A tiny MLP on the contract's 82 features, T = 2, exported with its card: (onnx, card, model)."""
     import pandas as pd
 
-    from tapwatch.models.arch import build
-    from tapwatch.models.data_scaling import feature_stats
-    from tapwatch.models.export import export_onnx, write_card
+    from tapwatch.models.training.arch import build
+    from tapwatch.models.training.data_scaling import feature_stats
+    from tapwatch.models.training.export import export_onnx, write_card
 
     model = build(preset("mlp", 2, len(FEATURE_NAMES), 3, hidden=(8,)))
     onnx_path = tmp_path_factory.mktemp("shipped") / "mlp-test.onnx"
@@ -165,7 +165,7 @@ def shipped(keras: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
 
 
 def test_card_round_trip(shipped: tuple[Path, Path, Any]) -> None:
-    from tapwatch.models.runtime import load_session
+    from tapwatch.models.scoring.runtime import load_session
 
     onnx_path, card_path, model = shipped
     assert card_path == onnx_path.with_name("mlp-test.card.json")
@@ -181,7 +181,7 @@ def test_card_round_trip(shipped: tuple[Path, Path, Any]) -> None:
 
 
 def test_tampered_onnx_is_refused(shipped: tuple[Path, Path, Any], tmp_path: Path) -> None:
-    from tapwatch.models.runtime import load_session
+    from tapwatch.models.scoring.runtime import load_session
 
     onnx_path, card_path, _ = shipped
     bad = tmp_path / onnx_path.name
@@ -191,7 +191,7 @@ def test_tampered_onnx_is_refused(shipped: tuple[Path, Path, Any], tmp_path: Pat
 
 
 def test_card_with_another_input_shape_is_refused(shipped: tuple[Path, Path, Any], tmp_path: Path) -> None:
-    from tapwatch.models.runtime import load_session
+    from tapwatch.models.scoring.runtime import load_session
 
     onnx_path, card_path, _ = shipped
     card = load_card(card_path)
@@ -205,7 +205,7 @@ def test_card_with_another_input_shape_is_refused(shipped: tuple[Path, Path, Any
 
 
 def test_write_card_refuses_a_spec_of_another_shape(shipped: tuple[Path, Path, Any], tmp_path: Path) -> None:
-    from tapwatch.models.export import write_card
+    from tapwatch.models.training.export import write_card
 
     onnx_path, card_path, _ = shipped
     info = load_card(card_path).onnx
@@ -215,7 +215,7 @@ def test_write_card_refuses_a_spec_of_another_shape(shipped: tuple[Path, Path, A
 
 
 def test_invalid_card_json_is_refused(shipped: tuple[Path, Path, Any], tmp_path: Path) -> None:
-    from tapwatch.models.runtime import load_session
+    from tapwatch.models.scoring.runtime import load_session
 
     onnx_path, card_path, _ = shipped
     data = json.loads(card_path.read_text())
@@ -230,7 +230,7 @@ def test_inference_loads_without_tensorflow(shipped: tuple[Path, Path, Any]) -> 
     onnx_path, _, _ = shipped
     code = (
         "import sys, numpy as np\n"
-        "from tapwatch.models.runtime import load_session\n"
+        "from tapwatch.models.scoring.runtime import load_session\n"
         f"m = load_session({str(onnx_path)!r})\n"
         "p = m.predict(np.zeros((3, 2, 82), np.float32))\n"
         "assert p.shape == (3, 3), p.shape\n"
@@ -241,8 +241,8 @@ def test_inference_loads_without_tensorflow(shipped: tuple[Path, Path, Any]) -> 
 
 
 def test_macs_of_the_reconstruction_and_of_the_fast_variant(keras: Any) -> None:
-    from tapwatch.models.arch import build
-    from tapwatch.models.cost import count_macs
+    from tapwatch.models.evaluation.cost import count_macs
+    from tapwatch.models.training.arch import build
 
     full = count_macs(build(preset("hybrid-full", 10, 82, 2)))
     # Issue 3: "about 150 million multiply-adds per window"; the ConvLSTMs alone are 151.5 M.
@@ -252,7 +252,7 @@ def test_macs_of_the_reconstruction_and_of_the_fast_variant(keras: Any) -> None:
 
 
 def test_cost_row_of_a_tiny_model(keras: Any, tmp_path: Path) -> None:
-    from tapwatch.models.cost import cost_row, to_markdown
+    from tapwatch.models.evaluation.cost import cost_row, to_markdown
 
     row = cost_row("mlp", tiny("mlp"), tmp_path, seconds=0.02)
     assert row.params > 0 and row.onnx_bytes > 0 and row.macs_per_window == T * F * 16 + 16 * CLASSES

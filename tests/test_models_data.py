@@ -20,7 +20,7 @@ from tapwatch.features.card import identity_card
 from tapwatch.features.contract import FEATURE_NAMES, IDENTIFIER_COLUMNS
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.window import Windower
-from tapwatch.models.data import (
+from tapwatch.models.training.data import (
     CIC_COLUMNS,
     KDD_COLUMNS,
     ORIGINAL_TO_CORRECTED,
@@ -35,7 +35,7 @@ from tapwatch.models.data import (
     load_unsw_nb15,
     map_cic_columns,
 )
-from tapwatch.models.sequences import (
+from tapwatch.models.training.sequences import (
     CIC_TEST_HOSTS,
     Order,
     Split,

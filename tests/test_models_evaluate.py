@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tapwatch.models.arch import Cell
-from tapwatch.models.evaluate import (
+from tapwatch.models.evaluation.evaluate import (
     HYBRID_BATCH,
     LGBM,
     MAIN_WEIGHTING,
@@ -26,7 +25,8 @@ from tapwatch.models.evaluate import (
     make_plan,
     run_key,
 )
-from tapwatch.models.train import TrainConfig
+from tapwatch.models.training.arch import Cell
+from tapwatch.models.training.train import TrainConfig
 from tests.conftest import SHARED, need
 
 REPORTS = Path(__file__).resolve().parents[1] / "models" / "reports"
@@ -106,7 +106,7 @@ def test_optional_protocols_are_reported_only_when_cached(tmp_path: Path) -> Non
 def test_report_renders_the_ablation_section_from_cached_runs(tmp_path: Path) -> None:
     need(importlib.util.find_spec("lightgbm") is not None, "the train extra is not installed")
     need(CIC.exists(), f"the CIC-IDS2017 subset is not at {CIC}")
-    from tapwatch.models.report import write_report
+    from tapwatch.models.evaluation.report import write_report
 
     protocols = _ablations()
     cache = tmp_path / "cache"

@@ -25,9 +25,9 @@ from tapwatch.features.contract import (
     feature_subset,
 )
 from tapwatch.features.errors import ConfigError
-from tapwatch.models.data import ORIGINAL_TO_CORRECTED, map_cic_columns
-from tapwatch.models.runtime import load_session
-from tapwatch.models.train import TrainConfig
+from tapwatch.models.scoring.runtime import load_session
+from tapwatch.models.training.data import ORIGINAL_TO_CORRECTED, map_cic_columns
+from tapwatch.models.training.train import TrainConfig
 from tests.conftest import SHARED, need
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_original_subset_is_the_contract_without_the_five_features_the_original_
 
 
 def test_config_subset_keeps_earlier_cache_keys_and_is_checked() -> None:
-    from tapwatch.models.evaluate import run_key
+    from tapwatch.models.evaluation.evaluate import run_key
 
     shipped = TrainConfig("cic-ids2017", "hybrid-fast", epochs=15, learning_rate=3e-3)
     # The key of the committed evaluation run of the shipped Hybrid (models/reports/cache/cic-ids2017/).
@@ -66,7 +66,7 @@ def test_config_subset_keeps_earlier_cache_keys_and_is_checked() -> None:
 
 
 def test_embedded_and_worker_defaults_stay_on_the_82_feature_deployment_model() -> None:
-    from tapwatch.alerting.embedded import shipped_model
+    from tapwatch.app.embedded import shipped_model
 
     path = shipped_model()
     need(path.exists(), f"{path} is not shipped")
@@ -78,15 +78,15 @@ def test_embedded_and_worker_defaults_stay_on_the_82_feature_deployment_model() 
 def cic_small() -> Any:
     need(HAVE_TF, "the train extra (tensorflow, keras, tf2onnx) is not installed")
     need(CIC.exists(), f"the CIC-IDS2017 subset is not at {CIC}")
-    from tapwatch.models.evaluate import subset_rows
-    from tapwatch.models.train import load_for
+    from tapwatch.models.evaluation.evaluate import subset_rows
+    from tapwatch.models.training.train import load_for
 
     return subset_rows(load_for(TrainConfig("cic-ids2017", "mlp")), 4000)
 
 
 def test_subset_windows_train_and_export_with_parity(cic_small: Any, tmp_path: Path) -> None:
     from tapwatch.models.cli import export_command
-    from tapwatch.models.train import prepare, train_run
+    from tapwatch.models.training.train import prepare, train_run
 
     cfg = TrainConfig("cic-ids2017", "mlp", epochs=3, patience=3, max_train=2000, batch_size=128, features="original")
     prep = prepare(cfg, cic_small)
@@ -111,8 +111,8 @@ def test_subset_windows_train_and_export_with_parity(cic_small: Any, tmp_path: P
 
 @pytest.mark.parametrize("subset", ["original", "original-mlcve"])
 def test_subset_report_is_the_shipped_protocol_with_only_the_features_changed(subset: str) -> None:
-    from tapwatch.models.evaluate import make_plan
-    from tapwatch.models.subset_report import subset_plan
+    from tapwatch.models.evaluation.evaluate import make_plan
+    from tapwatch.models.evaluation.subset_report import subset_plan
 
     shipped = next(p for p in make_plan("cic-ids2017").protocols if p.name == "shipped")
     (cfg,) = subset_plan(subset).protocols[0].runs

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from tapwatch.features.card import load_card
 from tapwatch.features.contract import FEATURE_NAMES, FEATURE_SUBSETS, feature_set_id
-from tapwatch.models.runtime import load_session
-from tapwatch.models.train import TrainConfig, choose_threshold, class_weights
+from tapwatch.models.scoring.runtime import load_session
+from tapwatch.models.training.train import TrainConfig, choose_threshold, class_weights
 from tests.conftest import SHARED, need
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -98,15 +98,15 @@ def test_class_weights_are_balanced_and_clipped() -> None:
 def cic_small() -> Any:
     need(HAVE_TF, "the train extra (tensorflow, keras, tf2onnx, lightgbm) is not installed")
     need(CIC.exists(), f"the CIC-IDS2017 subset is not at {CIC}")
-    from tapwatch.models.evaluate import subset_rows
-    from tapwatch.models.train import load_for
+    from tapwatch.models.evaluation.evaluate import subset_rows
+    from tapwatch.models.training.train import load_for
 
     return subset_rows(load_for(TrainConfig("cic-ids2017", "mlp")), 4000)
 
 
 def test_quick_train_decreases_the_loss_and_exports_with_parity(cic_small: Any, tmp_path: Path) -> None:
     from tapwatch.models.cli import export_command
-    from tapwatch.models.train import train_run
+    from tapwatch.models.training.train import train_run
 
     cfg = TrainConfig("cic-ids2017", "mlp", epochs=4, patience=4, max_train=2000, batch_size=128)
     keras_path, meta = train_run(cfg, tmp_path / "mlp-quick", verbose=0, ds=cic_small)

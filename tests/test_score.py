@@ -2,7 +2,7 @@
 
 Fixtures are built in ``tmp_path`` at run time: rows of the corrected CIC-IDS2017 subset in ../shared
 (never copied into the repository), renamed into the original release's spellings where needed, and tiny
-ONNX models with their cards (:mod:`tapwatch.inference.testing`; ``onnx.helper`` for variants with fewer
+ONNX models with their cards (:mod:`tests.support.tiny_model`; ``onnx.helper`` for variants with fewer
 features). Expected scores come from an independent path: the dataset loader, the sensor's ``Windower``
 (or a plain per-host deque) and the model itself.
 """
@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 from prometheus_client import CollectorRegistry
 
-from tapwatch.capture.cli import main
+from tapwatch.app.cli import main
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.features.contract import (
@@ -35,12 +35,12 @@ from tapwatch.features.contract import (
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord
 from tapwatch.features.window import Windower
-from tapwatch.inference.testing import tiny_card, tiny_graph_bytes
-from tapwatch.models.data import CIC_COLUMNS, ORIGINAL_TO_CORRECTED, Dataset, load_cic_ids2017
-from tapwatch.models.data_scaling import fit_scaler, scale_features
-from tapwatch.models.runtime import LoadedModel, load_session
-from tapwatch.models.score import OUTPUT_COLUMNS, shipped_models
+from tapwatch.models.scoring.runtime import LoadedModel, load_session
+from tapwatch.models.scoring.score import OUTPUT_COLUMNS, shipped_models
+from tapwatch.models.training.data import CIC_COLUMNS, ORIGINAL_TO_CORRECTED, Dataset, load_cic_ids2017
+from tapwatch.models.training.data_scaling import fit_scaler, scale_features
 from tests.conftest import need
+from tests.support.tiny_model import tiny_card, tiny_graph_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = (REPO / ".." / "shared" / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000").resolve()

@@ -11,14 +11,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tapwatch.capture.health import HealthServer
+from tapwatch.bus.publish import PublisherConfig
+from tapwatch.bus.streams import WINDOWS_STREAM, Bus, MemoryBus, RedisBus
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.service import CaptureSettings, build_pipeline
-from tapwatch.features.bus import WINDOWS_STREAM, Bus, MemoryBus, RedisBus
 from tapwatch.features.card import identity_card
 from tapwatch.features.contract import feature_set_id
-from tapwatch.features.publish import PublisherConfig
+from tapwatch.features.health import HealthServer
 from tapwatch.features.schema import FlowRecord, WindowEntry
 
 PCAPS = ["zeek/dhcp/dhcp_flood.pcap", "zeek/krb/kinit.pcap", "zeek/http/methods.pcap", "zeek/ftp/bruteforce.pcap"]

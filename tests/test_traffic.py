@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tapwatch.capture.netns import NsPair, ns_pair
-from tapwatch.capture.traffic import (
+from lab.netns import NsPair, ns_pair
+from lab.traffic import (
     LABEL_COLUMNS,
     SAMPLE_LABELS,
     BulkPlan,
@@ -124,7 +124,7 @@ def test_bulk_is_bounded_and_labelled(pair: NsPair, tmp_path: Path) -> None:
 def test_command_line_writes_pcap_and_labels(tmp_path: Path) -> None:
     need_netns()
     pcap = tmp_path / "cli.pcap"
-    argv = [sys.executable, "-m", "tapwatch.capture.traffic", "--pcap", str(pcap), "--scan-ports", "1-20"]
+    argv = [sys.executable, "-m", "lab.traffic", "--pcap", str(pcap), "--scan-ports", "1-20"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     with labels_path(pcap).open(newline="") as fh:

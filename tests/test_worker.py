@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tapwatch.features.bus import (
+from tapwatch.bus.streams import (
     DEAD_STREAM,
     VERDICTS_STREAM,
     WINDOWS_STREAM,
@@ -31,8 +31,8 @@ from tapwatch.features.schema import Verdict
 from tapwatch.inference.config import WorkerConfig
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import load_model
-from tapwatch.inference.testing import sample_window, write_tiny_model
 from tapwatch.inference.worker import Worker
+from tests.support.tiny_model import sample_window, write_tiny_model
 
 T = 10
 GROUP = "workers"
@@ -57,7 +57,7 @@ def make_worker(bus: Bus, files: tuple[Path, Path], config: WorkerConfig = FAST,
 
 
 def mixed_windows(n: int) -> list[dict[str, str | bytes]]:
-    """Every third window benign, DoS-like or PortScan-like (see tapwatch.inference.testing)."""
+    """Every third window benign, DoS-like or PortScan-like (see tests.support.tiny_model)."""
     return [sample_window(T, level=0.0 if i % 3 == 0 else 2.0, feature=i % 3 - 1 if i % 3 else 0, flow_id=i).encode()
             for i in range(n)]  # fmt: skip
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tapwatch.capture.health import HealthServer
-from tapwatch.features.bus import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM, Bus, RedisBus
+from tapwatch.bus.stats import GroupStats, RedisGroupStats
+from tapwatch.bus.streams import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM, Bus, RedisBus
+from tapwatch.features.health import HealthServer
 from tapwatch.inference.config import WorkerConfig
-from tapwatch.inference.stats import GroupStats, RedisGroupStats
-from tapwatch.inference.testing import write_tiny_model
+from tests.support.tiny_model import write_tiny_model
 from tests.test_worker import (
     FAST,
     GROUP,

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
-from tapwatch.features.bus import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus
+from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus
 from tapwatch.features.schema import Verdict
-from tapwatch.inference.testing import write_tiny_model
+from tests.support.tiny_model import write_tiny_model
 from tests.test_worker import T, http_get, mixed_windows, wait_for
 from tests.test_worker_health import scrape
 from tests.test_worker_model import write_model
@@ -34,13 +34,13 @@ def free_port() -> int:
 
 
 class WorkerProcess:
-    """``python -m tapwatch.capture worker …`` with its stderr in a file and its metrics port known."""
+    """``python -m tapwatch.app worker …`` with its stderr in a file and its metrics port known."""
 
     def __init__(self, tmp_path: Path, url: str, model: Path, *extra: str) -> None:
         self.port = free_port()
         self.log = tmp_path / "worker.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-        cmd = [sys.executable, "-m", "tapwatch.capture", "-v", "worker", "--redis", url, "--model", str(model),
+        cmd = [sys.executable, "-m", "tapwatch.app", "-v", "worker", "--redis", url, "--model", str(model),
                "--consumer", "w1", "--metrics-port", str(self.port), "--reload-poll", "0", *extra]  # fmt: skip
         with self.log.open("wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
@@ -172,7 +172,7 @@ def test_sighup_reloads_the_model_and_metrics_show_it(
 def test_a_model_that_fails_its_card_check_exits_2(tmp_path: Path, model: tuple[Path, Path]) -> None:
     model[0].write_bytes(b"tampered")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-    cmd = [sys.executable, "-m", "tapwatch.capture", "worker", "--model", str(model[0]), "--metrics-port", "0"]
+    cmd = [sys.executable, "-m", "tapwatch.app", "worker", "--model", str(model[0]), "--metrics-port", "0"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2
     assert "model refused" in done.stderr and "sha256" in done.stderr and str(model[0]) in done.stderr

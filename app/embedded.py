@@ -1,0 +1,220 @@
+"""``tapwatch detect`` and ``tapwatch run``: every stage in one process, over an in-memory bus, no Redis.
+
+``detect PCAP...`` reads the files as one capture, scores every window and writes the alerts as EVE JSON
+lines (to ``-o FILE``, which is overwritten, or to standard output), then prints a summary on standard
+error. ``run --interface IF`` does the same on a live interface until SIGINT or SIGTERM (a second one exits
+at once), serving ``/metrics``, ``/livez`` and ``/readyz``; it then flushes every open flow, scores it and
+prints the summary. Both use the sensor's window builder, the inference :class:`Worker` and the
+:class:`Alerter` as the services do (see :mod:`tapwatch.app.pipeline`).
+
+The model: ``--model`` (its card beside it, or ``--card``), else the deployment model shipped under
+``models/`` (:data:`SHIPPED_MODEL`). A missing or refused model exits 2 with one line saying what to do.
+The model is fixed for the run: restart to change it (the services reload on SIGHUP).
+
+Exit codes: 0 done; 2 bad input (model, pcap, interface, option), also after processing the readable part
+of a truncated pcap; 1 internal error, or a stage that failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import replace
+from importlib.util import find_spec
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+from pydantic import ValidationError
+
+from tapwatch.capture.options import capture_config, timeout_options
+from tapwatch.features.cli import run_guarded
+from tapwatch.features.errors import BadInputError, ModelCardError
+
+if TYPE_CHECKING:  # imported when a command runs: `tapwatch --help` loads neither ONNX Runtime nor the stages
+    from tapwatch.app.pipeline import EmbeddedConfig
+    from tapwatch.inference.model import Model
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MODEL = "hybrid-cic.onnx"
+"""The deployment model's file name in the ``tapwatch.models`` package (card: ``hybrid-cic.card.json``)."""
+
+# option name -> (settings object, field)
+_OPTIONS = {
+    "model": ("settings", "model"), "card": ("settings", "card"), "threads": ("settings", "threads"),
+    "batch_size": ("settings", "batch_size"), "metrics_port": ("settings", "metrics_port"),
+    "metrics_host": ("settings", "metrics_host"), "threshold_file": ("alerter", "threshold_file"),
+    "explain": ("alerter", "explain"), "explain_per_second": ("alerter", "explain_per_second"),
+}  # fmt: skip
+
+
+def shipped_model() -> Path:
+    """Where the shipped deployment model is installed (the first ``tapwatch.models`` directory holding it)."""
+    spec = find_spec("tapwatch.models")
+    dirs = [Path(p) for p in (spec.submodule_search_locations or []) if Path(p).is_dir()] if spec else []
+    found = [d / SHIPPED_MODEL for d in dirs if (d / SHIPPED_MODEL).exists()]
+    return found[0] if found else (dirs[0] if dirs else Path("models")) / SHIPPED_MODEL
+
+
+def load_embedded_model(model: Path | None, card: Path | None, threads: int) -> Model:
+    """Load and check the model (``model`` or the shipped one); raise :class:`BadInputError` if impossible."""
+    from tapwatch.inference.model import ModelRejected, load_model
+
+    path = model or shipped_model()
+    if model is None and not path.exists():
+        raise BadInputError(
+            str(path),
+            "the shipped model is not installed; pass --model FILE.onnx (and --card if its card is elsewhere)",
+        )
+    if not path.is_file():
+        raise BadInputError(str(path), "no such model file")
+    try:
+        return load_model(path, card, threads)
+    except ModelRejected as err:
+        raise BadInputError(str(err.onnx_path), f"model refused: {err.problem}") from err
+    except ModelCardError as err:
+        raise BadInputError(str(path), f"model refused: {err}") from err
+
+
+def build_config(options: dict[str, Any], output: str) -> EmbeddedConfig:
+    """Settings of the three stages from the environment and the options that were given."""
+    from tapwatch.alerting.settings import AlerterSettings
+    from tapwatch.app.pipeline import EmbeddedConfig, EmbeddedSettings
+    from tapwatch.capture.service import CaptureSettings
+
+    given: dict[str, dict[str, Any]] = {"settings": {}, "alerter": {}, "capture": {}}
+    for name, value in options.items():
+        if value is not None and name in _OPTIONS:
+            part, key = _OPTIONS[name]
+            given[part][key] = value
+    given["alerter"].update({"stdout": True} if output == "-" else {"alert_file": output, "stdout": False})
+    try:
+        return EmbeddedConfig(
+            EmbeddedSettings(**given["settings"]),
+            AlerterSettings(**given["alerter"]),
+            CaptureSettings(**given["capture"]),
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise BadInputError(".".join(str(p) for p in first["loc"]) or "settings", first["msg"]) from err
+
+
+def _common(fn: Any) -> Any:
+    """Options shared by ``detect`` and ``run``."""
+    opts = [
+        click.option("-o", "--output", default="-", show_default=True,
+                     help="EVE JSON lines alert file ('-' for standard output)."),
+        click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+                     help=f"ONNX model [default: the shipped models/{SHIPPED_MODEL}]."),
+        click.option("--card", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Model card JSON [default: NAME.card.json or NAME.json beside the model]."),
+        click.option("--threshold-file", help="Suppression/threshold rules in threshold.config vocabulary."),
+        click.option("--explain/--no-explain", default=None,
+                     help="Require / switch off LIME explanations [default: when the card allows]."),
+        click.option("--explain-per-second", type=click.FloatRange(0), help="Explanations per second [10]."),
+        click.option("--threads", type=click.IntRange(1, 64), help="ONNX Runtime threads [1]."),
+        click.option("--batch-size", type=click.IntRange(1, 4096), help="Windows per model run [64]."),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return timeout_options(fn)
+
+
+@click.command("detect")
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(path_type=str))
+@_common
+def detect_command(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
+    """Find attacks in PCAP files: capture, features, model and alerts in one process, no Redis.
+
+    Alerts go out as Suricata EVE JSON lines; a summary (packets, flows, windows, verdicts, alerts by class,
+    dropped, time taken) goes to standard error.
+
+    Example: tapwatch detect capture/samples/sample.pcap -o alerts.jsonl
+    """
+
+    def body() -> int:
+        from prometheus_client import CollectorRegistry
+
+        from tapwatch.app.pipeline import Embedded
+        from tapwatch.capture.meter import PcapSource
+
+        config = build_config(kw, output)
+        model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
+        if output != "-":
+            Path(output).write_bytes(b"")  # a new result per run, as `tapwatch flows -o` writes a new CSV
+        embedded = Embedded(model, config, CollectorRegistry())  # a registry of its own: nothing serves it
+        source = PcapSource(list(pcaps), capture_config(**kw), embedded.pipeline.metrics)
+        summary = embedded.process(source)
+        for problem in source.problems:
+            click.echo(f"tapwatch: error: {problem.message()}; its readable part was processed", err=True)
+        for line in summary.lines("detect"):
+            click.echo(line, err=True)
+        return 2 if source.problems else 0
+
+    run_guarded(body)
+
+
+def install_signals(stop: Any) -> None:
+    """First SIGINT/SIGTERM: stop capturing, flush and drain. Second: exit at once."""
+    stopping = {"asked": False}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stopping["asked"]:
+            log.warning("second %s: exiting now; open flows and queued windows are lost", name)
+            os._exit(128 + signum)
+        stopping["asked"] = True
+        log.warning("%s: flushing open flows and scoring them (send it again to exit at once)", name)
+        stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+@click.command("run")
+@click.option("-i", "--interface", required=True, help="Capture live on this interface (needs CAP_NET_RAW).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Port of /metrics /livez /readyz [9640].")
+@click.option("--metrics-host", help="Address of /metrics /livez /readyz [127.0.0.1].")
+@_common
+def run_command(interface: str, output: str, **kw: Any) -> None:
+    """Detect attacks live on an interface: every stage in one process, no Redis.
+
+    Serves /metrics, /livez and /readyz; stops on SIGINT or SIGTERM after scoring every open flow.
+
+    Example: sudo tapwatch run --interface eth1 -o /var/log/tapwatch/alerts.jsonl
+    """
+
+    def body() -> int:
+        from prometheus_client import REGISTRY
+
+        from tapwatch.app.pipeline import Embedded
+        from tapwatch.capture.meter import LiveSource
+        from tapwatch.features.health import HealthServer
+
+        config = build_config(kw, output)
+        model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
+        embedded = Embedded(model, config, REGISTRY)
+        # The publisher batches 64 windows per bus write, which saves Redis round trips; in one process a
+        # write costs nothing, and a live window must not wait for 63 more flows before it is scored.
+        publisher = embedded.pipeline.publisher
+        publisher.config = replace(publisher.config, batch=1)
+        source = LiveSource(interface, capture_config(**kw), embedded.pipeline.metrics)
+
+        def ready() -> dict[str, bool]:
+            return {**embedded.ready(), "capture_running": embedded.capturing.is_set() and source.running.is_set()}
+
+        s = config.settings
+        http = HealthServer(REGISTRY, ready, s.metrics_host, s.metrics_port).start()
+        install_signals(source.stop)
+        try:
+            summary = embedded.process(source.records())
+        finally:
+            http.stop()
+        for line in summary.lines("run"):
+            click.echo(line, err=True)
+        return 0
+
+    run_guarded(body)

@@ -1,0 +1,1 @@
+"""tapwatch.models.evaluation: ``evaluate``, its metrics and reports, the feature-subset report and the cost table."""

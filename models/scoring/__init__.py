@@ -1,0 +1,1 @@
+"""tapwatch.models.scoring: ``tapwatch score``, shipped models applied to a flows CSV."""

@@ -1,0 +1,1 @@
+"""tapwatch.models.training: dataset loaders, window sequences, architectures, ``train`` and ``export``."""
