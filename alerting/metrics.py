@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tapwatch.alerting.alert import ExplanationStatus
+from tapwatch.alerting.suppress import SuppressReason
+
+SINK_KINDS = ("stdout", "file", "redis", "syslog_udp", "syslog_tcp", "webhook")
+"""The ``sink`` label's closed set: every kind of sink (:mod:`tapwatch.alerting.sinks`) counts under its own."""
+
 EXPLANATION_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Seconds; LIME over a small model takes milliseconds, over the shipped model tens of milliseconds."""
 
@@ -36,8 +42,6 @@ class AlerterMetrics:
 
     # fmt: off
     def _decisions(self, r: CollectorRegistry) -> None:
-        from tapwatch.alerting.suppress import SuppressReason
-
         self.verdicts = Counter("tapwatch_alerting_verdicts", "Verdicts read, by outcome (below, over the threshold).",
                                 ["outcome"], registry=r)
         self.alerts = Counter("tapwatch_alerting_alerts", "Alerts emitted, by class and severity.",
@@ -57,9 +61,6 @@ class AlerterMetrics:
             self.suppressed.labels(reason=reason.value)
 
     def _delivery(self, r: CollectorRegistry) -> None:
-        from tapwatch.alerting.alert import ExplanationStatus
-        from tapwatch.alerting.sinks import SINK_KINDS
-
         self.sink_failures = Counter("tapwatch_alerting_sink_failures", "Alerts a sink failed to take, by sink.",
                                      ["sink"], registry=r)
         self.sink_up = Gauge("tapwatch_alerting_sink_up", "1 while the sink's last write succeeded.", ["sink"],

@@ -23,15 +23,12 @@ from tapwatch.bus.streams import ALERTS_STREAM, Bus
 
 log = logging.getLogger(__name__)
 
-SINK_KINDS = ("stdout", "file", "redis", "syslog_udp", "syslog_tcp", "webhook")
-"""Sink kinds, the closed set of the ``sink`` metric label."""
-
 
 class Sink(Protocol):
     """One destination of alerts.
 
-    ``kind`` is one of :data:`SINK_KINDS`. A sink that delivers in the background may also define
-    ``bind_health(health)`` to report delivery failures after :meth:`write` returned.
+    ``kind`` is one of :data:`~tapwatch.alerting.metrics.SINK_KINDS`. A sink that delivers in the background may
+    also define ``bind_health(health)`` to report delivery failures after :meth:`write` returned.
     """
 
     kind: str
