@@ -47,7 +47,7 @@ from tapwatch.features.cli import run_guarded, setup_logging
 from tapwatch.features.errors import BadInputError, ConfigError, TapwatchError
 from tapwatch.inference.model import attack_threshold
 from tapwatch.models.scoring.score import MODELS_DIR
-from tapwatch.models.training.data_common import DEFAULT_ROOT
+from tapwatch.models.training.data_common import default_root
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class CheckConfig:
     out: Path = Path("models/reports")
     name: str = "live-check"
     models_dir: Path = MODELS_DIR
-    datasets: Path | None = DEFAULT_ROOT
+    datasets: Path | None = field(default_factory=default_root)
     keep: Path | None = None
     pypi_venv: Path | None = pypi.VENV
     pypi_requirements: Path = pypi.REQUIREMENTS
@@ -471,8 +471,9 @@ def _commit() -> str | None:
               help="Keep the pcaps, labels, flows and scored CSVs here (a subfolder per link).")  # fmt: skip
 @click.option("--models-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=MODELS_DIR,
               show_default="the installed tapwatch models")  # fmt: skip
-@click.option("--datasets", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_ROOT,
-              show_default=True, help="Folder with cic-ids2017/ (feature comparison; skipped if absent).")  # fmt: skip
+@click.option("--datasets", type=click.Path(file_okay=False, path_type=Path), default=default_root,
+              show_default="../shared/datasets",
+              help="Folder with cic-ids2017/ (feature comparison; skipped if absent).")  # fmt: skip
 @click.option("--cicflowmeter/--no-cicflowmeter", default=True, show_default=True,
               help="Also run the PyPI cicflowmeter on each capture and score its flows.")  # fmt: skip
 @click.option("--cicflowmeter-venv", type=click.Path(file_okay=False, path_type=Path), default=pypi.VENV,

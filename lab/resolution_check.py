@@ -27,7 +27,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,13 @@ from sklearn.model_selection import train_test_split
 
 from tapwatch.features.contract import FEATURE_NAMES, RATE_FEATURES, TIME_FEATURES, TIME_RESOLUTION_US
 from tapwatch.features.resolution import quantize_columns
-from tapwatch.models.training.data_common import DEFAULT_ROOT
+from tapwatch.models.training.data_common import default_root
 
 log = logging.getLogger("lab.resolution_check")
 
 REPO_ROOT = Path.cwd()  # run from the repository root, like the other report commands
-DATA_DIR = DEFAULT_ROOT / "cic-ids2017" / "engelen_improved_sample_rnd5000"
+CIC_SUBSET = Path("cic-ids2017") / "engelen_improved_sample_rnd5000"
+"""The corrected CIC-IDS2017 subset, below the datasets folder."""
 OUT_DIR = REPO_ROOT / "models" / "reports"
 COMMAND = "python -m lab.resolution_check"
 BENIGN = "BENIGN"
@@ -95,7 +96,7 @@ class Config:
         Random Forest size, worker processes, test share of both protocols.
     """
 
-    data_dir: Path = DATA_DIR
+    data_dir: Path = field(default_factory=lambda: default_root() / CIC_SUBSET)
     out_dir: Path = OUT_DIR
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     n_trees: int = 200
@@ -540,9 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, run, write the reports. Exit 0 on success, 2 when the dataset is missing."""
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5, minimum 3)")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="default: ../shared/datasets/" + CIC_SUBSET.as_posix()
+    )
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
+    args.data_dir = args.data_dir or default_root() / CIC_SUBSET
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.seeds < 3:
         parser.error("--seeds must be at least 3 (EVALUATION.md rule 6)")

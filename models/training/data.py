@@ -31,13 +31,13 @@ from tapwatch.models.training.data_cic import (
     normalize_cic_label,
 )
 from tapwatch.models.training.data_common import (
-    DEFAULT_ROOT,
     CategoricalEncoding,
     Dataset,
     Dedupe,
     Encoding,
     FileInfo,
     check_columns,
+    default_root,
 )
 from tapwatch.models.training.data_tables import (
     KDD_COLUMNS,
@@ -59,7 +59,6 @@ __all__ = [
     "CIC_BENIGN",
     "CIC_CLASSES",
     "CIC_COLUMNS",
-    "DEFAULT_ROOT",
     "KDD_COLUMNS",
     "KDD_FAMILIES",
     "KDD_PARTS",
@@ -76,6 +75,7 @@ __all__ = [
     "Encoding",
     "FileInfo",
     "check_columns",
+    "default_root",
     "load_cic_ids2017",
     "load_dataset",
     "load_nsl_kdd",
@@ -99,7 +99,7 @@ class DatasetName(str, Enum):
     NSL_KDD = "nsl-kdd"
 
 
-def load_dataset(name: DatasetName | str, root: Path = DEFAULT_ROOT, dedupe: Dedupe = Dedupe.NONE) -> Dataset:
+def load_dataset(name: DatasetName | str, root: Path | None = None, dedupe: Dedupe = Dedupe.NONE) -> Dataset:
     """Load a dataset by name with its loader's defaults (CIC-IDS2017 quantised, one-hot categories)."""
     which = DatasetName(name)
     if which is DatasetName.CIC_IDS2017:

@@ -24,13 +24,13 @@ from tapwatch.features.contract import FEATURE_NAMES, IDENTIFIER_COLUMNS, LABEL_
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.models.training.data_common import (
-    DEFAULT_ROOT,
     Dataset,
     Dedupe,
     Parts,
     check_columns,
     clean_numeric,
     count_exact_duplicates,
+    default_root,
     expected_digests,
     finish,
     read_table,
@@ -164,7 +164,7 @@ def _labels(frame: pd.DataFrame, subject: str) -> tuple[pd.Series, list[str], in
     return raw.map(mapping), steps, attempted
 
 
-def load_cic_ids2017(root: Path = DEFAULT_ROOT, *, quantize: bool = True, dedupe: Dedupe = Dedupe.NONE) -> Dataset:
+def load_cic_ids2017(root: Path | None = None, *, quantize: bool = True, dedupe: Dedupe = Dedupe.NONE) -> Dataset:
     """Load the corrected CIC-IDS2017 subset (16 files) with the 82 features in the contract's order.
 
     Parameters
@@ -183,7 +183,7 @@ def load_cic_ids2017(root: Path = DEFAULT_ROOT, *, quantize: bool = True, dedupe
     >>> ds.features == FEATURE_NAMES, ds.meta.columns.tolist()  # doctest: +SKIP
     (True, ['Src IP', 'Timestamp', 'End'])
     """
-    folder = root / CIC_DIR
+    folder = (root if root is not None else default_root()) / CIC_DIR
     paths = sorted(folder.glob("*.csv.gz")) + sorted(folder.glob("*.csv"))
     if not paths:
         raise BadInputError(str(folder), "no *.csv or *.csv.gz files (is ../shared/datasets present?)")

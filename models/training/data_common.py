@@ -23,9 +23,13 @@ import pandas as pd
 from tapwatch.features.errors import BadInputError
 
 
-def _default_root() -> Path:
-    """``TAPWATCH_DATASETS`` if set; else ``../shared/datasets`` from the working directory (the repository
-    root, where the README's commands and the tests run); else next to the source checkout (editable install)."""
+def default_root() -> Path:
+    """The folder holding one folder per dataset: ``TAPWATCH_DATASETS`` if set; else ``../shared/datasets`` from
+    the working directory (the repository root, where the README's commands and the tests run); else next to the
+    source checkout (editable install).
+
+    Resolved when a loader is called without a ``root``, never at import: importing a module reads nothing.
+    """
     env = os.environ.get("TAPWATCH_DATASETS")
     if env:
         return Path(env)
@@ -33,10 +37,6 @@ def _default_root() -> Path:
     if from_cwd.is_dir():
         return from_cwd.resolve()
     return Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-
-
-DEFAULT_ROOT = _default_root()
-"""The folder holding one folder per dataset (``../shared/datasets`` next to the repository)."""
 
 
 class Encoding(str, Enum):

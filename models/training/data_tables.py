@@ -18,7 +18,6 @@ import pandas as pd
 
 from tapwatch.features.errors import BadInputError
 from tapwatch.models.training.data_common import (
-    DEFAULT_ROOT,
     Dataset,
     Dedupe,
     Encoding,
@@ -28,6 +27,7 @@ from tapwatch.models.training.data_common import (
     check_columns,
     clean_numeric,
     count_exact_duplicates,
+    default_root,
     describe_encodings,
     expected_digests,
     finish,
@@ -177,7 +177,10 @@ def _classes(spec: TableSpec, frame: pd.DataFrame, subject: str) -> tuple[pd.Ser
     return y, steps, counts
 
 
-def _load(spec: TableSpec, root: Path, encoding: Encoding, dedupe: Dedupe, fit_part: str | None = None) -> Dataset:
+def _load(
+    spec: TableSpec, root: Path | None, encoding: Encoding, dedupe: Dedupe, fit_part: str | None = None
+) -> Dataset:
+    root = root if root is not None else default_root()
     frame, files, steps = _read(spec, root)
     subject = str(root / spec.folder)
     y, class_steps, counts = _classes(spec, frame, subject)
@@ -212,7 +215,7 @@ def _load(spec: TableSpec, root: Path, encoding: Encoding, dedupe: Dedupe, fit_p
 
 
 def load_unsw_nb15(
-    root: Path = DEFAULT_ROOT,
+    root: Path | None = None,
     *,
     with_ttl: bool = True,
     encoding: Encoding = Encoding.ONEHOT,
@@ -240,7 +243,7 @@ def load_unsw_nb15(
 
 
 def load_ton_iot(
-    root: Path = DEFAULT_ROOT, *, encoding: Encoding = Encoding.ONEHOT, dedupe: Dedupe = Dedupe.NONE
+    root: Path | None = None, *, encoding: Encoding = Encoding.ONEHOT, dedupe: Dedupe = Dedupe.NONE
 ) -> Dataset:
     """ToN-IoT network train/test file (211,043 rows): ``type`` classes; IPs, ports and free text dropped."""
     dropped = {c: "identifier (IP or port)" for c in ("src_ip", "src_port", "dst_ip", "dst_port")}
@@ -261,7 +264,7 @@ def load_ton_iot(
 
 
 def load_nsl_kdd(
-    root: Path = DEFAULT_ROOT,
+    root: Path | None = None,
     *,
     parts: tuple[str, ...] = KDD_PARTS,
     encoding: Encoding = Encoding.ONEHOT,
