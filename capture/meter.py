@@ -21,6 +21,7 @@ from typing import Any
 
 from nfstream import NFStreamer
 
+from tapwatch.capture.bpf import bpf_error, check_bpf
 from tapwatch.capture.cicflow import CicFlow
 from tapwatch.capture.cid import community_id
 from tapwatch.capture.metrics import CaptureMetrics
@@ -73,6 +74,12 @@ class CaptureConfig:
             termination_linger_ms=int(self.termination_linger_s * 1000),
             live=live,
         )
+
+    def input_error(self, source: str, err: ValueError) -> BadInputError:
+        """NFStream's error for ``source`` as one line; a filter libpcap refused names ``--bpf``, not the input."""
+        if self.bpf_filter and "BPF" in str(err):
+            return bpf_error(self.bpf_filter, str(err))
+        return BadInputError(source, str(err))
 
     def streamer(self, source: Any, plugin: CicPlugin) -> NFStreamer:
         return NFStreamer(
@@ -151,6 +158,7 @@ class PcapSource:
             raise BadInputError("pcap", "no input file given")
         for p in paths:
             probe_pcap(p)
+        check_bpf(config.bpf_filter)
         self.paths = [str(p) for p in paths]
         self.config = config
         self.builder = RecordBuilder(config, metrics)
@@ -180,7 +188,7 @@ class PcapSource:
                         if record is not None:
                             yield record
             except ValueError as err:  # NFStream reports libpcap errors (bad BPF filter, unreadable file)
-                raise BadInputError(",".join(self.paths), str(err)) from err
+                raise self.config.input_error(",".join(self.paths), err) from err
             self.problems = [s for s in self.scans if s.problem is not None]
             for s in self.problems:
                 log.warning("pcap %s: %s", s.path, s.problem)
@@ -205,6 +213,7 @@ class LiveSource:
         self, interface: str, config: CaptureConfig, metrics: CaptureMetrics, flush_timeout_s: float = 10.0
     ) -> None:
         check_interface(interface)
+        check_bpf(config.bpf_filter)
         self.interface = interface
         self.config = config
         self.metrics = metrics
@@ -240,7 +249,7 @@ class LiveSource:
         try:
             streamer = self.config.streamer(self.interface, plugin)
         except ValueError as err:
-            raise BadInputError(self.interface, str(err)) from err
+            raise self.config.input_error(self.interface, err) from err
         self._it = iter(streamer)
         threading.Thread(target=self._drain, name="tapwatch-nfstream", daemon=True).start()
         self.running.set()

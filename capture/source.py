@@ -112,7 +112,56 @@ def probe_pcap(path: str) -> None:
     if head in _PCAP_MAGICS and size < 24:
         raise BadInputError(str(path), f"truncated: {size} bytes, shorter than the 24-byte pcap header; 0 packets read")
     if head not in _PCAP_MAGICS and head != _PCAPNG_SHB:
-        raise BadInputError(str(path), f"not a pcap or pcapng file (starts with {head.hex()})")
+        raise BadInputError(str(path), not_a_capture(path))
+
+
+def not_a_capture(path: str) -> str:
+    """What a file that is no pcap or pcapng looks like, in words a person can act on.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); f = os.path.join(d, "x.pcap")
+    >>> _ = open(f, "wb").write(b"hello, this is text\\n")
+    >>> not_a_capture(f)
+    "not a pcap or pcapng file: it looks like text ('hello, this is text')"
+    >>> _ = open(f, "wb").write(bytes([0x1F, 0x8B, 8, 0]) + bytes(20))
+    >>> not_a_capture(f)
+    'not a pcap or pcapng file: it is gzip-compressed; decompress it first (gunzip)'
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}"
+    return f"not a pcap or pcapng file: {_describe(head)}"
+
+
+_SNIFF_BYTES = 512
+_KNOWN_FORMATS = (
+    (b"\x1f\x8b", "it is gzip-compressed; decompress it first (gunzip)"),
+    (b"BZh", "it is bzip2-compressed; decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "it is xz-compressed; decompress it first (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "it is zstd-compressed; decompress it first (unzstd)"),
+    (b"PK\x03\x04", "it is a zip archive; extract the capture first (unzip)"),
+    (b"\x7fELF", "it is a program (ELF executable)"),
+    (b"%PDF", "it is a PDF document"),
+    (b"snoop\x00\x00\x00", "it is a Solaris snoop capture; convert it first (editcap -F pcap IN OUT)"),
+    (b"\x00\x00\x00\x00\x00\x00\x00\x00", "it starts with zero bytes (a blank or damaged file)"),
+)
+"""Leading bytes of formats users hand over by mistake, with what to do about them."""
+
+
+def _describe(head: bytes) -> str:
+    for magic, words in _KNOWN_FORMATS:
+        if head.startswith(magic):
+            return words
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        first = text.strip().splitlines()[0][:40] if text.strip() else ""
+        return f"it looks like text ({first!r})"
+    return f"unknown format (first bytes {head[:4].hex()})"
 
 
 def scan_pcap(path: str) -> PcapScan:
@@ -123,7 +172,7 @@ def scan_pcap(path: str) -> PcapScan:
     >>> _ = open(f, "wb").write(b"not a capture at all, just text")
     >>> try: scan_pcap(f)
     ... except BadInputError as e: print(e.problem)
-    not a pcap or pcapng file (starts with 6e6f7420)
+    not a pcap or pcapng file: it looks like text ('not a capture at all, just text')
     """
     size = _open_checked(str(path))
     try:
@@ -136,7 +185,7 @@ def scan_pcap(path: str) -> PcapScan:
             return _scan_pcap(str(path), m, size, _PCAP_MAGICS[head])
         if head == _PCAPNG_SHB:
             return _scan_pcapng(str(path), m, size)
-    raise BadInputError(str(path), f"not a pcap or pcapng file (starts with {head.hex()})")
+    raise BadInputError(str(path), not_a_capture(path))
 
 
 def _scan_pcap(path: str, m: mmap.mmap, size: int, endian: str) -> PcapScan:

@@ -1,0 +1,70 @@
+"""What a person sees for input tapwatch cannot use: one line naming the option or the file, in words."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tapwatch.app.cli import main
+from tapwatch.capture.bpf import check_bpf
+from tapwatch.features.errors import BadInputError
+from tests.conftest import REPO
+
+SAMPLE = REPO / "capture" / "samples" / "sample.pcap"
+
+
+def error_line(*args: str) -> str:
+    """Run ``tapwatch ARGS`` in this process; it must exit 2 with exactly one ``tapwatch: error:`` line."""
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("tapwatch: error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_a_bad_bpf_filter_names_the_option_and_the_filter(tmp_path: Path) -> None:
+    out = tmp_path / "flows.csv"
+    line = error_line("flows", str(SAMPLE), "--bpf", "this is not bpf", "-o", str(out))
+    assert line == (
+        "tapwatch: error: --bpf: 'this is not bpf' is not a valid BPF filter: "
+        "can't parse filter expression: syntax error"
+    )
+    assert "sample.pcap" not in line
+    assert "illegal port number 99999" in error_line("flows", str(SAMPLE), "--bpf", "tcp port 99999")
+
+
+def test_a_valid_bpf_filter_passes_the_check() -> None:
+    check_bpf("tcp or udp")
+    check_bpf(None)
+    with pytest.raises(BadInputError, match="--bpf"):
+        check_bpf("ether proto nonsense")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"hello, I am a text file\n", "it looks like text ('hello, I am a text file')"),
+        (gzip.compress(SAMPLE.read_bytes()[:4096]), "it is gzip-compressed; decompress it first (gunzip)"),
+        (bz2.compress(b"x" * 100), "it is bzip2-compressed; decompress it first (bunzip2)"),
+        (b"PK\x03\x04" + bytes(40), "it is a zip archive; extract the capture first (unzip)"),
+        (bytes(64), "it starts with zero bytes (a blank or damaged file)"),
+        (bytes([0x01, 0x02, 0xFE, 0xFF]) + bytes(range(128, 160)), "unknown format (first bytes 0102feff)"),
+    ],
+)
+def test_a_file_that_is_no_capture_is_described_in_words(tmp_path: Path, content: bytes, words: str) -> None:
+    f = tmp_path / "input.pcap"
+    f.write_bytes(content)
+    assert error_line("flows", str(f)) == f"tapwatch: error: {f}: not a pcap or pcapng file: {words}"
+
+
+def test_a_compressed_capture_names_the_tool_that_opens_it(tmp_path: Path) -> None:
+    gz = tmp_path / "sample.pcap.gz"
+    with SAMPLE.open("rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert error_line("detect", str(gz)).endswith("gzip-compressed; decompress it first (gunzip)")
