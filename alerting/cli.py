@@ -12,7 +12,7 @@ import click
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from tapwatch.features.cli import run_guarded
+from tapwatch.features.cli import name_the_option, option_names, run_guarded
 from tapwatch.features.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -77,16 +77,21 @@ def alerter_command(**kw: Any) -> None:
     def body() -> int:
         from tapwatch.alerting.settings import AlerterSettings
 
+        names = option_names(alerter_command, _OPTIONS)
         overrides = {_OPTIONS[k]: v for k, v in kw.items() if v is not None}
         try:
             settings = AlerterSettings(**overrides)
         except ValidationError as err:
             first = err.errors()[0]
-            raise BadInputError(".".join(str(p) for p in first["loc"]) or "settings", first["msg"]) from err
+            field = ".".join(str(p) for p in first["loc"]) or "settings"
+            raise name_the_option(BadInputError(field, first["msg"].removeprefix("Value error, ")), names) from err
         from tapwatch.alerting.service import run_alerter
 
         stop = threading.Event()
         install_signals(stop)
-        return run_alerter(settings, REGISTRY, stop)
+        try:
+            return run_alerter(settings, REGISTRY, stop)
+        except BadInputError as err:  # settings checked at start-up name the option, not the settings field
+            raise name_the_option(err, names) from err
 
     run_guarded(body)

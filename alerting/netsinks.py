@@ -178,7 +178,7 @@ class WebhookSink:
         max_backoff_s: float = 10.0,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook_url: expected an http:// or https:// URL, not {url!r}")
+            raise ValueError(f"expected an http:// or https:// URL, not {url!r}")
         self.url = url
         self.retries = retries
         self.backoff_s = backoff_s

@@ -144,7 +144,9 @@ def build_reloader(settings: AlerterSettings, card: ModelCard | None, explaining
 def run_alerter(settings: AlerterSettings, registry: CollectorRegistry, stop: threading.Event) -> int:
     """Serve metrics and health and run the alerter on Redis until ``stop`` is set; return the exit code."""
     if not settings.redis_url:
-        raise ConfigError("redis_url", "tapwatch alerter needs --redis (the embedded modes are detect and run)")
+        raise ConfigError(
+            "redis_url", "the alerter reads verdicts from Redis: give its URL (without Redis: detect or run)"
+        )
     from tapwatch.features.health import HealthServer
 
     Info("tapwatch_build", "tapwatch build.", registry=registry).info({"version": _version()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import click
 
@@ -32,3 +32,29 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
         click.echo(f"tapwatch: internal error: {type(err).__name__}: {err} (run with -vv for a traceback)", err=True)
         sys.exit(1)
     sys.exit(code)
+
+
+def option_names(command: click.Command, fields: Mapping[str, str], env_prefix: str = "TAPWATCH_") -> dict[str, str]:
+    """Settings field -> how a person sets it: the command's option and the environment variable, for messages.
+
+    ``fields`` maps the command's parameter names onto settings fields (the command's own table).
+
+    >>> @click.command()
+    ... @click.option("--redis", "redis_url")
+    ... def cmd(redis_url: str) -> None: ...
+    >>> option_names(cmd, {"redis_url": "redis_url"})
+    {'redis_url': '--redis (or TAPWATCH_REDIS_URL)'}
+    """
+    names = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name in fields:
+            flag = max(param.opts, key=len)
+            names[fields[param.name]] = f"{flag} (or {env_prefix}{fields[param.name].upper()})"
+    return names
+
+
+def name_the_option(err: BadInputError, names: Mapping[str, str]) -> BadInputError:
+    """``err`` about a settings field, re-worded to name the option a person typed instead of the field."""
+    if err.subject not in names:
+        return err
+    return type(err)(names[err.subject], err.problem)

@@ -345,7 +345,7 @@ def test_tapwatch_alerter_bad_threshold_file_exits_2(redis_server: Any, tmp_path
     assert proc.returncode == 2 and f"{rules}:2" in err and "missing seconds" in err
     proc = tapwatch("alerter", "--redis", redis_server.url, "--syslog-udp", "nohostport")
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 2 and "syslog_udp" in err
+    assert proc.returncode == 2 and "--syslog-udp (or TAPWATCH_SYSLOG_UDP): syslog: expected HOST:PORT" in err
 
 
 class Gate:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,22 @@ def test_a_compressed_capture_names_the_tool_that_opens_it(tmp_path: Path) -> No
     with SAMPLE.open("rb") as src, gzip.open(gz, "wb") as dst:
         shutil.copyfileobj(src, dst)
     assert error_line("detect", str(gz)).endswith("gzip-compressed; decompress it first (gunzip)")
+
+
+def test_the_alerter_names_the_options_a_person_types() -> None:
+    """Settings are checked as fields; the message names the option and its environment variable (issue 10)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
+
+    def alerter(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "tapwatch.app", "alerter", *args, "--metrics-port", "0"],
+                              capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        return proc.stderr.strip().splitlines()[-1]
+
+    assert alerter() == (
+        "tapwatch: error: --redis (or TAPWATCH_REDIS_URL): the alerter reads verdicts from Redis: give its URL "
+        "(without Redis: detect or run)"
+    )
+    assert alerter("--redis", "redis://127.0.0.1:1/0", "--webhook", "ftp://x") == (
+        "tapwatch: error: --webhook (or TAPWATCH_WEBHOOK_URL): expected an http:// or https:// URL, not 'ftp://x'"
+    )
