@@ -9,7 +9,6 @@ import importlib
 import importlib.util
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +16,7 @@ import click
 from tapwatch.capture.options import capture_config, timeout_options
 from tapwatch.capture.service import capture_command
 from tapwatch.features.cli import run_guarded, setup_logging
+from tapwatch.features.output import replaced_when_done
 
 log = logging.getLogger("tapwatch")
 
@@ -91,15 +91,15 @@ def flows(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
         from tapwatch.capture.metrics import CaptureMetrics
 
         metrics = CaptureMetrics(CollectorRegistry())
-        source = PcapSource(list(pcaps), capture_config(**kw), metrics)
+        source = PcapSource(list(pcaps), capture_config(**kw), metrics)  # refuses bad input before any output
         if output == "-":
             n = write_csv(source, sys.stdout)
         else:
-            with Path(output).open("w", newline="") as fh:
+            with replaced_when_done(output) as tmp, tmp.open("w", newline="") as fh:
                 n = write_csv(source, fh)
         log.info("wrote %s flows to %s", n, output)
         for problem in source.problems:
-            click.echo(f"tapwatch: error: {problem.message()}; flows of the readable part were written", err=True)
+            click.echo(f"tapwatch: error: {problem.line('flows of the readable part were written')}", err=True)
         return 2 if source.problems else 0
 
     run_guarded(body)

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from tapwatch.capture.options import capture_config, timeout_options
 from tapwatch.features.cli import run_guarded
 from tapwatch.features.errors import BadInputError, ModelCardError
+from tapwatch.features.output import replaced_when_done
 
 if TYPE_CHECKING:  # imported when a command runs: `tapwatch --help` loads neither ONNX Runtime nor the stages
     from tapwatch.app.pipeline import EmbeddedConfig
@@ -136,25 +137,34 @@ def detect_command(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
     """
 
     def body() -> int:
-        from prometheus_client import CollectorRegistry
-
-        from tapwatch.app.pipeline import Embedded
-        from tapwatch.capture.meter import PcapSource
-
-        config = build_config(kw, output)
-        model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
-        if output != "-":
-            Path(output).write_bytes(b"")  # a new result per run, as `tapwatch flows -o` writes a new CSV
-        embedded = Embedded(model, config, CollectorRegistry())  # a registry of its own: nothing serves it
-        source = PcapSource(list(pcaps), capture_config(**kw), embedded.pipeline.metrics)
-        summary = embedded.process(source)
-        for problem in source.problems:
-            click.echo(f"tapwatch: error: {problem.message()}; its readable part was processed", err=True)
-        for line in summary.lines("detect"):
-            click.echo(line, err=True)
-        return 2 if source.problems else 0
+        if output == "-":
+            return _detect(pcaps, "-", kw)
+        # A new result per run, written beside the old one and renamed onto it when done: input refused before
+        # anything was read leaves an earlier result as it was, and a run that dies leaves no partial file.
+        with replaced_when_done(output) as tmp:
+            return _detect(pcaps, str(tmp), kw)
 
     run_guarded(body)
+
+
+def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from tapwatch.app.pipeline import Embedded
+    from tapwatch.capture.meter import PcapSource
+
+    config = build_config(kw, output)
+    if output != "-":  # one result file per run: no rotation of a temporary file the rename could not follow
+        config = replace(config, alerter=config.alerter.model_copy(update={"alert_file_max_bytes": 2**62}))
+    model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
+    embedded = Embedded(model, config, CollectorRegistry())  # a registry of its own: nothing serves it
+    source = PcapSource(list(pcaps), capture_config(**kw), embedded.pipeline.metrics)
+    summary = embedded.process(source)
+    for problem in source.problems:
+        click.echo(f"tapwatch: error: {problem.line('its readable part was processed')}", err=True)
+    for line in summary.lines("detect"):
+        click.echo(line, err=True)
+    return 2 if source.problems else 0
 
 
 def install_signals(stop: Any) -> None:

@@ -44,8 +44,10 @@ class Summary:
     seconds
         Wall time from the start of the stages to the end of the drain.
     packets, flows, single_packet_flows, windows
-        The sensor's counts: packets in closed flows, flows closed, one-packet flows (not scored, as in
-        CICFlowMeter), windows built.
+        The sensor's counts: packets in closed flows (IP packets), flows closed, one-packet flows (not scored,
+        as in CICFlowMeter), windows built.
+    read_packets
+        Packet records read from capture files, IP or not (0 for live capture, which does not count them).
     verdicts, alerts
         Per class.
     dropped
@@ -62,6 +64,7 @@ class Summary:
     flows: int
     single_packet_flows: int
     windows: int
+    read_packets: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
     alerts: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
@@ -87,6 +90,7 @@ class Summary:
         return cls(
             model=f"{card.name} {card.version}", seconds=seconds,
             packets=_total(registry, "tapwatch_capture_packets_total"),
+            read_packets=_total(registry, "tapwatch_capture_read_packets_total"),
             flows=_total(registry, "tapwatch_capture_flows_total"),
             single_packet_flows=_total(registry, "tapwatch_capture_single_packet_flows_total"),
             windows=_total(registry, "tapwatch_features_windows_total"),
@@ -112,6 +116,15 @@ class Summary:
         """Every window built got a verdict or is counted as dropped."""
         return self.windows == self.n_verdicts + self.n_dropped
 
+    def _packets_line(self) -> str:
+        """Packets read and where they went: IP packets make flows; ARP and other non-IP frames, IP fragments and
+        packets outside ``--bpf`` make none (tcpdump counts them all, so the two figures are told apart)."""
+        if not self.read_packets:
+            return f"  packets   {self.packets} in flows (IP)"
+        outside = max(0, self.read_packets - self.packets)
+        return (f"  packets   {self.read_packets} read: {self.packets} in flows (IP), {outside} in none "
+                "(not IP, IP fragments, or outside --bpf)")  # fmt: skip
+
     def lines(self, command: str) -> list[str]:
         """The summary as the commands print it (standard error)."""
 
@@ -121,7 +134,7 @@ class Summary:
         rate = self.windows / self.seconds if self.seconds > 0 else 0.0
         out = [
             f"tapwatch {command}: model {self.model}, {self.seconds:.2f} s ({rate:.0f} windows/s)",
-            f"  packets   {self.packets}",
+            self._packets_line(),
             f"  flows     {self.flows} ({self.single_packet_flows} with one packet, not scored)",
             f"  windows   {self.windows}",
             f"  verdicts  {self.n_verdicts}: {per(self.verdicts)}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import socket
 import threading
@@ -26,7 +27,7 @@ from tapwatch.capture.cicflow import CicFlow
 from tapwatch.capture.cid import community_id
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.plugin import CAPTURE_DELAY_MS, FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
-from tapwatch.capture.source import PcapScan, check_interface, probe_pcap, scan_pcap
+from tapwatch.capture.source import PcapScan, check_interface, link_type_problem, probe_pcap, scan_pcap
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, make_flow_id
 
@@ -159,10 +160,19 @@ class PcapSource:
         for p in paths:
             probe_pcap(p)
         check_bpf(config.bpf_filter)
-        self.paths = [str(p) for p in paths]
+        # A link type NFStream cannot decode would be read as 0 packets without a word: refuse the file. With
+        # several files the others are read and the refused ones reported (exit 2), as for a truncated file.
+        refused = {str(p): why for p in paths if (why := link_type_problem(str(p))) is not None}
+        if len(refused) == len(paths):
+            first = str(paths[0])
+            more = f" (and {len(paths) - 1} more files like it)" if len(paths) > 1 else ""
+            raise BadInputError(first, refused[first] + more)
+        self.paths = [str(p) for p in paths if str(p) not in refused]
         self.config = config
+        self.metrics = metrics
         self.builder = RecordBuilder(config, metrics)
-        self.problems: list[PcapScan] = []
+        self.refused = [PcapScan(p, 0, 0, os.path.getsize(p), why, read=False) for p, why in refused.items()]
+        self.problems: list[PcapScan] = list(self.refused)
         self._scans: Future[list[PcapScan]] | None = None
 
     @property
@@ -189,9 +199,10 @@ class PcapSource:
                             yield record
             except ValueError as err:  # NFStream reports libpcap errors (bad BPF filter, unreadable file)
                 raise self.config.input_error(",".join(self.paths), err) from err
-            self.problems = [s for s in self.scans if s.problem is not None]
+            self.metrics.read_packets.inc(sum(s.packets for s in self.scans))
+            self.problems = self.refused + [s for s in self.scans if s.problem is not None]
             for s in self.problems:
-                log.warning("pcap %s: %s", s.path, s.problem)
+                log.info("pcap %s: %s", s.path, s.problem)  # the command prints it as its error line
 
 
 class LiveSource:

@@ -27,7 +27,15 @@ class CaptureMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.packets = Counter("tapwatch_capture_packets", "Packets in closed flows.", registry=registry)
+        self.packets = Counter(
+            "tapwatch_capture_packets", "Packets in closed flows (IPv4 and IPv6, one-packet flows included).",
+            registry=registry,
+        )  # fmt: skip
+        self.read_packets = Counter(
+            "tapwatch_capture_read_packets",
+            "Packet records read from capture files, IP or not (pcap input; live capture does not count them).",
+            registry=registry,
+        )
         self.bytes = Counter("tapwatch_capture_bytes", "Link-layer bytes in closed flows.", registry=registry)
         self.flows = Counter("tapwatch_capture_flows", "Flows closed, by expiry reason.", ["reason"], registry=registry)
         for expiry in ExpiryReason:

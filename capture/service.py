@@ -119,7 +119,7 @@ def run_capture(
         else:
             pipe.feed(source)
             for problem in source.problems:
-                click.echo(f"tapwatch: error: {problem.message()}; its readable part was processed", err=True)
+                click.echo(f"tapwatch: error: {problem.line('its readable part was processed')}", err=True)
                 code = 2
     finally:
         running["capture"] = False

@@ -71,8 +71,16 @@ class PcapScan:
     last_ms: int = 0
     """Timestamp of the last readable packet, epoch milliseconds."""
 
+    read: bool = True
+    """False for a file refused before NFStream saw it (a link type it cannot decode); nothing of it was read."""
+
     def message(self) -> str:
         return f"{self.path}: {self.problem}"
+
+    def line(self, done: str) -> str:
+        """The one-line report: the problem, then ``done`` (what became of the readable part), or that it was not
+        read at all."""
+        return f"{self.message()}; {done if self.read else 'the file was not read'}"
 
 
 def _open_checked(path: str) -> int:
@@ -162,6 +170,62 @@ def _describe(head: bytes) -> str:
         first = text.strip().splitlines()[0][:40] if text.strip() else ""
         return f"it looks like text ({first!r})"
     return f"unknown format (first bytes {head[:4].hex()})"
+
+
+LINKTYPES_DECODED = {
+    0: "BSD loopback", 1: "Ethernet", 9: "PPP", 12: "raw IP", 14: "raw IP", 50: "PPP in HDLC framing",
+    101: "raw IP", 104: "Cisco HDLC", 113: "Linux cooked capture", 228: "raw IPv4", 229: "raw IPv6",
+}  # fmt: skip
+"""Link types NFStream's packet decoder handles (its ``packet_datalink_checker``), by pcap LINKTYPE number."""
+
+LINKTYPES_REFUSED = {
+    105: "IEEE 802.11 Wi-Fi", 119: "IEEE 802.11 with Prism header", 127: "IEEE 802.11 with radiotap header",
+    163: "IEEE 802.11 with AVS header", 192: "PPI", 108: "OpenBSD loopback", 276: "Linux cooked capture v2",
+    187: "Bluetooth HCI", 189: "USB (Linux)", 195: "IEEE 802.15.4", 220: "USB (Linux, memory-mapped)",
+}  # fmt: skip
+"""Link types seen in the wild that NFStream cannot decode, named for the message. Radiotap (127) is refused too:
+NFStream's decoder for it takes only unencrypted data frames with a 26-byte 802.11 header, so a monitor-mode
+capture gives no flows (or wrong ones) without a word."""
+
+_PCAPNG_IDB = 1
+_LINKTYPE_PROBE_BYTES = 1 << 20  # interface blocks precede the packets they describe: look in the first MiB
+
+
+def link_types(path: str) -> list[int]:
+    """The link types a capture declares: the pcap header's, or each pcapng interface block's (first MiB).
+
+    >>> import os, struct, tempfile
+    >>> f = os.path.join(tempfile.mkdtemp(), "wifi.pcap")
+    >>> _ = open(f, "wb").write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 105))
+    >>> link_types(f)
+    [105]
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(_LINKTYPE_PROBE_BYTES)
+    if head[:4] in _PCAP_MAGICS and len(head) >= 24:
+        return [struct.unpack_from(_PCAP_MAGICS[head[:4]] + "I", head, 20)[0] & 0xFFFF]
+    found: list[int] = []
+    off, endian = 0, "<"
+    while off + 12 <= len(head) and head[:4] == _PCAPNG_SHB:
+        if head[off : off + 4] == _PCAPNG_SHB:
+            endian = "<" if head[off + 8 : off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+        btype, blen = struct.unpack_from(endian + "II", head, off)
+        if btype == _PCAPNG_IDB:
+            found.append(struct.unpack_from(endian + "H", head, off + 8)[0])
+        if blen < 12:
+            break
+        off += blen
+    return found
+
+
+def link_type_problem(path: str) -> str | None:
+    """Why a capture's link type cannot be decoded, or None when NFStream decodes it."""
+    for lt in link_types(path):
+        if lt not in LINKTYPES_DECODED:
+            name = LINKTYPES_REFUSED.get(lt, "unknown")
+            return (f"link type {lt} ({name}) cannot be decoded; tapwatch reads Ethernet, Linux cooked capture, "
+                    "raw IP, BSD loopback and PPP captures")  # fmt: skip
+    return None
 
 
 def scan_pcap(path: str) -> PcapScan:

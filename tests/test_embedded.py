@@ -185,6 +185,7 @@ def test_run_on_loopback_serves_health_and_flushes_on_sigterm(model: tuple[Path,
     if os.geteuid() != 0:
         pytest.skip("live capture needs root (CAP_NET_RAW)")
     server, port, out = Server(), free_port(), tmp_path / "alerts.jsonl"
+    out.write_text('{"earlier": "run appends, never truncates"}\n')  # issue 10: an operator's log is kept
     proc = tapwatch("run", "--interface", "lo", "--bpf", f"tcp port {server.port}", "--model", str(model[0]), "-o",
                     str(out), "--metrics-port", str(port), "--termination-linger", "0.2", "--no-explain")  # fmt: skip
 
@@ -199,7 +200,7 @@ def test_run_on_loopback_serves_health_and_flushes_on_sigterm(model: tuple[Path,
         wait_for(ready, 40, "/readyz")
         time.sleep(1.0)  # the meter's packet socket is open a moment after the capture thread starts
         server.hit(8)
-        wait_for(lambda: len(read_jsonl(out)) >= 1, 20, "an alert while running")  # scored live, not at stop
+        wait_for(lambda: len(read_jsonl(out)) >= 2, 20, "an alert while running")  # scored live, not at stop
         before = scrape(port)
         server.hit(4)  # flows still open or lingering at the stop: the flush must score them
         proc.send_signal(signal.SIGTERM)
@@ -213,7 +214,8 @@ def test_run_on_loopback_serves_health_and_flushes_on_sigterm(model: tuple[Path,
     s = summary_of(err)
     assert int(s["windows"]) == 12 and s["dropped"] == "0"
     assert int(s["verdicts"].split(":")[0]) == 12
-    alerts = read_jsonl(out)
+    earlier, *alerts = read_jsonl(out)
+    assert earlier == {"earlier": "run appends, never truncates"}
     assert alerts and {a["dest_port"] for a in alerts} == {server.port}
     assert len(alerts) == sum(per_class(s["alerts"]).values())
     assert before[("tapwatch_capture_packets_total", ())] > 0
