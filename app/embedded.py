@@ -194,7 +194,7 @@ def run_command(interface: str, output: str, **kw: Any) -> None:
 
     Serves /metrics, /livez and /readyz; stops on SIGINT or SIGTERM after scoring every open flow.
 
-    Example: sudo tapwatch run --interface eth1 -o /var/log/tapwatch/alerts.jsonl
+    Example: sudo tapwatch run --interface IFACE -o /var/log/tapwatch/alerts.jsonl
     """
 
     def body() -> int:

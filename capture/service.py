@@ -143,7 +143,7 @@ def capture_command(interface: str | None, pcaps: tuple[str, ...], **kw: Any) ->
     """Capture flows, build per-host windows and put them on the windows stream.
 
     Examples: tapwatch capture -r capture/samples/sample.pcap --redis redis://localhost:6379/0 ;
-    sudo tapwatch capture -i eth1 --redis redis://:secret@redis:6379/0
+    sudo tapwatch capture -i IFACE --redis redis://:PASSWORD@HOST:6379/0
     """
     if bool(interface) == bool(pcaps):
         raise click.UsageError("give exactly one of --interface or --pcap")
