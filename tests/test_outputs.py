@@ -128,3 +128,16 @@ def test_a_device_or_a_symlink_as_output_is_written_through_not_replaced(tmp_pat
     assert tapwatch("flows", str(SAMPLE), "-o", str(link)).exit_code == 0
     assert link.is_symlink() and real.read_text().startswith("Flow ID,")
     assert real.stat().st_mode & 0o777 == 0o640
+
+
+def test_score_keeps_an_earlier_result_when_the_csv_is_refused_and_writes_through_a_device(tmp_path: Path) -> None:
+    out, bad, flows = tmp_path / "scored.csv", tmp_path / "notes.csv", tmp_path / "flows.csv"
+    out.write_text(EARLIER)
+    bad.write_text("hello,world\nthis is,not flows\n")
+    result = tapwatch("score", str(bad), "-o", str(out))
+    assert result.exit_code == 2 and out.read_text() == EARLIER
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.csv", "scored.csv"]
+    assert tapwatch("flows", str(SAMPLE), "-o", str(flows)).exit_code == 0
+    before = Path("/dev/null").stat()
+    assert tapwatch("score", str(flows), "-o", "/dev/null").exit_code == 0
+    assert Path("/dev/null").stat().st_ino == before.st_ino and Path("/dev/null").is_char_device()

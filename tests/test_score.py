@@ -366,10 +366,6 @@ WRONG: dict[str, tuple[Callable[[Path, pd.DataFrame], Any], str]] = {
     "latin1": (lambda p, r: p.write_bytes("Flow Duration,Étiquette\n1,2\n".encode("latin-1")), "not UTF-8"),
     "header only": (lambda p, r: write_frame(p, r.head(0)), "a header but no flow rows"),
     "ragged": (_ragged, "Expected"),
-    "bad time": (
-        lambda p, r: write_frame(p, r.assign(Timestamp="yesterday")),
-        "Timestamp values are not times (first: 'yesterday')",
-    ),
 }
 
 
@@ -484,3 +480,19 @@ def test_shipped_deployment_model_scores_tapwatch_flows_output(tmp_path: Path) -
     by_time = sorted(range(len(records)), key=lambda i: (records[i].meta.first_seen_ms, i))
     expected = windower_scores(model, values, [r.meta.src_ip for r in records], by_time)
     assert np.allclose(got["score"].astype(float), expected, atol=1e-5)
+
+
+def test_a_timestamp_column_without_times_is_scored_per_flow(rows: pd.DataFrame, models: Path, tmp_path: Path) -> None:
+    """Some CICFlowMeter exports write a counter as Timestamp: no windows, one line says so, every flow scored."""
+    path, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_frame(path, rows.assign(Timestamp=[str(181 + i) for i in range(len(rows))]))
+    result = score(path, "--models-dir", models, "-o", out)
+    assert result.exit_code == 0, result.output
+    (line,) = [ln for ln in result.stderr.splitlines() if "window_mode=" in ln]
+    t = pd.read_csv(out)["window_flows"].astype(int).max()  # every window holds its one flow
+    assert t == 1 and "zero-padded window of T=" in line
+    assert line.endswith(
+        f": windows could not be built ({len(rows)} Timestamp values such as '181' are no times, data rows from 1)"
+    )
+    scored = pd.read_csv(out)
+    assert len(scored) == len(rows) and set(scored["window_mode"]) == {"single_flow"}

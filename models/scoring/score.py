@@ -17,7 +17,6 @@ host index; pass 2 streams the text rows, gathers their windows and writes them 
 from __future__ import annotations
 
 import csv
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from tapwatch.features.card import ModelCard, load_card
 from tapwatch.features.cli import run_guarded
 from tapwatch.features.contract import FEATURE_NAMES, TIME_RESOLUTION_US
 from tapwatch.features.errors import BadInputError, ConfigError, ModelCardError
+from tapwatch.features.output import replaced_when_done
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.features.window import WindowKey
 from tapwatch.models.scoring.runtime import LoadedModel, card_path_for, load_session
@@ -253,19 +253,23 @@ def _features(frame: pd.DataFrame, layout: CsvLayout, card: ModelCard, start: in
     return scale_features(x[list(card.features)], card.scaler)
 
 
-def _keys_and_times(frame: pd.DataFrame, layout: CsvLayout, card: ModelCard, start: int) -> Any:
-    """Each row's window key and start time in µs."""
+class NotTimes(ValueError):
+    """The Timestamp column holds values that are no times (some CICFlowMeter exports write a counter there)."""
+
+
+def _keys_and_times(frame: pd.DataFrame, layout: CsvLayout, card: ModelCard) -> Any:
+    """Each row's window key and start time in µs; :class:`NotTimes` when a Timestamp value is no time."""
     keys = [frame[layout.positions[c]].fillna("").str.strip() for c in _KEY_COLUMNS[WindowKey(card.window_key)]]
     key = keys[0] if len(keys) == 1 else keys[0] + ">" + keys[1]
     text = frame[layout.positions["Timestamp"]].fillna("").str.strip()
-    subject = f"{layout.path}, data rows {start + 1}-{start + len(frame)}"
     try:
         times = pd.to_datetime(text, format="ISO8601")
     except (ValueError, TypeError):  # the original release writes day/month/year
         times = pd.to_datetime(text, dayfirst=True, format="mixed", errors="coerce")
     if times.isna().any():
-        bad = int(times.isna().sum())
-        raise BadInputError(subject, f"{bad} Timestamp values are not times (first: {text[times.isna()].iloc[0]!r})")
+        raise NotTimes(
+            f"{int(times.isna().sum())} Timestamp values such as {text[times.isna()].iloc[0]!r} are no times"
+        )
     return key, times.to_numpy().astype("datetime64[us]").astype(np.int64)
 
 
@@ -302,22 +306,32 @@ class HostIndex:
 
 
 def _spool(layout: CsvLayout, cfg: ScoreConfig, card: ModelCard, report: ScoreReport, tmp: Path) -> tuple[Any, Any]:
-    """Pass 1: scaled rows into a file in ``tmp``; in per-host mode also the host index (in memory)."""
-    per_host = report.mode is WindowMode.PER_HOST
+    """Pass 1: scaled rows into a file in ``tmp``; in per-host mode also the host index (in memory).
+
+    A Timestamp column that holds no times turns the whole file to single-flow windows, with one line saying why
+    (as a file without source IPs is scored), rather than refusing it.
+    """
     codes: dict[str, int] = {}
     keys, times, n = [], [], 0
     with (tmp / "rows.f32").open("wb") as fh:
         for frame in _frames(layout, cfg):
             fh.write(np.ascontiguousarray(_features(frame, layout, card, n, report), dtype=np.float32).tobytes())
-            if per_host:
-                key, t = _keys_and_times(frame, layout, card, n)
-                local, uniques = pd.factorize(key)
-                keys.append(np.array([codes.setdefault(u, len(codes)) for u in uniques], dtype=np.int32)[local])
-                times.append(t)
+            if report.mode is WindowMode.PER_HOST:
+                try:
+                    key, t = _keys_and_times(frame, layout, card)
+                except NotTimes as err:
+                    report.mode, keys, times = WindowMode.SINGLE_FLOW, [], []
+                    report.mode_detail = (f"each flow alone in a zero-padded window of T={card.window_length}: "
+                                          f"windows could not be built ({err}, data rows from {n + 1})")  # fmt: skip
+                else:
+                    local, uniques = pd.factorize(key)
+                    keys.append(np.array([codes.setdefault(u, len(codes)) for u in uniques], dtype=np.int32)[local])
+                    times.append(t)
             n += len(frame)
     if n == 0:
         raise BadInputError(str(layout.path), "a header but no flow rows")
     store = np.memmap(tmp / "rows.f32", dtype=np.float32, mode="r", shape=(n, len(card.features)))
+    per_host = report.mode is WindowMode.PER_HOST
     return (HostIndex.build(np.concatenate(keys), np.concatenate(times)) if per_host else None), store
 
 
@@ -397,14 +411,8 @@ def score_csv(cfg: ScoreConfig) -> ScoreReport:
     report.mode, report.mode_detail = _window_plan(layout, card)
     if len(layout.passthrough) < len(layout.header):
         report.notes.append(f"the input's own {[c for c in OUTPUT_COLUMNS if c in layout.header]} columns replaced")
-    target = Path(cfg.output)
-    part = target.with_name(target.name + ".part")
-    try:
-        with part.open("w", newline="", encoding="utf-8") as out:
-            _write_rows(out, layout, cfg, model, report)
-        os.replace(part, target)
-    finally:
-        part.unlink(missing_ok=True)
+    with replaced_when_done(cfg.output) as part, part.open("w", newline="", encoding="utf-8") as out:
+        _write_rows(out, layout, cfg, model, report)
     return report
 
 
