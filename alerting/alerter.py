@@ -1,8 +1,9 @@
-"""The alerter loop: verdicts over threshold → suppression → explanation → EVE alert → sinks → XACK.
+"""The alerter: verdicts over threshold → suppression → explanation → EVE alert → sinks → XACK.
 
 It reads ``tapwatch:verdicts`` in consumer group ``alerters`` through the :class:`~tapwatch.bus.streams.Bus`
 protocol only, so the same class runs on Redis (``tapwatch alerter``) and on the in-memory bus (the embedded
-``detect``/``run`` modes).
+``detect``/``run`` modes). The loop is the one every stage runs (:class:`~tapwatch.bus.consumer.Consumer`: claims
+of stale verdicts, reads, backoff, a lost group, drain at stop); the alerter is its handler.
 
 Delivery is at least once, so a verdict may come twice (a worker or an alerter crashed before its XACK). The
 alerter emits at most one alert per window id: just before the sinks write, it sets
@@ -26,7 +27,6 @@ loop reads on (its reads block at most :data:`EXPLAIN_POLL_MS` while anything is
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +40,8 @@ from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.signatures import Signature, signature_for
 from tapwatch.alerting.sinks import RedisStreamSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor
-from tapwatch.bus.streams import Bus, BusUnavailable, Entry, GroupMissing
+from tapwatch.bus.consumer import Consumer
+from tapwatch.bus.streams import Bus, BusUnavailable, Entry
 from tapwatch.features.card import ModelCard
 from tapwatch.features.errors import ModelCardError, SchemaError
 from tapwatch.features.schema import Verdict
@@ -51,7 +52,6 @@ if TYPE_CHECKING:  # the reloader pulls in ONNX Runtime; only the service builds
 log = logging.getLogger(__name__)
 
 ALERTED_KEY = "tapwatch:alerted:{}"
-BACKOFF_MAX_S = 5.0
 EXPLAIN_POLL_MS = 5
 """Longest read block while an alert waits for its explanation (how late a finished one may be picked up)."""
 
@@ -81,7 +81,12 @@ class _Pending:
 
 
 class Alerter:
-    """Turn verdicts into alerts on any bus.
+    """Turn verdicts into alerts on any bus: the consumer loop's handler.
+
+    ``run(stop)`` is the loop's :meth:`~tapwatch.bus.consumer.Consumer.run`: it steps until ``stop`` is set, then
+    finishes the batch in hand and writes the alerts set aside (by their deadlines; one attempt if the bus is
+    down). :meth:`tend`, :meth:`handle` and :meth:`finish` are the alerter's part of each step, the ``on_*``
+    methods its metrics and log lines for the loop's events.
 
     Parameters
     ----------
@@ -90,7 +95,8 @@ class Alerter:
     card
         The model card, for its benign class, T and the explainer's model identity; None works without.
     settings
-        Stream, group, consumer, read sizes, dedup TTL, signature family.
+        Stream, group, consumer, read sizes (the loop's part: :meth:`AlerterSettings.consumer_config`), dedup TTL,
+        signature family.
     sinks
         Where alerts go.
     metrics
@@ -127,75 +133,24 @@ class Alerter:
         self.suppressor = policy.suppressor if policy else None
         self.explainer = policy.explainer if policy else None
         self.reloader = reloader
-        self.bus_ok = True
-        self._group_ready = False
-        self._next_claim = 0.0
         self._next_length = 0.0
-        self._in_hand: list[Entry] = []
         self._waiting: list[_Pending] = []
         # The Redis stream sink on this very bus is written together with the dedup key (one round trip).
         self._fused = next((k for k in sinks.sinks if isinstance(k, RedisStreamSink) and k.bus is bus), None)
+        self._loop = Consumer(bus, settings.consumer_config(), self, self)
+        self.run = self._loop.run
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Claim stale entries (now and then), read one batch, handle it; return the entries handled."""
-        s = self.settings
-        if not self._group_ready:
-            self._ensure_group(recreated=False)
-        self._maybe_reload()
-        self._finish_waiting()
-        entries = self._in_hand  # a batch the bus failed under is retried first (the dedup keys make it safe)
-        try:
-            if not entries and time.monotonic() >= self._next_claim:
-                self._next_claim = time.monotonic() + s.claim_interval_s
-                entries = self.bus.claim_stale(
-                    s.verdicts_stream, s.alerter_group, s.alerter_consumer, s.claim_idle_ms, s.read_count
-                )
-            if not entries:
-                block = min(s.block_ms, EXPLAIN_POLL_MS) if self._waiting else s.block_ms
-                entries = self.bus.read_group(
-                    s.verdicts_stream, s.alerter_group, s.alerter_consumer, s.read_count, block
-                )
-        except GroupMissing as err:
-            log.warning("alerter %s: %s; recreating the group", s.alerter_consumer, err)
-            self._ensure_group(recreated=True)
-            return 0
-        if entries:
-            self._in_hand = entries
-            self.handle(entries)
-            self._in_hand = []
-        self._observe_length()
-        return len(entries)
+        """One step of the loop: claim stale entries (now and then), read one batch, handle it; return the entries
+        handled. An unreachable bus raises BusUnavailable; the batch in hand is handled again at the next step."""
+        return self._loop.step()
 
-    def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set; the batch in hand and the alerts set aside are finished and acked first.
-
-        Bus down: capped exponential backoff (never a busy loop), ``bus_ok`` false, one log line per state
-        change; the batch in hand is handled again once the bus is back, rather than waiting to be claimed as
-        stale. Any other error propagates: the process exits non-zero and its supervisor restarts it.
-        """
-        delay = 0.0
-        while True:
-            stopping = stop.is_set()
-            if stopping and not self._waiting:
-                return
-            try:
-                if stopping:  # alerts set aside for their explanations go out by their deadlines
-                    self._finish_waiting(wait=True)
-                else:
-                    self.run_once()
-            except BusUnavailable as err:
-                delay = min(max(delay * 2, 0.1), BACKOFF_MAX_S)
-                self._set_bus(False, err)
-                if stopping:
-                    log.error("alerter %s: bus unreachable at stop; %s set-aside alerts stay pending for another "
-                              "alerter", self.settings.alerter_consumer, len(self._waiting))  # fmt: skip
-                    return
-                stop.wait(delay)
-                continue
-            delay = 0.0
-            self._set_bus(True, None)
+    @property
+    def bus_ok(self) -> bool:
+        """False while the bus is unreachable (as of the loop's last step)."""
+        return self._loop.connected
 
     def close(self) -> None:
         """Write the alerts set aside (each waits at most until its deadline), stop the explainer and close every
@@ -216,15 +171,28 @@ class Alerter:
             "explainer_ready": self.explainer is not None or self.settings.explain is not True,
         }
 
-    # -- one batch -----------------------------------------------------------------------------------------------
-
     @property
     def waiting(self) -> int:
         """Alerts set aside until their explanation is done or their deadline passes (entries not acked yet)."""
         return len(self._waiting)
 
+    # -- the loop's handler ----------------------------------------------------------------------------------------
+
+    def tend(self) -> int | None:
+        """Between batches: reload a changed card, write the set-aside alerts that are due, refresh the stream length
+        gauge. While alerts are set aside, the next read blocks at most :data:`EXPLAIN_POLL_MS`."""
+        self._maybe_reload()
+        self._finish_waiting()
+        self._observe_length()
+        return EXPLAIN_POLL_MS if self._waiting else None
+
+    def finish(self) -> int:
+        """At stop: write every alert set aside (each waits at most until its deadline); return the entries acked."""
+        return self._finish_waiting(wait=True)
+
     def handle(self, entries: list[Entry]) -> None:
-        """Turn a batch into alerts and ack it; alerts whose explanation is running are set aside, unacked."""
+        """Turn a batch into alerts and ack it; alerts whose explanation is running are set aside, unacked. Handed
+        the same batch again after the bus failed, it starts over: the dedup keys make that safe."""
         pending = [p for p in (self._prepare(eid, fields) for eid, fields in entries) if p is not None]
         now = time.monotonic()
         ready: list[_Pending] = []
@@ -237,19 +205,20 @@ class Alerter:
                      [eid for eid, _ in entries if eid not in held])  # fmt: skip
         self._waiting += later
 
-    def _finish_waiting(self, wait: bool = False) -> None:
+    def _finish_waiting(self, wait: bool = False) -> int:
         """Write the set-aside alerts whose explanation is done or whose deadline passed (with ``wait``: all of
-        them, each waiting at most until its deadline), then ack their entries."""
+        them, each waiting at most until its deadline), then ack their entries; return how many."""
         if not self._waiting:
-            return
+            return 0
         now = time.monotonic()
         due = list(self._waiting) if wait else [p for p in self._waiting if not p.ticket.waiting(now)]
         if not due:
-            return
+            return 0
         self._deliver_all(due)
         self.bus.ack(self.settings.verdicts_stream, self.settings.alerter_group, [p.entry_id for p in due])
         done = {id(p) for p in due}
         self._waiting = [p for p in self._waiting if id(p) not in done]
+        return len(due)
 
     def _prepare(self, entry_id: str, fields: Mapping[str, Any]) -> _Pending | None:
         verdict = self._decode(entry_id, fields)
@@ -349,22 +318,6 @@ class Alerter:
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
-    def _ensure_group(self, recreated: bool) -> None:
-        s = self.settings
-        created = self.bus.ensure_group(s.verdicts_stream, s.alerter_group)
-        self._group_ready = True
-        if recreated:
-            self.metrics.group_recreated.inc()
-            log.warning(
-                "alerter %s: recreated group %s on %s (verdicts added while it was gone are read from the "
-                "start of the stream)",
-                s.alerter_consumer,
-                s.alerter_group,
-                s.verdicts_stream,
-            )
-        elif created:
-            log.info("alerter %s: created group %s on %s", s.alerter_consumer, s.alerter_group, s.verdicts_stream)
-
     def _maybe_reload(self) -> None:
         """Swap in a changed card and its explainer; a refused model is logged, counted and not used."""
         if self.reloader is None:
@@ -386,16 +339,34 @@ class Alerter:
         log.warning("alerter %s: card %s %s replaced by %s %s", self.settings.alerter_consumer,
                     old.name if old else "-", old.version if old else "-", new.card.name, new.card.version)  # fmt: skip
 
-    def _set_bus(self, ok: bool, err: BaseException | None) -> None:
-        if ok != self.bus_ok:
-            if ok:
-                log.warning("alerter %s: bus reachable again", self.settings.alerter_consumer)
-            else:
-                log.warning("alerter %s: bus unreachable (%s); backing off", self.settings.alerter_consumer, err)
-        self.bus_ok = ok
-        self.metrics.bus_up.set(1 if ok else 0)
-
     def _observe_length(self) -> None:
         if time.monotonic() >= self._next_length:
             self._next_length = time.monotonic() + 5.0
             self.metrics.stream_length.set(self.bus.length(self.settings.verdicts_stream))
+
+    # -- the loop's events -----------------------------------------------------------------------------------------
+
+    def on_claim(self, entries: list[Entry]) -> None:
+        log.info("alerter %s: claimed %s verdicts idle over %s ms, first %s", self.settings.alerter_consumer,
+                 len(entries), self.settings.claim_idle_ms, entries[0][0])  # fmt: skip
+
+    def on_group(self, missing: str | None) -> None:
+        s = self.settings
+        if missing is None:
+            log.info("alerter %s: created group %s on %s", s.alerter_consumer, s.alerter_group, s.verdicts_stream)
+            return
+        self.metrics.group_recreated.inc()
+        log.warning("alerter %s: %s; recreated group %s on %s (verdicts added while it was gone are read from "
+                    "the start of the stream)", s.alerter_consumer, missing, s.alerter_group,
+                    s.verdicts_stream)  # fmt: skip
+
+    def on_bus(self, down: BusUnavailable | None) -> None:
+        if down is not None:
+            log.warning("alerter %s: bus unreachable (%s); backing off", self.settings.alerter_consumer, down)
+        else:
+            log.warning("alerter %s: bus reachable again", self.settings.alerter_consumer)
+        self.metrics.bus_up.set(0 if down is not None else 1)
+
+    def on_abandon(self, entries: int) -> None:
+        log.error("alerter %s: bus unreachable at stop; %s verdicts in hand and %s set-aside alerts stay pending for "
+                  "another alerter", self.settings.alerter_consumer, entries, len(self._waiting))  # fmt: skip

@@ -1,6 +1,6 @@
 """Wiring of the alerter from :class:`~tapwatch.alerting.settings.AlerterSettings`: sinks, suppression, the
 explainer, metrics and health. ``tapwatch alerter`` calls :func:`run_alerter`; the embedded mode calls
-:func:`build_alerter` with its in-memory bus and drives :meth:`Alerter.run_once` itself.
+:func:`build_alerter` with its in-memory bus and runs the alerter's loop in a thread of its own.
 """
 
 from __future__ import annotations

@@ -12,7 +12,15 @@ import socket
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tapwatch.bus.consumer import ConsumerConfig
 from tapwatch.bus.streams import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM
+
+# The alerter's consumer loop has no settings for these (no options, no environment variables): Redis down, it
+# retries after 0.1 s, doubling to 5 s; at stop it tries once to finish its work, then leaves it pending (another
+# alerter claims it) rather than hold up the shutdown.
+LOOP_BACKOFF_INITIAL_S = 0.1
+LOOP_BACKOFF_MAX_S = 5.0
+LOOP_DRAIN_TIMEOUT_S = 0.0
 
 
 def default_consumer() -> str:
@@ -106,3 +114,16 @@ class AlerterSettings(BaseSettings):
     @property
     def redis_sink_on(self) -> bool:
         return self.redis_sink if self.redis_sink is not None else self.redis_url is not None
+
+    def consumer_config(self) -> ConsumerConfig:
+        """The consumer loop's part of the settings: the verdicts stream in group ``alerter_group``.
+
+        >>> AlerterSettings(alerter_consumer="a1", read_count=16).consumer_config().batch_size
+        16
+        """
+        return ConsumerConfig(
+            stream=self.verdicts_stream, group=self.alerter_group, consumer=self.alerter_consumer,
+            batch_size=self.read_count, block_ms=self.block_ms, claim_idle_ms=self.claim_idle_ms,
+            claim_interval_s=self.claim_interval_s, backoff_initial_s=LOOP_BACKOFF_INITIAL_S,
+            backoff_max_s=LOOP_BACKOFF_MAX_S, drain_timeout_s=LOOP_DRAIN_TIMEOUT_S,
+        )  # fmt: skip

@@ -41,7 +41,10 @@ class BusUnavailable(TapwatchError):
 
 
 class GroupMissing(TapwatchError):
-    """The stream or its consumer group is gone (a Redis that lost its data); recreate and count it."""
+    """The stream or its consumer group is gone (a Redis that lost its data); recreate and count it.
+
+    :class:`RedisBus` raises it for NOGROUP and for Redis 7's ``UNBLOCKED`` (a XREADGROUP blocked on a stream key
+    that FLUSHALL or DEL removed), so no stage needs to know Redis's error replies."""
 
 
 class Bus(Protocol):
@@ -318,7 +321,8 @@ class RedisBus:
             block = block_ms if block_ms > 0 else None  # Redis reads BLOCK 0 as "forever"; MemoryBus as "don't"
             resp = self._call(self.client.xreadgroup, group, consumer, {stream: ">"}, count=count, block=block)
         except redis.ResponseError as err:
-            # NOGROUP; or, for a read blocked while the data went away (FLUSHALL), Redis 7's "UNBLOCKED"
+            # NOGROUP; or, for a read blocked while its stream key went away (FLUSHALL, DEL), Redis >= 7.0 ends the
+            # read with "UNBLOCKED the stream key no longer exists": the group is gone either way.
             if "NOGROUP" in str(err) or str(err).startswith("UNBLOCKED"):
                 raise GroupMissing(f"redis {self._where()}: {err}") from err
             raise

@@ -1,8 +1,9 @@
-"""The worker loop's configuration: a plain frozen dataclass, so the embedded mode needs no environment.
+"""The worker's configuration: a plain frozen dataclass, so the embedded mode needs no environment.
 
 :class:`~tapwatch.inference.settings.WorkerSettings` (the service's pydantic-settings, read once in
 ``main``) takes its defaults from here and validates the ranges; :class:`WorkerConfig` only refuses the
-values that would break the loop itself.
+values that would break the loop itself (its loop part is a :class:`~tapwatch.bus.consumer.ConsumerConfig`,
+:meth:`WorkerConfig.consumer_config`, which checks them).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from tapwatch.bus.consumer import ConsumerConfig
 from tapwatch.bus.streams import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM
 from tapwatch.features.errors import ConfigError
 
@@ -18,6 +20,9 @@ from tapwatch.features.errors import ConfigError
 @dataclass(frozen=True)
 class WorkerConfig:
     """How a :class:`~tapwatch.inference.worker.Worker` reads, writes, claims and backs off.
+
+    The loop's part (stream, group, consumer, batch size, block time, claiming, backoff, drain) maps onto the
+    shared :class:`~tapwatch.bus.consumer.ConsumerConfig`; the rest is the worker's own.
 
     Parameters
     ----------
@@ -69,15 +74,23 @@ class WorkerConfig:
     ready_max_lag: int = 0
 
     def __post_init__(self) -> None:
-        if self.block_ms < 1:
-            raise ConfigError("block_ms", f"must be >= 1 (Redis reads BLOCK 0 as forever), not {self.block_ms}")
-        if self.batch_size < 1:
-            raise ConfigError("batch_size", f"must be >= 1, not {self.batch_size}")
+        self.consumer_config()  # block_ms, batch_size, claiming, backoff and drain are the loop's to check
         if self.ready_max_lag < 0:
             raise ConfigError("ready_max_lag", f"must be >= 0 (0: no limit), not {self.ready_max_lag}")
-        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
-            raise ConfigError("backoff_initial_s", "must be > 0 and <= backoff_max_s")
 
     def consumer_name(self) -> str:
         """``consumer``, or ``<host>-<pid>`` so that two workers on one host never share pending entries."""
         return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+    def consumer_config(self) -> ConsumerConfig:
+        """The consumer loop's part: the windows stream in group ``group``, as :meth:`consumer_name`.
+
+        >>> WorkerConfig(consumer="w1", batch_size=32).consumer_config().batch_size
+        32
+        """
+        return ConsumerConfig(
+            stream=self.stream, group=self.group, consumer=self.consumer_name(), batch_size=self.batch_size,
+            block_ms=self.block_ms, claim_idle_ms=self.claim_idle_ms, claim_interval_s=self.claim_interval_s,
+            backoff_initial_s=self.backoff_initial_s, backoff_max_s=self.backoff_max_s,
+            drain_timeout_s=self.drain_timeout_s,
+        )  # fmt: skip

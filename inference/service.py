@@ -88,11 +88,15 @@ def install_signals(stop: threading.Event, worker: Worker) -> None:
 def run(settings: WorkerSettings, registry: CollectorRegistry) -> int:
     """Run the worker until a stop signal; return the exit code (0 after a drain)."""
     service = build_service(settings, registry)
+    worker, c = service.worker, service.worker.config
     stop = threading.Event()
-    install_signals(stop, service.worker)
+    install_signals(stop, worker)
     service.http.start()
+    log.info("worker %s: group %s on %s, model %s %s", worker.consumer, c.group, c.stream, worker.model.card.name,
+             worker.model.card.version)  # fmt: skip
     try:
-        service.worker.run(stop)
+        worker.run(stop)
     finally:
         service.http.stop()
+    log.info("worker %s: stopped", worker.consumer)
     return 0

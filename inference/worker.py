@@ -1,30 +1,30 @@
-"""The inference worker loop: read windows, run the model, write verdicts, ack; on any bus.
+"""The inference worker: read windows, run the model, write verdicts, ack; on any bus.
 
-One step (:meth:`Worker.run_once`) takes one batch, claimed from a stalled consumer (XAUTOCLAIM) or new
-(XREADGROUP), triages it (bad entries go to the dead-letter stream), runs the model once, writes the
-verdicts and dead letters, and only then acks (at least once: a crash between writing and acking repeats
-verdicts, which the alerter deduplicates by window id). Between batches it polls for a new model,
-recreates a missing consumer group and refreshes its gauges.
+The loop is the one every stage runs (:class:`~tapwatch.bus.consumer.Consumer`: claims of stale entries,
+reads, backoff, a lost group, drain at stop); the worker is its handler. Each batch, claimed from a stalled
+consumer (XAUTOCLAIM) or new (XREADGROUP), is triaged (bad entries go to the dead-letter stream), run through
+the model once, and its verdicts and dead letters are written and its entries acked in one step (at least once:
+a crash between writing and acking repeats verdicts, which the alerter deduplicates by window id). Between
+batches it polls for a new model and refreshes its gauges.
 
 Failures, after rq's worker (``work()``, ``handle_job_failure``): a bad entry is logged with its id,
 dead-lettered, acked, and the loop goes on; an unreachable bus means capped exponential backoff, with the
-batch in hand kept until it can be written and acked; anything unexpected propagates, so the process exits
-non-zero and its supervisor restarts it (its pending entries are claimed by another worker).
+results of the batch in hand kept until they can be written and acked (the model does not run twice); anything
+unexpected propagates, so the process exits non-zero and its supervisor restarts it (its pending entries are
+claimed by another worker).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import redis
-
+from tapwatch.bus.consumer import Consumer
 from tapwatch.bus.stats import StatsProbe
-from tapwatch.bus.streams import Bus, BusUnavailable, Entry, GroupMissing
+from tapwatch.bus.streams import Bus, BusUnavailable, Entry
 from tapwatch.features.errors import ModelCardError
 from tapwatch.features.schema import Verdict
 from tapwatch.inference.batch import Dead, Origin, dead_letter, decide, triage
@@ -49,7 +49,11 @@ class _InHand:
 
 
 class Worker:
-    """Consume windows from a bus and publish verdicts; the same loop for Redis and the in-memory bus.
+    """Consume windows from a bus and publish verdicts: the consumer loop's handler, on Redis and in memory.
+
+    ``run(stop)`` is the loop's :meth:`~tapwatch.bus.consumer.Consumer.run`: it steps until ``stop`` is set,
+    then writes and acks the batch in hand (:meth:`drain`). :meth:`tend`, :meth:`handle` and :meth:`finish`
+    are the worker's part of each step, the ``on_*`` methods its metrics and log lines for the loop's events.
 
     Parameters
     ----------
@@ -96,17 +100,16 @@ class Worker:
         self.metrics = metrics
         self.reloader = reloader
         self.stats = stats
-        self.consumer = config.consumer_name()
+        loop = config.consumer_config()
+        self.consumer = loop.consumer
         self._origin = Origin(config.stream, config.group, self.consumer)
         self._model = model
         self._in_hand: _InHand | None = None
-        self._started = False
-        self._connected = True
-        self._backoff = config.backoff_initial_s
-        self._delay = 0.0
         self._reload_requested = False
-        self._next_claim = self._next_stats = self._next_trim = 0.0
+        self._next_stats = self._next_trim = 0.0
         self._lag = math.nan
+        self._loop = Consumer(bus, loop, self, self)
+        self.run = self._loop.run
         metrics.model_loaded(model.card.name, model.card.version, model.card.class_names)
 
     @property
@@ -116,16 +119,16 @@ class Worker:
     @property
     def connected(self) -> bool:
         """False while the bus is unreachable (``/readyz`` reports it)."""
-        return self._connected
+        return self._loop.connected
 
     @property
     def delay(self) -> float:
         """Seconds to wait before the next step (the backoff while the bus is down, else 0)."""
-        return self._delay
+        return self._loop.delay
 
     def ready(self) -> dict[str, bool]:
         """Readiness checks for ``/readyz`` (with ``ready_max_lag`` set, also the group's lag)."""
-        checks = {"model_loaded": True, "bus_reachable": self._connected}
+        checks = {"model_loaded": True, "bus_reachable": self._loop.connected}
         if self.config.ready_max_lag:
             # NaN (lag unknown) compares false: not held against the worker.
             checks["lag_within_limit"] = not self._lag > self.config.ready_max_lag
@@ -135,93 +138,64 @@ class Worker:
         """Reload the model before the next batch (safe to call from a signal handler: it sets a flag)."""
         self._reload_requested = True
 
-    def run(self, stop: threading.Event) -> None:
-        """Step until ``stop`` is set, then write and ack the batch in hand (:meth:`drain`)."""
-        log.info("worker %s: group %s on %s, model %s %s", self.consumer, self.config.group, self.config.stream,
-                 self._model.card.name, self._model.card.version)  # fmt: skip
-        while not stop.is_set():
-            self.run_once()
-            if self._delay:
-                stop.wait(self._delay)  # no busy loop while the bus is down; a stop request ends the wait
-        self.drain(self.config.drain_timeout_s)
-        log.info("worker %s: stopped", self.consumer)
-
     def run_once(self) -> int:
-        """One step: finish what is in hand, housekeeping, one batch. Returns the number of entries taken."""
-        try:
-            if self._in_hand is not None:
-                self._flush()
-            self._start()
-            self._maybe_reload()
-            self._maybe_stats()
-            entries = self._take()
-            if entries:
-                self._process(entries)
-                self._flush()
-            self._up()
-            return len(entries)
-        except BusUnavailable as err:
-            self._down(err)
-            return 0
+        """One step of the loop: housekeeping, one batch (the batch in hand first). Returns the number of entries
+        taken; 0 while the bus is unreachable (then :attr:`delay` is the backoff)."""
+        return self._loop.run_once()
 
     def drain(self, timeout_s: float) -> bool:
         """Write and ack the batch in hand, retrying with backoff up to ``timeout_s``; True when done."""
-        deadline = time.monotonic() + timeout_s
-        while self._in_hand is not None:
-            try:
-                self._flush()
-                self._up()
-            except BusUnavailable as err:
-                self._down(err)
-                if time.monotonic() + self._delay > deadline:
-                    log.error("worker %s: bus unreachable at stop; %s entries stay pending for another worker",
-                              self.consumer, len(self._in_hand.ack_ids))  # fmt: skip
-                    return False
-                time.sleep(self._delay)
-        return True
+        return self._loop.drain(timeout_s)
 
-    def _start(self) -> None:
-        if not self._started:
-            if self.bus.ensure_group(self.config.stream, self.config.group):
-                log.info("worker %s: created group %s on %s", self.consumer, self.config.group, self.config.stream)
-            self._started = True
+    # -- the loop's handler ----------------------------------------------------------------------------------
 
-    def _take(self) -> list[Entry]:
+    def tend(self) -> None:
+        """Between batches: reload a changed model, refresh the pending and lag gauges."""
+        self._maybe_reload()
+        self._maybe_stats()
+
+    def handle(self, entries: list[Entry]) -> None:
+        """Run the model once over the batch, then write verdicts and dead letters and ack, in one round trip.
+        Handed the same batch again after the bus failed, it writes the results it holds instead."""
+        box = self._in_hand
+        if box is None or box.ack_ids != [eid for eid, _ in entries]:
+            self._process(entries)
+        self._flush()
+
+    def finish(self) -> int:
+        """Nothing is set aside: every batch is written and acked whole."""
+        return 0
+
+    # -- the loop's events -----------------------------------------------------------------------------------
+
+    def on_claim(self, entries: list[Entry]) -> None:
+        self.metrics.claimed.inc(len(entries))
+        log.info("worker %s: claimed %s entries idle over %s ms, first %s",
+                 self.consumer, len(entries), self.config.claim_idle_ms, entries[0][0])  # fmt: skip
+
+    def on_group(self, missing: str | None) -> None:
         c = self.config
-        try:
-            claimed = self._claim()
-            if claimed:
-                return claimed
-            return self.bus.read_group(c.stream, c.group, self.consumer, c.batch_size, c.block_ms)
-        except GroupMissing as err:
-            self._recreate(str(err))
-        except redis.ResponseError as err:
-            # Redis >= 7.0 ends a XREADGROUP blocked on a key that FLUSHALL or DEL removed with this error;
-            # RedisBus maps only NOGROUP to GroupMissing.
-            if "UNBLOCKED" not in str(err):
-                raise
-            self._recreate(str(err))
-        return []
-
-    def _claim(self) -> list[Entry]:
-        now = time.monotonic()
-        if now < self._next_claim:
-            return []
-        c = self.config
-        claimed = self.bus.claim_stale(c.stream, c.group, self.consumer, c.claim_idle_ms, c.batch_size)
-        # A full batch means more may be waiting: look again at the next step rather than after the interval.
-        self._next_claim = now if len(claimed) >= c.batch_size else now + c.claim_interval_s
-        if claimed:
-            self.metrics.claimed.inc(len(claimed))
-            log.info("worker %s: claimed %s entries idle over %s ms, first %s",
-                     self.consumer, len(claimed), c.claim_idle_ms, claimed[0][0])  # fmt: skip
-        return claimed
-
-    def _recreate(self, why: str) -> None:
-        self.bus.ensure_group(self.config.stream, self.config.group)
+        if missing is None:
+            log.info("worker %s: created group %s on %s", self.consumer, c.group, c.stream)
+            return
         self.metrics.group_recreations.inc()
         log.warning("worker %s: group %s on %s was missing (%s); recreated, reading from the stream's start",
-                    self.consumer, self.config.group, self.config.stream, why)  # fmt: skip
+                    self.consumer, c.group, c.stream, missing)  # fmt: skip
+
+    def on_bus(self, down: BusUnavailable | None) -> None:
+        if down is not None:
+            log.warning("worker %s: bus unreachable, backing off up to %.1f s: %s",
+                        self.consumer, self.config.backoff_max_s, down)  # fmt: skip
+            self.metrics.bus_connected.set(0)
+        else:
+            log.warning("worker %s: bus reachable again", self.consumer)
+            self.metrics.bus_connected.set(1)
+
+    def on_abandon(self, entries: int) -> None:
+        log.error("worker %s: bus unreachable at stop; %s entries stay pending for another worker",
+                  self.consumer, entries)  # fmt: skip
+
+    # -- one batch -------------------------------------------------------------------------------------------
 
     def _process(self, entries: list[Entry]) -> None:
         self.metrics.windows.inc(len(entries))
@@ -314,21 +288,3 @@ class Worker:
         if new.card.feature_set_id != old.feature_set_id:
             log.warning("worker %s: the feature set changed to %s; windows built for %s will be dead-lettered",
                         self.consumer, new.card.feature_set_id, old.feature_set_id)  # fmt: skip
-
-    def _down(self, err: BusUnavailable) -> None:
-        if self._connected:
-            log.warning("worker %s: bus unreachable, backing off up to %.1f s: %s",
-                        self.consumer, self.config.backoff_max_s, err)  # fmt: skip
-            self._connected = False
-            self.metrics.bus_connected.set(0)
-            self._backoff = self.config.backoff_initial_s
-        else:
-            self._backoff = min(self._backoff * 2, self.config.backoff_max_s)
-        self._delay = self._backoff
-
-    def _up(self) -> None:
-        if not self._connected:
-            log.warning("worker %s: bus reachable again", self.consumer)
-            self._connected = True
-            self.metrics.bus_connected.set(1)
-        self._delay = 0.0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,6 +114,18 @@ def test_a_missing_group_is_reported_and_recreated(bus: Bus) -> None:
     assert bus.ensure_group("m", "g") is True
     assert bus.ensure_group("m", "g") is False
     assert len(bus.read_group("m", "g", "c", count=5, block_ms=10)) == 1
+
+
+def test_a_read_blocked_when_its_stream_goes_away_reports_the_group_missing(redis_server: Any) -> None:
+    bus = RedisBus(redis_server.url)
+    bus.ensure_group("u", "g")
+    threading.Timer(0.2, bus.client.flushall).start()
+    started = time.monotonic()
+    with pytest.raises(GroupMissing):  # Redis 7: "UNBLOCKED" at once; 6.2: NOGROUP at the next read
+        while time.monotonic() - started < 5:
+            bus.read_group("u", "g", "c", count=1, block_ms=1500)
+    if int(str(bus.client.info("server")["redis_version"]).split(".")[0]) >= 7:
+        assert time.monotonic() - started < 1.0
 
 
 def test_set_once_guards_a_key(bus: Bus) -> None:
