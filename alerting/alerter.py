@@ -27,6 +27,7 @@ loop reads on (its reads block at most :data:`EXPLAIN_POLL_MS` while anything is
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,9 +139,13 @@ class Alerter:
         # The Redis stream sink on this very bus is written together with the dedup key (one round trip).
         self._fused = next((k for k in sinks.sinks if isinstance(k, RedisStreamSink) and k.bus is bus), None)
         self._loop = Consumer(bus, settings.consumer_config(), self, self)
-        self.run = self._loop.run
 
     # -- the loop ------------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the consumer loop (:class:`~tapwatch.bus.consumer.Consumer`) until ``stop`` is set; the batch in hand
+        and the alerts set aside are finished first."""
+        self._loop.run(stop)
 
     def run_once(self) -> int:
         """One step of the loop: claim stale entries (now and then), read one batch, handle it; return the entries

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -109,7 +110,6 @@ class Worker:
         self._next_stats = self._next_trim = 0.0
         self._lag = math.nan
         self._loop = Consumer(bus, loop, self, self)
-        self.run = self._loop.run
         metrics.model_loaded(model.card.name, model.card.version, model.card.class_names)
 
     @property
@@ -137,6 +137,10 @@ class Worker:
     def request_reload(self) -> None:
         """Reload the model before the next batch (safe to call from a signal handler: it sets a flag)."""
         self._reload_requested = True
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the consumer loop (:class:`~tapwatch.bus.consumer.Consumer`) until ``stop`` is set, then drain."""
+        self._loop.run(stop)
 
     def run_once(self) -> int:
         """One step of the loop: housekeeping, one batch (the batch in hand first). Returns the number of entries
