@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from tapwatch.features.card import ModelCard, load_card
+from tapwatch.features.card import ModelCard, card_path_for, load_card
 from tapwatch.features.errors import ModelCardError
 
 Probabilities = np.ndarray[Any, np.dtype[np.float32]]
@@ -102,12 +102,6 @@ class Model:
         return self.sha256 == other.sha256 and self.card == other.card
 
 
-def default_card_path(onnx_path: Path) -> Path:
-    """The card beside the model: ``NAME.card.json`` if present, else ``NAME.json``."""
-    named = onnx_path.with_suffix(".card.json")
-    return named if named.exists() else onnx_path.with_suffix(".json")
-
-
 def session_options(threads: int) -> Any:
     """One intra-op thread by default: on 2 cores one session per worker process was fastest (issue 4)."""
     so = ort.SessionOptions()
@@ -120,9 +114,10 @@ def session_options(threads: int) -> Any:
 
 
 def load_model(onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1) -> Model:
-    """Load ``onnx_path`` with its card and run every check; raise :class:`ModelRejected` on any failure."""
+    """Load ``onnx_path`` with its card (default: :func:`~tapwatch.features.card.card_path_for`) and run every
+    check; raise :class:`ModelRejected` on any failure."""
     path = Path(onnx_path)
-    card_file = Path(card_path) if card_path is not None else default_card_path(path)
+    card_file = Path(card_path) if card_path is not None else card_path_for(path)
     try:
         card = load_card(card_file)
         data = path.read_bytes()

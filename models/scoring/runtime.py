@@ -14,20 +14,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from tapwatch.features.card import ModelCard, load_card, verify_onnx_file
+from tapwatch.features.card import ModelCard, card_path_for, load_card, verify_onnx_file
 from tapwatch.features.errors import ModelCardError
-
-CARD_SUFFIX = ".card.json"
-
-
-def card_path_for(onnx_path: str | Path) -> Path:
-    """Where the card of an ``.onnx`` lives: beside it, ``NAME.onnx`` → ``NAME.card.json``.
-
-    >>> card_path_for("models/hybrid-cic.onnx").as_posix()
-    'models/hybrid-cic.card.json'
-    """
-    p = Path(onnx_path)
-    return p.with_name(p.stem + CARD_SUFFIX)
 
 
 def session_options(threads: int = 1, optimization: str = "all") -> ort.SessionOptions:
@@ -89,7 +77,8 @@ def _dims(shape: list[Any]) -> list[int | None]:
 
 
 def load_session(onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1) -> LoadedModel:
-    """Load ``onnx_path`` with its card (default: :func:`card_path_for`) and check them against each other.
+    """Load ``onnx_path`` with its card (default: :func:`~tapwatch.features.card.card_path_for`) and check them
+    against each other.
 
     Raises :class:`~tapwatch.features.errors.ModelCardError` naming the file and the mismatch when the card is
     invalid, names no ONNX file, has another sha256, or when the ONNX input is not (batch, T, F) for the card's

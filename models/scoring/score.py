@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 
 from tapwatch.capture.flowcsv import EXTRA_COLUMNS
-from tapwatch.features.card import ModelCard, load_card
+from tapwatch.features.card import ModelCard, card_path_for, load_card
 from tapwatch.features.cli import run_guarded
 from tapwatch.features.contract import FEATURE_NAMES, TIME_RESOLUTION_US
 from tapwatch.features.errors import BadInputError, ConfigError, ModelCardError
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.features.window import WindowKey
-from tapwatch.models.scoring.runtime import LoadedModel, card_path_for, load_session
+from tapwatch.models.scoring.runtime import LoadedModel, load_session
 from tapwatch.models.training.data import ORIGINAL_TO_CORRECTED, map_cic_columns
 from tapwatch.models.training.data_common import clean_numeric
 from tapwatch.models.training.data_scaling import scale_features
@@ -178,13 +178,13 @@ def read_layout(path: Path, max_bytes: int) -> CsvLayout:
 
 
 def shipped_models(models_dir: Path, notes: list[str]) -> list[tuple[Path, ModelCard]]:
-    """``NAME.onnx`` files with a valid ``NAME.card.json``, in the order ``score`` tries them: the deployment
+    """``NAME.onnx`` files with a valid card (:func:`card_path_for`), in the order ``score`` tries them: the deployment
     model's family (``hybrid-cic*``) first; in each group more features first (they use more of the CSV)."""
     out = []
     for onnx in sorted(models_dir.glob("*.onnx")):
-        if card_path_for(onnx).exists():
+        if (card := card_path_for(onnx)).exists():
             try:
-                out.append((onnx, load_card(card_path_for(onnx))))
+                out.append((onnx, load_card(card)))
             except ModelCardError as err:
                 notes.append(f"skipped {onnx.name}: {err}")
     family = DEPLOYMENT_MODEL

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from tapwatch.features.card import FeatureStats, ModelCard, OnnxInfo, Scaler, TrainingData
+from tapwatch.features.card import CARD_SUFFIX, FeatureStats, ModelCard, OnnxInfo, Scaler, TrainingData
 from tapwatch.features.contract import feature_set_id
 from tapwatch.features.errors import ModelCardError, TapwatchError
-from tapwatch.models.scoring.runtime import card_path_for, session_options
+from tapwatch.models.scoring.runtime import session_options
 from tapwatch.models.training.arch import INPUT_NAME, OUTPUT_NAME
 
 DEFAULT_OPSET = 17
@@ -214,6 +214,7 @@ def write_card(onnx_path: str | Path, info: OnnxInfo, spec: CardSpec, card_path:
     card = build_card(info, spec)
     if sha256_file(onnx_path) != info.sha256:
         raise ModelCardError(f"{onnx_path}: the file changed since export (sha256 differs from {info.sha256[:12]}…)")
-    out = Path(card_path) if card_path is not None else card_path_for(onnx_path)
+    # Always the documented name: card_path_for would pick an existing NAME.json, which may not be a card.
+    out = Path(card_path) if card_path is not None else Path(onnx_path).with_suffix(CARD_SUFFIX)
     out.write_text(card.model_dump_json(indent=2) + "\n")
     return out
