@@ -37,7 +37,7 @@ from tapwatch.features.contract import FEATURE_NAMES, TIME_RESOLUTION_US
 from tapwatch.features.errors import BadInputError, ConfigError, ModelCardError
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.features.window import WindowKey
-from tapwatch.models.scoring.runtime import LoadedModel, load_session
+from tapwatch.inference.model import Model, load_model
 from tapwatch.models.training.data import ORIGINAL_TO_CORRECTED, map_cic_columns
 from tapwatch.models.training.data_common import clean_numeric
 from tapwatch.models.training.data_scaling import scale_features
@@ -191,17 +191,17 @@ def shipped_models(models_dir: Path, notes: list[str]) -> list[tuple[Path, Model
     return sorted(out, key=lambda m: (not m[0].stem.startswith(family), -len(m[1].features), m[0].stem != family))
 
 
-def _load(onnx: Path, threads: int) -> LoadedModel:
+def _load(onnx: Path, threads: int) -> Model:
     if not onnx.is_file():
         known = [p.stem for p, _ in shipped_models(onnx.parent, [])]
         raise BadInputError("--model", f"{onnx}: no such model (shipped in {onnx.parent}: {known or 'none'})")
     try:
-        return load_session(onnx, threads=threads)
+        return load_model(onnx, threads=threads)
     except ModelCardError as err:
         raise BadInputError(str(onnx), f"model refused: {err}") from err
 
 
-def choose_model(layout: CsvLayout, cfg: ScoreConfig, notes: list[str]) -> tuple[LoadedModel, Path, str]:
+def choose_model(layout: CsvLayout, cfg: ScoreConfig, notes: list[str]) -> tuple[Model, Path, str]:
     """The model named by ``--model``, else the first shipped one whose features the CSV has.
 
     When none fits, the error lists the columns missing for the shipped model that lacks the fewest.
@@ -331,7 +331,7 @@ def _window_plan(layout: CsvLayout, card: ModelCard) -> tuple[WindowMode, str]:
     return WindowMode.PER_HOST, f"the last T={t} flows per {' > '.join(_KEY_COLUMNS[key])} in time order"
 
 
-def _predict(model: LoadedModel, windows: np.ndarray) -> tuple[list[str], list[str]]:
+def _predict(model: Model, windows: np.ndarray) -> tuple[list[str], list[str]]:
     """Predicted class names and attack scores (1 - P(benign), clipped as the worker clips it) as text."""
     card = model.card
     probs = np.concatenate([model.predict(windows[i : i + BATCH]) for i in range(0, len(windows), BATCH)])
@@ -359,7 +359,7 @@ def _text_rows(layout: CsvLayout, size: int) -> Iterator[list[list[str]]]:
         yield batch
 
 
-def _write_rows(out: TextIO, layout: CsvLayout, cfg: ScoreConfig, model: LoadedModel, report: ScoreReport) -> None:
+def _write_rows(out: TextIO, layout: CsvLayout, cfg: ScoreConfig, model: Model, report: ScoreReport) -> None:
     card, t = model.card, model.card.window_length
     with tempfile.TemporaryDirectory(prefix="tapwatch-score-") as tmp:
         index, store = _spool(layout, cfg, card, report, Path(tmp))

@@ -5,7 +5,7 @@ Keras 3.15 and tf2onnx 1.17 that works for every architecture of :mod:`tapwatch.
 becomes an ONNX ``Loop``, or a flat graph when unrolled; an LSTM a fused ``LSTM`` op), while opset 19 and
 later fail (issue 3). The graph has one input ``windows`` of shape [None, T, F] and one output ``probs``, and
 every reader reads that output by name. :func:`check_parity` compares Keras and ORT; :func:`write_card` writes
-the card beside the ``.onnx`` (``NAME.card.json``), which :func:`tapwatch.models.scoring.runtime.load_session` checks.
+the card beside the ``.onnx`` (``NAME.card.json``), which :func:`tapwatch.inference.model.load_model` checks.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from tapwatch.features.card import CARD_SUFFIX, FeatureStats, ModelCard, OnnxInfo, Scaler, TrainingData
 from tapwatch.features.contract import feature_set_id
 from tapwatch.features.errors import ModelCardError, TapwatchError
-from tapwatch.models.scoring.runtime import session_options
+from tapwatch.inference.model import open_session
 from tapwatch.models.training.arch import INPUT_NAME, OUTPUT_NAME
 
 DEFAULT_OPSET = 17
@@ -100,13 +100,11 @@ class Parity:
 
 def check_parity(model: Any, onnx_path: str | Path, windows: np.ndarray[Any, Any], atol: float = PARITY_ATOL) -> Parity:
     """Run Keras and ORT (1 thread, all graph optimisations) on ``windows``; raise :class:`ExportError` if apart."""
-    import onnxruntime as ort
-
     x = np.asarray(windows, dtype=np.float32)
     # Eager calls in chunks: model.predict traces a graph first, which costs more than 1,000 windows.
     chunks = [np.asarray(model(x[i : i + 1024], training=False)) for i in range(0, len(x), 1024)]
     keras_probs = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    session = ort.InferenceSession(str(onnx_path), session_options(), providers=["CPUExecutionProvider"])
+    session = open_session(onnx_path)
     ort_probs = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     result = Parity(
         n=len(x),
