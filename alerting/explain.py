@@ -24,8 +24,9 @@ import numpy as np
 
 from tapwatch.alerting.alert import Contribution
 from tapwatch.alerting.errors import ExplainerUnavailable
-from tapwatch.features.card import ModelCard, verify_onnx_file
+from tapwatch.features.card import ModelCard
 from tapwatch.features.errors import ModelCardError
+from tapwatch.inference.model import load_model
 
 Array = np.ndarray[Any, np.dtype[Any]]
 ScoreFn = Callable[[Array], Array]
@@ -247,18 +248,14 @@ def onnx_score_fn(session: Any, card: ModelCard) -> ScoreFn:
 def load_onnx_explainer(
     card: ModelCard, card_path: str | Path, onnx_path: str | Path | None, config: ExplainConfig, threads: int = 1
 ) -> LimeExplainer:
-    """An explainer over the card's ONNX file (sha256 checked), one intra-op thread by default."""
-    import onnxruntime as ort
-
+    """An explainer over the card's ONNX file, loaded and checked as the worker loads it
+    (:func:`~tapwatch.inference.model.load_model`, as the alerter's hot reload does), one intra-op thread by default.
+    """
     path = Path(onnx_path) if onnx_path else (Path(card_path).parent / card.onnx.file if card.onnx else None)
     if path is None or not path.exists():
         raise ExplainerUnavailable(f"no ONNX file for model card {card_path} (looked for {path})")
     try:
-        if card.onnx is not None:
-            verify_onnx_file(card, path)
+        model = load_model(path, card_path, threads)
     except ModelCardError as err:
         raise ExplainerUnavailable(str(err)) from err
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return LimeExplainer(onnx_score_fn(session, card), card, config)
+    return LimeExplainer(onnx_score_fn(model.session, card), card, config)

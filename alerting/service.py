@@ -22,7 +22,7 @@ from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.sinks import FileSink, RedisStreamSink, Sink, SinkSet, StdoutSink
 from tapwatch.alerting.suppress import Suppressor, load_threshold_config
 from tapwatch.bus.streams import Bus, RedisBus
-from tapwatch.features.card import ModelCard, load_card
+from tapwatch.features.card import ModelCard, card_path_for, load_card
 from tapwatch.features.errors import ConfigError, ModelCardError
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,10 @@ def build_sinks(settings: AlerterSettings, bus: Bus, metrics: AlerterMetrics | N
 
 
 def card_path(settings: AlerterSettings) -> Path | None:
-    """``--card``, else the card beside ``--onnx`` as the worker finds it (``NAME.card.json``, then ``NAME.json``)."""
+    """``--card``, else the card beside ``--onnx`` as the worker finds it (:func:`card_path_for`)."""
     if settings.card:
         return Path(settings.card)
-    if settings.onnx:
-        onnx = Path(settings.onnx)
-        named = onnx.with_suffix(".card.json")
-        return named if named.exists() else onnx.with_suffix(".json")
-    return None
+    return card_path_for(settings.onnx) if settings.onnx else None
 
 
 def load_alert_card(settings: AlerterSettings) -> ModelCard | None:

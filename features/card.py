@@ -1,4 +1,4 @@
-"""Model cards: the JSON beside every ``.onnx``, its schema, loader and checks.
+"""Model cards: the JSON beside every ``.onnx``, where it is found, its schema, loader and checks.
 
 A card says which features, in which order and at which time resolution a model expects, how to scale
 them, the window length T, the class names and thresholds, per-feature training statistics (plain
@@ -121,6 +121,30 @@ def load_card(path: str | Path) -> ModelCard:
         return ModelCard.model_validate(json.loads(p.read_text()))
     except (OSError, json.JSONDecodeError, ValidationError) as err:
         raise ModelCardError(f"{p}: invalid model card: {err}") from err
+
+
+CARD_SUFFIX = ".card.json"
+"""The documented name of a model's card: ``NAME.onnx`` → ``NAME.card.json`` (what ``tapwatch export`` writes)."""
+SHORT_CARD_SUFFIX = ".json"
+"""The other name a card is found under, ``NAME.json`` (the test kits write it), when no ``NAME.card.json`` exists."""
+
+
+def card_path_for(onnx_path: str | Path) -> Path:
+    """The card of a model, beside it: ``NAME.card.json``; else ``NAME.json`` when only that one exists.
+
+    When neither exists the documented name is returned, so that the error of loading it names the file to write.
+
+    >>> card_path_for("models/hybrid-cic.onnx").as_posix()
+    'models/hybrid-cic.card.json'
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "m.json").write_text("{}")
+    ...     card_path_for(Path(d) / "m.onnx").name
+    'm.json'
+    """
+    onnx = Path(onnx_path)
+    documented, short = onnx.with_suffix(CARD_SUFFIX), onnx.with_suffix(SHORT_CARD_SUFFIX)
+    return short if short.exists() and not documented.exists() else documented
 
 
 def verify_onnx_file(card: ModelCard, onnx_path: str | Path) -> None:

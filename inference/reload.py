@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tapwatch.inference.model import Model, default_card_path, load_model
+from tapwatch.features.card import card_path_for
+from tapwatch.inference.model import Model, load_model
 
 Fingerprint = tuple[tuple[int, int, int], tuple[int, int, int]]
 
@@ -26,7 +27,7 @@ class ModelReloader:
     onnx_path
         The ONNX file.
     card_path
-        Its card; None: ``NAME.card.json`` or ``NAME.json`` beside it (resolved once, here).
+        Its card; None: :func:`~tapwatch.features.card.card_path_for` (resolved once, here).
     threads
         ONNX Runtime intra-op threads of every session it builds.
     poll_s
@@ -44,7 +45,7 @@ class ModelReloader:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.onnx_path = Path(onnx_path)
-        self.card_path = Path(card_path) if card_path is not None else default_card_path(self.onnx_path)
+        self.card_path = Path(card_path) if card_path is not None else card_path_for(self.onnx_path)
         self.threads = threads
         self.poll_s = poll_s
         self._clock = clock

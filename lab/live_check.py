@@ -42,7 +42,7 @@ from lab.live_check_report import compare_features, link_basis, write_reports
 from lab.live_traffic import SHORT_PLAN, LivePlan, make_live_capture, tool_versions
 from lab.netns_trio import WanLink
 from lab.traffic import ATTACK_LABELS, LABEL_COLUMNS, Label, Phase, labels_path
-from tapwatch.features.card import ModelCard, load_card
+from tapwatch.features.card import ModelCard, card_path_for, load_card
 from tapwatch.features.cli import run_guarded, setup_logging
 from tapwatch.features.errors import BadInputError, ConfigError, TapwatchError
 from tapwatch.inference.model import attack_threshold
@@ -130,11 +130,11 @@ def _tapwatch(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def shipped_cards(models_dir: Path) -> list[tuple[Path, ModelCard]]:
-    """Every ``NAME.onnx`` with its ``NAME.card.json`` in ``models_dir``, by name."""
+    """Every ``NAME.onnx`` in ``models_dir`` with its card beside it (:func:`card_path_for`), by name."""
     found = []
-    for card_file in sorted(models_dir.glob("*.card.json")):
-        onnx = card_file.with_name(card_file.name.removesuffix(".card.json") + ".onnx")
-        if onnx.is_file():
+    for onnx in sorted(models_dir.glob("*.onnx")):
+        card_file = card_path_for(onnx)
+        if card_file.is_file():
             found.append((onnx, load_card(card_file)))
     if not found:
         raise BadInputError(str(models_dir), "no shipped model (NAME.onnx beside NAME.card.json)")

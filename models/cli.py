@@ -153,7 +153,7 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
     import numpy as np
 
     from tapwatch.features.card import FeatureStats, Scaler, TrainingData
-    from tapwatch.models.scoring.runtime import load_session
+    from tapwatch.inference.model import load_model
     from tapwatch.models.training.export import CardSpec, check_parity, export_onnx, write_card
     from tapwatch.models.training.train import load_meta
 
@@ -189,7 +189,7 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
         window_key="src_ip",
     )
     card = write_card(onnx_path, info, spec)
-    load_session(onnx_path, card)
+    load_model(onnx_path, card)
     size = onnx_path.stat().st_size
     click.echo(
         f"wrote {onnx_path} ({size:,} bytes) and {card}; parity on {parity.n} windows: "

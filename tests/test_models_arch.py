@@ -165,7 +165,7 @@ def shipped(keras: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
 
 
 def test_card_round_trip(shipped: tuple[Path, Path, Any]) -> None:
-    from tapwatch.models.scoring.runtime import load_session
+    from tapwatch.inference.model import load_model
 
     onnx_path, card_path, model = shipped
     assert card_path == onnx_path.with_name("mlp-test.card.json")
@@ -174,24 +174,24 @@ def test_card_round_trip(shipped: tuple[Path, Path, Any]) -> None:
     assert card.onnx is not None and card.onnx.file == "mlp-test.onnx" and card.onnx.opset == 17
     assert len(card.feature_stats) == len(FEATURE_NAMES) and "p50" in card.feature_stats[0].quantiles
     assert {"tensorflow", "tf2onnx", "onnxruntime"} <= set(card.framework_versions)
-    loaded = load_session(onnx_path, card_path)
+    loaded = load_model(onnx_path, card_path)
     x = np.random.default_rng(2).normal(size=(5, 2, len(FEATURE_NAMES))).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x), np.asarray(model(x)), atol=1e-5)
-    assert load_session(onnx_path).card == card  # the card beside the file is the default
+    assert load_model(onnx_path).card == card  # the card beside the file is the default
 
 
 def test_tampered_onnx_is_refused(shipped: tuple[Path, Path, Any], tmp_path: Path) -> None:
-    from tapwatch.models.scoring.runtime import load_session
+    from tapwatch.inference.model import load_model
 
     onnx_path, card_path, _ = shipped
     bad = tmp_path / onnx_path.name
     bad.write_bytes(onnx_path.read_bytes() + b"\0")
     with pytest.raises(ModelCardError, match="sha256"):
-        load_session(bad, card_path)
+        load_model(bad, card_path)
 
 
 def test_card_with_another_input_shape_is_refused(shipped: tuple[Path, Path, Any], tmp_path: Path) -> None:
-    from tapwatch.models.scoring.runtime import load_session
+    from tapwatch.inference.model import load_model
 
     onnx_path, card_path, _ = shipped
     card = load_card(card_path)
@@ -201,7 +201,7 @@ def test_card_with_another_input_shape_is_refused(shipped: tuple[Path, Path, Any
     wrong = tmp_path / "wrong.card.json"
     wrong.write_text(other.model_dump_json())
     with pytest.raises(ModelCardError, match=r"shape \[None, 2, 82\].*expects \[None, 3, 82\]"):
-        load_session(onnx_path, wrong)
+        load_model(onnx_path, wrong)
 
 
 def test_write_card_refuses_a_spec_of_another_shape(shipped: tuple[Path, Path, Any], tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_write_card_refuses_a_spec_of_another_shape(shipped: tuple[Path, Path, A
 
 
 def test_invalid_card_json_is_refused(shipped: tuple[Path, Path, Any], tmp_path: Path) -> None:
-    from tapwatch.models.scoring.runtime import load_session
+    from tapwatch.inference.model import load_model
 
     onnx_path, card_path, _ = shipped
     data = json.loads(card_path.read_text())
@@ -223,15 +223,15 @@ def test_invalid_card_json_is_refused(shipped: tuple[Path, Path, Any], tmp_path:
     bad = tmp_path / "bad.card.json"
     bad.write_text(json.dumps(data))
     with pytest.raises(ModelCardError, match="feature_set_id"):
-        load_session(onnx_path, bad)
+        load_model(onnx_path, bad)
 
 
 def test_inference_loads_without_tensorflow(shipped: tuple[Path, Path, Any]) -> None:
     onnx_path, _, _ = shipped
     code = (
         "import sys, numpy as np\n"
-        "from tapwatch.models.scoring.runtime import load_session\n"
-        f"m = load_session({str(onnx_path)!r})\n"
+        "from tapwatch.inference.model import load_model\n"
+        f"m = load_model({str(onnx_path)!r})\n"
         "p = m.predict(np.zeros((3, 2, 82), np.float32))\n"
         "assert p.shape == (3, 3), p.shape\n"
         "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))\n"

@@ -25,7 +25,7 @@ from tapwatch.features.contract import (
     feature_subset,
 )
 from tapwatch.features.errors import ConfigError
-from tapwatch.models.scoring.runtime import load_session
+from tapwatch.inference.model import load_model
 from tapwatch.models.training.data import ORIGINAL_TO_CORRECTED, map_cic_columns
 from tapwatch.models.training.train import TrainConfig
 from tests.conftest import SHARED, need
@@ -106,7 +106,7 @@ def test_subset_windows_train_and_export_with_parity(cic_small: Any, tmp_path: P
     assert card.metrics["parity"]["max_abs_diff"] <= 1e-4
     assert "inputs: the 77 features of subset 'original'" in card.training_data.split
     assert card.onnx is not None and card.onnx.input_shape == [None, 10, 77]
-    assert load_session(out).predict(prep.val.X[:5]).shape == (5, len(card.class_names))
+    assert load_model(out).predict(prep.val.X[:5]).shape == (5, len(card.class_names))
 
 
 @pytest.mark.parametrize("subset", ["original", "original-mlcve"])

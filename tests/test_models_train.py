@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from tapwatch.features.card import load_card
 from tapwatch.features.contract import FEATURE_NAMES, FEATURE_SUBSETS, feature_set_id
-from tapwatch.models.scoring.runtime import load_session
+from tapwatch.inference.model import load_model
 from tapwatch.models.training.train import TrainConfig, choose_threshold, class_weights
 from tests.conftest import SHARED, need
 
@@ -49,7 +49,7 @@ def test_shipped_card_matches_the_feature_contract(name: str) -> None:
     assert [s.feature for s in card.feature_stats] == list(features)
     assert 0.0 < card.thresholds["attack_score"] < 1.0 and "validation" in card.thresholds["chosen"]
     assert onnx_path.stat().st_size < 4_500_000
-    model = load_session(onnx_path)
+    model = load_model(onnx_path)
     probs = model.predict(np.zeros((3, card.window_length, len(card.features)), np.float32))
     assert probs.shape == (3, len(card.class_names))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -119,7 +119,7 @@ def test_quick_train_decreases_the_loss_and_exports_with_parity(cic_small: Any, 
     assert card["metrics"]["parity"]["n"] == 1000 and card["metrics"]["parity"]["argmax_equal"]
     assert card["metrics"]["parity"]["max_abs_diff"] <= 1e-4
     assert card["features"] == list(FEATURE_NAMES)
-    load_session(out)
+    load_model(out)
 
 
 def test_evaluate_quick_builds_a_report_and_resumes(cic_small: Any, tmp_path: Path) -> None:

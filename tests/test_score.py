@@ -35,7 +35,7 @@ from tapwatch.features.contract import (
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord
 from tapwatch.features.window import Windower
-from tapwatch.models.scoring.runtime import LoadedModel, load_session
+from tapwatch.inference.model import Model, load_model
 from tapwatch.models.scoring.score import OUTPUT_COLUMNS, shipped_models
 from tapwatch.models.training.data import CIC_COLUMNS, ORIGINAL_TO_CORRECTED, Dataset, load_cic_ids2017
 from tapwatch.models.training.data_scaling import fit_scaler, scale_features
@@ -139,12 +139,12 @@ def meta(src_ip: str, i: int) -> FlowMeta:
                     expired_at_ms=0, sensor="test")  # fmt: skip
 
 
-def attack_scores(model: LoadedModel, windows: np.ndarray) -> np.ndarray:
+def attack_scores(model: Model, windows: np.ndarray) -> np.ndarray:
     probs = model.predict(windows)
     return np.asarray(1.0 - probs[:, model.card.class_names.index(model.card.benign_class)], dtype=np.float64)
 
 
-def windower_scores(model: LoadedModel, values: np.ndarray, hosts: Sequence[str], order: Sequence[int]) -> np.ndarray:
+def windower_scores(model: Model, values: np.ndarray, hosts: Sequence[str], order: Sequence[int]) -> np.ndarray:
     """The sensor's path: FlowRecords into ``Windower.add`` in ``order``, then the model."""
     windower = Windower(model.card)
     tensors = np.zeros((len(values), model.card.window_length, len(FEATURE_NAMES)), dtype=np.float32)
@@ -153,7 +153,7 @@ def windower_scores(model: LoadedModel, values: np.ndarray, hosts: Sequence[str]
     return attack_scores(model, tensors)
 
 
-def deque_scores(model: LoadedModel, x: np.ndarray, keys: Sequence[str] | None, times: Sequence[Any]) -> np.ndarray:
+def deque_scores(model: Model, x: np.ndarray, keys: Sequence[str] | None, times: Sequence[Any]) -> np.ndarray:
     """Per-host windows with a plain deque per host (``keys=None``: each flow alone), then the model."""
     scaled = scale_features(x, model.card.scaler)
     t = model.card.window_length
@@ -198,7 +198,7 @@ def test_corrected_release_per_host_matches_the_sensor_windower(
     assert got[list(rows.columns)].equals(rows)  # every input row written back unchanged, in file order
     assert set(got["window_mode"]) == {"per_host"} and "window_mode=per_host" in result.stderr
     assert "model hybrid-cic 1" in result.stderr and "quantised" in result.stderr
-    model = load_session(models / "hybrid-cic.onnx")
+    model = load_model(models / "hybrid-cic.onnx")
     order = np.lexsort((np.arange(len(rows)), loaded.meta["Timestamp"].to_numpy()))
     expected = windower_scores(model, loaded.X.to_numpy(), list(loaded.meta["Src IP"]), order.tolist())
     assert np.allclose(got["score"].astype(float), expected, atol=1e-6)
@@ -215,7 +215,7 @@ def test_without_hosts_and_times_each_flow_is_scored_alone(
     got = scored(result, out)
     assert set(got["window_mode"]) == {"single_flow"} and set(got["window_flows"]) == {"1"}
     assert "window_mode=single_flow" in result.stderr and "no Src IP or Timestamp" in result.stderr
-    model = load_session(models / "hybrid-cic.onnx")
+    model = load_model(models / "hybrid-cic.onnx")
     expected = deque_scores(model, loaded.X.to_numpy(), None, range(len(rows)))
     assert np.allclose(got["score"].astype(float), expected, atol=1e-6)
 
@@ -235,7 +235,7 @@ def test_original_release_uses_the_shipped_variant_without_its_five_missing_feat
     assert "model hybrid-cic-77 1" in result.stderr and "original CIC-IDS2017 release" in result.stderr
     assert set(got["model"]) == {"hybrid-cic-77"} and set(got["window_mode"]) == {"per_host"}
     assert next(csv.reader(out.open()))[: len(header)] == header  # leading spaces and the repeated column kept
-    model = load_session(models / "hybrid-cic-77.onnx")
+    model = load_model(models / "hybrid-cic-77.onnx")
     times = pd.to_datetime(frame["Timestamp"], dayfirst=True, format="mixed").to_numpy()
     expected = deque_scores(model, loaded.X[list(F77)].to_numpy(), list(rows["Src IP"]), times)
     assert np.allclose(got["score"].astype(float), expected, atol=1e-6)
@@ -256,7 +256,7 @@ def test_original_machine_learning_files_lack_protocol_and_identifiers(
     result = score(src, "--models-dir", models, "-o", out)
     got = scored(result, out)
     assert set(got["model"]) == {"hybrid-cic-76"} and set(got["window_mode"]) == {"single_flow"}
-    expected = deque_scores(load_session(models / "hybrid-cic-76.onnx"), loaded.X[list(F76)].to_numpy(), None,
+    expected = deque_scores(load_model(models / "hybrid-cic-76.onnx"), loaded.X[list(F76)].to_numpy(), None,
                             range(len(rows)))  # fmt: skip
     assert np.allclose(got["score"].astype(float), expected, atol=1e-6)
 
@@ -271,7 +271,7 @@ def test_tapwatch_flows_output_end_to_end(models: Path, tmp_path: Path) -> None:
     assert "tapwatch flows output; time features kept" in result.stderr and set(got["window_mode"]) == {"per_host"}
     records = list(PcapSource([str(SAMPLE_PCAP)], CaptureConfig(), CaptureMetrics(CollectorRegistry())))
     assert len(records) == len(got) > 100
-    model = load_session(models / "hybrid-cic.onnx")
+    model = load_model(models / "hybrid-cic.onnx")
     values = np.array([r.values for r in records])
     hosts = [r.meta.src_ip for r in records]
     by_time = sorted(range(len(records)), key=lambda i: (records[i].meta.first_seen_ms, i))
@@ -392,10 +392,10 @@ SHIPPED_DIR = REPO / "models"
 DEPLOYMENT, ORIGINAL_MODEL, MLCVE_MODEL = "hybrid-cic", "hybrid-cic-original", "hybrid-cic-original-mlcve"
 
 
-def shipped_session(name: str) -> LoadedModel:
+def shipped_session(name: str) -> Model:
     path = SHIPPED_DIR / f"{name}.onnx"
     need(path.exists(), f"{path} is not shipped")
-    return load_session(path)
+    return load_model(path)
 
 
 def variant_csv(kind: str, rows: pd.DataFrame, tmp_path: Path) -> tuple[Path, pd.DataFrame]:

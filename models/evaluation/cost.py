@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tapwatch.models.scoring.runtime import session_options
+from tapwatch.inference.model import open_session
 from tapwatch.models.training.arch import INPUT_NAME, OUTPUT_NAME, PRESETS, HybridParams, Params, build, preset
 
 BATCHES = (1, 256)
@@ -104,9 +104,7 @@ def throughput(session: Any, batch: int, shape: tuple[int, int], seconds: float 
 
 def measure(label: str, model: Any, onnx_path: Path, optimization: str = "all", seconds: float = 1.0) -> CostRow:
     """The cost row of an exported model (ORT, 1 thread, graph optimisation ``optimization``)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), session_options(1, optimization), providers=["CPUExecutionProvider"])
+    session = open_session(onnx_path, 1, optimization)
     _, t, f = model.input_shape
     return CostRow(
         model=label,
@@ -120,6 +118,8 @@ def measure(label: str, model: Any, onnx_path: Path, optimization: str = "all", 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
     """Dynamic int8 quantisation of the MatMul/Gemm weights (ORT's ``quantize_dynamic``)."""
+    # ORT's offline quantiser rewrites a file and runs no model, so it stays here rather than in inference/'s
+    # loader: it needs the onnx package, which the training extras install and serving does not.
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(src, dst, weight_type=QuantType.QInt8)

@@ -30,14 +30,14 @@ import numpy as np
 import pandas as pd
 
 from tapwatch.capture.flowcsv import EXTRA_COLUMNS
-from tapwatch.features.card import ModelCard, load_card
+from tapwatch.features.card import ModelCard, card_path_for, load_card
 from tapwatch.features.cli import run_guarded
 from tapwatch.features.contract import FEATURE_NAMES, TIME_RESOLUTION_US
 from tapwatch.features.errors import BadInputError, ConfigError, ModelCardError
 from tapwatch.features.output import replaced_when_done
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.features.window import WindowKey
-from tapwatch.models.scoring.runtime import LoadedModel, card_path_for, load_session
+from tapwatch.inference.model import Model, load_model
 from tapwatch.models.training.data import ORIGINAL_TO_CORRECTED, map_cic_columns
 from tapwatch.models.training.data_common import clean_numeric
 from tapwatch.models.training.data_scaling import scale_features
@@ -178,30 +178,30 @@ def read_layout(path: Path, max_bytes: int) -> CsvLayout:
 
 
 def shipped_models(models_dir: Path, notes: list[str]) -> list[tuple[Path, ModelCard]]:
-    """``NAME.onnx`` files with a valid ``NAME.card.json``, in the order ``score`` tries them: the deployment
+    """``NAME.onnx`` files with a valid card (:func:`card_path_for`), in the order ``score`` tries them: the deployment
     model's family (``hybrid-cic*``) first; in each group more features first (they use more of the CSV)."""
     out = []
     for onnx in sorted(models_dir.glob("*.onnx")):
-        if card_path_for(onnx).exists():
+        if (card := card_path_for(onnx)).exists():
             try:
-                out.append((onnx, load_card(card_path_for(onnx))))
+                out.append((onnx, load_card(card)))
             except ModelCardError as err:
                 notes.append(f"skipped {onnx.name}: {err}")
     family = DEPLOYMENT_MODEL
     return sorted(out, key=lambda m: (not m[0].stem.startswith(family), -len(m[1].features), m[0].stem != family))
 
 
-def _load(onnx: Path, threads: int) -> LoadedModel:
+def _load(onnx: Path, threads: int) -> Model:
     if not onnx.is_file():
         known = [p.stem for p, _ in shipped_models(onnx.parent, [])]
         raise BadInputError("--model", f"{onnx}: no such model (shipped in {onnx.parent}: {known or 'none'})")
     try:
-        return load_session(onnx, threads=threads)
+        return load_model(onnx, threads=threads)
     except ModelCardError as err:
         raise BadInputError(str(onnx), f"model refused: {err}") from err
 
 
-def choose_model(layout: CsvLayout, cfg: ScoreConfig, notes: list[str]) -> tuple[LoadedModel, Path, str]:
+def choose_model(layout: CsvLayout, cfg: ScoreConfig, notes: list[str]) -> tuple[Model, Path, str]:
     """The model named by ``--model``, else the first shipped one whose features the CSV has.
 
     When none fits, the error lists the columns missing for the shipped model that lacks the fewest.
@@ -345,7 +345,7 @@ def _window_plan(layout: CsvLayout, card: ModelCard) -> tuple[WindowMode, str]:
     return WindowMode.PER_HOST, f"the last T={t} flows per {' > '.join(_KEY_COLUMNS[key])} in time order"
 
 
-def _predict(model: LoadedModel, windows: np.ndarray) -> tuple[list[str], list[str]]:
+def _predict(model: Model, windows: np.ndarray) -> tuple[list[str], list[str]]:
     """Predicted class names and attack scores (1 - P(benign), clipped as the worker clips it) as text."""
     card = model.card
     probs = np.concatenate([model.predict(windows[i : i + BATCH]) for i in range(0, len(windows), BATCH)])
@@ -373,7 +373,7 @@ def _text_rows(layout: CsvLayout, size: int) -> Iterator[list[list[str]]]:
         yield batch
 
 
-def _write_rows(out: TextIO, layout: CsvLayout, cfg: ScoreConfig, model: LoadedModel, report: ScoreReport) -> None:
+def _write_rows(out: TextIO, layout: CsvLayout, cfg: ScoreConfig, model: Model, report: ScoreReport) -> None:
     card, t = model.card, model.card.window_length
     with tempfile.TemporaryDirectory(prefix="tapwatch-score-") as tmp:
         index, store = _spool(layout, cfg, card, report, Path(tmp))

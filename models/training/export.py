@@ -5,7 +5,7 @@ Keras 3.15 and tf2onnx 1.17 that works for every architecture of :mod:`tapwatch.
 becomes an ONNX ``Loop``, or a flat graph when unrolled; an LSTM a fused ``LSTM`` op), while opset 19 and
 later fail (issue 3). The graph has one input ``windows`` of shape [None, T, F] and one output ``probs``, and
 every reader reads that output by name. :func:`check_parity` compares Keras and ORT; :func:`write_card` writes
-the card beside the ``.onnx`` (``NAME.card.json``), which :func:`tapwatch.models.scoring.runtime.load_session` checks.
+the card beside the ``.onnx`` (``NAME.card.json``), which :func:`tapwatch.inference.model.load_model` checks.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from tapwatch.features.card import FeatureStats, ModelCard, OnnxInfo, Scaler, TrainingData
+from tapwatch.features.card import CARD_SUFFIX, FeatureStats, ModelCard, OnnxInfo, Scaler, TrainingData
 from tapwatch.features.contract import feature_set_id
 from tapwatch.features.errors import ModelCardError, TapwatchError
-from tapwatch.models.scoring.runtime import card_path_for, session_options
+from tapwatch.inference.model import open_session
 from tapwatch.models.training.arch import INPUT_NAME, OUTPUT_NAME
 
 DEFAULT_OPSET = 17
@@ -100,13 +100,11 @@ class Parity:
 
 def check_parity(model: Any, onnx_path: str | Path, windows: np.ndarray[Any, Any], atol: float = PARITY_ATOL) -> Parity:
     """Run Keras and ORT (1 thread, all graph optimisations) on ``windows``; raise :class:`ExportError` if apart."""
-    import onnxruntime as ort
-
     x = np.asarray(windows, dtype=np.float32)
     # Eager calls in chunks: model.predict traces a graph first, which costs more than 1,000 windows.
     chunks = [np.asarray(model(x[i : i + 1024], training=False)) for i in range(0, len(x), 1024)]
     keras_probs = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    session = ort.InferenceSession(str(onnx_path), session_options(), providers=["CPUExecutionProvider"])
+    session = open_session(onnx_path)
     ort_probs = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     result = Parity(
         n=len(x),
@@ -214,6 +212,7 @@ def write_card(onnx_path: str | Path, info: OnnxInfo, spec: CardSpec, card_path:
     card = build_card(info, spec)
     if sha256_file(onnx_path) != info.sha256:
         raise ModelCardError(f"{onnx_path}: the file changed since export (sha256 differs from {info.sha256[:12]}…)")
-    out = Path(card_path) if card_path is not None else card_path_for(onnx_path)
+    # Always the documented name: card_path_for would pick an existing NAME.json, which may not be a card.
+    out = Path(card_path) if card_path is not None else Path(onnx_path).with_suffix(CARD_SUFFIX)
     out.write_text(card.model_dump_json(indent=2) + "\n")
     return out
