@@ -312,7 +312,9 @@ def _spool(layout: CsvLayout, cfg: ScoreConfig, card: ModelCard, report: ScoreRe
     (as a file without source IPs is scored), rather than refusing it.
     """
     codes: dict[str, int] = {}
-    keys, times, n = [], [], 0
+    keys: list[np.ndarray] = []
+    times: list[np.ndarray] = []
+    n = 0
     with (tmp / "rows.f32").open("wb") as fh:
         for frame in _frames(layout, cfg):
             fh.write(np.ascontiguousarray(_features(frame, layout, card, n, report), dtype=np.float32).tobytes())
