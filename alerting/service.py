@@ -67,8 +67,8 @@ def load_alert_card(settings: AlerterSettings) -> ModelCard | None:
         return None
     try:
         return load_card(path)
-    except ModelCardError as err:
-        raise ConfigError(str(path), str(err)) from err
+    except ModelCardError as err:  # its message names the file; the subject names the setting
+        raise ConfigError("card" if settings.card else "onnx", str(err)) from err
 
 
 def build_explainer(

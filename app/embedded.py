@@ -62,6 +62,7 @@ def shipped_model() -> Path:
 
 def load_embedded_model(model: Path | None, card: Path | None, threads: int) -> Model:
     """Load and check the model (``model`` or the shipped one); raise :class:`BadInputError` if impossible."""
+    from tapwatch.features.window import Windower
     from tapwatch.inference.model import ModelRejected, load_model
 
     path = model or shipped_model()
@@ -73,11 +74,16 @@ def load_embedded_model(model: Path | None, card: Path | None, threads: int) -> 
     if not path.is_file():
         raise BadInputError(str(path), "no such model file")
     try:
-        return load_model(path, card, threads)
+        loaded = load_model(path, card, threads)
     except ModelRejected as err:
         raise BadInputError(str(err.onnx_path), f"model refused: {err.problem}") from err
     except ModelCardError as err:
         raise BadInputError(str(path), f"model refused: {err}") from err
+    try:  # the sensor must compute every feature the model reads (a subset is selected by name)
+        Windower(loaded.card)
+    except ModelCardError as err:
+        raise BadInputError(str(path), f"the sensor cannot serve this model: {err}") from err
+    return loaded
 
 
 def build_config(options: dict[str, Any], output: str) -> EmbeddedConfig:

@@ -117,6 +117,8 @@ class ModelCard(BaseModel):
 def load_card(path: str | Path) -> ModelCard:
     """Read and validate a card; raise :class:`ModelCardError` naming the file and the problem."""
     p = Path(path)
+    if not p.is_file():
+        raise ModelCardError(f"{p}: no such model card" + (" (a directory)" if p.is_dir() else ""))
     try:
         return ModelCard.model_validate(json.loads(p.read_text()))
     except (OSError, json.JSONDecodeError, ValidationError) as err:

@@ -63,8 +63,16 @@ class Windower:
         max_keys: int = 100_000,
         on_evict: Callable[[], None] | None = None,
     ) -> None:
-        if tuple(card.features) != FEATURE_NAMES:
-            raise ModelCardError(f"card {card.name} expects features the sensor does not compute")
+        unknown = [f for f in card.features if f not in FEATURE_NAMES]
+        if unknown:
+            names = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise ModelCardError(
+                f"card {card.name} reads {len(unknown)} features the sensor does not compute ({names})"
+            )
+        # A model trained on a subset of the sensor's features (the original CIC-IDS2017 release lacks five) gets
+        # its columns by name, in its own order; the full contract order needs no selection.
+        index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+        self._columns = None if tuple(card.features) == FEATURE_NAMES else np.array([index[f] for f in card.features])
         self.card = card
         self.key_of = key or WindowKey(card.window_key)
         self.max_keys = max_keys
@@ -80,8 +88,10 @@ class Windower:
         return len(self._keys)
 
     def scale(self, values: tuple[float, ...]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """One scaled float32 row for a flow's feature values."""
+        """One scaled float32 row for a flow's feature values (all of the sensor's, in the contract's order)."""
         x = np.asarray(values, dtype=np.float64)
+        if self._columns is not None:
+            x = x[self._columns]
         if self._log1p:
             x = np.sign(x) * np.log1p(np.abs(x))
         return np.asarray((x - self._center) / self._scale, dtype=np.float32)

@@ -175,6 +175,8 @@ def load_model(onnx_path: str | Path, card_path: str | Path | None = None, threa
     check; raise :class:`ModelRejected` on any failure."""
     path = Path(onnx_path)
     card_file = Path(card_path) if card_path is not None else card_path_for(path)
+    if not path.is_file():  # name the missing model itself, not the card that would sit beside it
+        raise ModelRejected(path, "no such model file" if not path.exists() else "not a file")
     try:
         card = load_card(card_file)
         data = path.read_bytes()

@@ -90,3 +90,26 @@ def test_the_alerter_names_the_options_a_person_types() -> None:
     assert alerter("--redis", "redis://127.0.0.1:1/0", "--webhook", "ftp://x") == (
         "tapwatch: error: --webhook (or TAPWATCH_WEBHOOK_URL): expected an http:// or https:// URL, not 'ftp://x'"
     )
+
+
+def service_error(*args: str) -> str:
+    """The last stderr line of ``tapwatch ARGS`` run as a process (services install signal handlers)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
+    proc = subprocess.run([sys.executable, "-m", "tapwatch.app", *args, "--metrics-port", "0"],
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_missing_model_or_card_is_named_once_as_what_is_missing(tmp_path: Path) -> None:
+    redis = ("--redis", "redis://127.0.0.1:1/0")  # never reached: the model is checked first
+    assert service_error("worker", *redis, "--model", "models/hybrid.onnx") == (
+        "tapwatch: error: models/hybrid.onnx: model refused: no such model file"
+    )
+    line = service_error("alerter", *redis, "--card", "models/cards/hybrid.json")
+    assert line == "tapwatch: error: --card (or TAPWATCH_CARD): models/cards/hybrid.json: no such model card"
+    lonely = tmp_path / "lonely.onnx"
+    shutil.copy(REPO / "models" / "hybrid-cic.onnx", lonely)
+    assert error_line("detect", str(SAMPLE), "--model", str(lonely)) == (
+        f"tapwatch: error: {lonely}: model refused: {tmp_path / 'lonely.card.json'}: no such model card"
+    )
