@@ -30,9 +30,9 @@ from tapwatch.alerting.signatures import (
     normalise,
     signature_for,
 )
-from tests.test_alert_fixtures import meta, verdict
+from tests.support.alerting import meta, verdict
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "alerts.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "alerts.md"
 MODULES = ["alert", "alerter", "budget", "explain", "metrics", "netsinks", "signatures", "sinks", "suppress"]
 
 

@@ -42,7 +42,7 @@ from tapwatch.models.training.data_scaling import fit_scaler, scale_features
 from tests.conftest import need
 from tests.support.tiny_model import tiny_card, tiny_graph_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SUBSET = (REPO / ".." / "shared" / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000").resolve()
 SAMPLE_PCAP = REPO / "capture" / "samples" / "sample.pcap"
 T = 4

@@ -30,7 +30,7 @@ from tapwatch.models.training.data import ORIGINAL_TO_CORRECTED, map_cic_columns
 from tapwatch.models.training.train import TrainConfig
 from tests.conftest import SHARED, need
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CIC = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
 HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras", "tf2onnx"))
 

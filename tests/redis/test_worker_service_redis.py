@@ -19,10 +19,10 @@ import redis
 
 from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus
 from tapwatch.features.schema import Verdict
+from tests.redis.test_worker_health import scrape
 from tests.support.tiny_model import write_tiny_model
-from tests.test_worker import T, http_get, mixed_windows, wait_for
-from tests.test_worker_health import scrape
-from tests.test_worker_model import write_model
+from tests.unit.test_worker import T, http_get, mixed_windows, wait_for
+from tests.unit.test_worker_model import write_model
 
 pytestmark = pytest.mark.redis
 

@@ -44,7 +44,7 @@ from tapwatch.features.window import Windower
 from tapwatch.inference.model import load_model
 from tests.support.tiny_model import tiny_card, tiny_graph_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "capture" / "samples" / "sample.pcap"
 T = 4
 F = len(FEATURE_NAMES)

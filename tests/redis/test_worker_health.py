@@ -18,7 +18,7 @@ from tapwatch.bus.streams import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM, B
 from tapwatch.features.health import HealthServer
 from tapwatch.inference.config import WorkerConfig
 from tests.support.tiny_model import write_tiny_model
-from tests.test_worker import (
+from tests.unit.test_worker import (
     FAST,
     GROUP,
     T,

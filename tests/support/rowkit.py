@@ -41,7 +41,7 @@ from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.features.contract import FEATURE_NAMES
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 SUBSET = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
 
 FWD = True

@@ -23,7 +23,7 @@ import redis
 from tapwatch.bus.streams import DEAD_STREAM, RedisBus
 from tapwatch.features.contract import feature_set_id
 from tapwatch.features.schema import Verdict, WindowEntry
-from tests.test_e2e_kit import (
+from tests.support.e2e import (
     SAMPLE,
     SHARED_PCAPS,
     Expected,

@@ -40,8 +40,8 @@ from tapwatch.bus.streams import (
 from tapwatch.features.errors import ConfigError
 from tapwatch.features.health import HealthServer
 from tapwatch.features.schema import Verdict
-from tests.test_alert_explain import alert_windows
-from tests.test_alert_fixtures import TinyModel, free_port, read_jsonl, tiny_model, verdict
+from tests.support.alerting import TinyModel, free_port, read_jsonl, tiny_model, verdict
+from tests.unit.test_alert_explain import alert_windows
 
 PORTSCAN_SID = 9_101_006  # hybrid family, PortScan
 

@@ -29,7 +29,7 @@ from tapwatch.models.training.arch import Cell
 from tapwatch.models.training.train import TrainConfig
 from tests.conftest import SHARED, need
 
-REPORTS = Path(__file__).resolve().parents[1] / "models" / "reports"
+REPORTS = Path(__file__).resolve().parents[2] / "models" / "reports"
 CACHE = REPORTS / "cache" / "cic-ids2017"
 CIC = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
 

@@ -37,7 +37,7 @@ import pytest
 
 from tapwatch.features.contract import FEATURE_NAMES
 from tapwatch.features.resolution import quantize_row
-from tests.rowkit import (
+from tests.support.rowkit import (
     BWD,
     FWD,
     Pkt,

@@ -22,7 +22,7 @@ from tapwatch.alerting.netsinks import SyslogSink, Transport, WebhookSink
 from tapwatch.alerting.signatures import signature_for
 from tapwatch.alerting.sinks import FileSink, RedisStreamSink, SinkSet, StdoutSink
 from tapwatch.bus.streams import ALERTS_STREAM, MemoryBus, RedisBus
-from tests.test_alert_fixtures import WebhookServer, free_port, read_jsonl, verdict
+from tests.support.alerting import WebhookServer, free_port, read_jsonl, verdict
 
 SYSLOG_RE = re.compile(rb"^<(\d+)>1 (\S+) (\S+) tapwatch (\d+) alert - (\{.*\})$")
 

@@ -23,7 +23,7 @@ from tapwatch.models.scoring.runtime import load_session
 from tapwatch.models.training.train import TrainConfig, choose_threshold, class_weights
 from tests.conftest import SHARED, need
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 SHIPPED = ("hybrid-cic", "seq2seq-cic", "lunet-cic")
 SUBSET_MODELS = {"hybrid-cic-original": "original", "hybrid-cic-original-mlcve": "original-mlcve"}
 """Shipped models trained on a feature subset, and the subset."""

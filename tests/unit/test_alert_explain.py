@@ -17,7 +17,7 @@ from tapwatch.alerting.explain import ExplainConfig, LimeExplainer, load_onnx_ex
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.features.card import identity_card
 from tapwatch.features.contract import FEATURE_NAMES
-from tests.test_alert_fixtures import STRONG, T, TinyModel, tiny_model
+from tests.support.alerting import STRONG, T, TinyModel, tiny_model
 
 
 @pytest.fixture(scope="module")

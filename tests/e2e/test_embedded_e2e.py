@@ -29,7 +29,7 @@ from tapwatch.bus.streams import WINDOWS_STREAM
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.service import CaptureSettings
 from tapwatch.inference.model import load_model
-from tests.test_e2e_kit import SAMPLE, expected_windows, free_port, read_jsonl, scrape, wait_for, write_model
+from tests.support.e2e import SAMPLE, expected_windows, free_port, read_jsonl, scrape, wait_for, write_model
 
 SENSOR = "embedded-test"
 

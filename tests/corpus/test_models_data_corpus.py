@@ -58,7 +58,7 @@ from tapwatch.models.training.sequences import (
 )
 from tests.conftest import need
 
-DATASETS = (Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets").resolve()
+DATASETS = (Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets").resolve()
 T = 10
 NOT_FEATURES = {*IDENTIFIER_COLUMNS, "Label", "Attempted Category", "src_ip", "src_port", "dst_ip", "dst_port",
                 "label", "attack_cat", "type", "difficulty"}  # fmt: skip

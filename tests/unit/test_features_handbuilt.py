@@ -21,7 +21,7 @@ from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.features.contract import FEATURE_NAMES
 from tapwatch.features.schema import ExpiryReason, FlowRecord
-from tests.pcapkit import CLIENT, ETHER_IP, MSS_ONLY, SERVER, SYN_OPTIONS, T0_MS, Conversation
+from tests.support.pcapkit import CLIENT, ETHER_IP, MSS_ONLY, SERVER, SYN_OPTIONS, T0_MS, Conversation
 
 C, S = CLIENT, SERVER
 
