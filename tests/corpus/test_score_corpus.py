@@ -1,4 +1,5 @@
-"""``tapwatch score`` (issue 3, "Scoring flows"): header variants, windows, model choice and bad input.
+"""``tapwatch score`` (issue 3, "Scoring flows"): header variants, windows, model choice and bad input, on rows
+of ../shared (the shipped deployment model on ``tapwatch flows`` output: tests/unit/test_score.py).
 
 Fixtures are built in ``tmp_path`` at run time: rows of the corrected CIC-IDS2017 subset in ../shared
 (never copied into the repository), renamed into the original release's spellings where needed, and tiny
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
 from tapwatch.app.cli import main
@@ -33,18 +34,26 @@ from tapwatch.features.contract import (
     feature_set_id,
 )
 from tapwatch.features.resolution import quantize_columns
-from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord
-from tapwatch.features.window import Windower
 from tapwatch.models.scoring.runtime import LoadedModel, load_session
 from tapwatch.models.scoring.score import OUTPUT_COLUMNS, shipped_models
 from tapwatch.models.training.data import CIC_COLUMNS, ORIGINAL_TO_CORRECTED, Dataset, load_cic_ids2017
 from tapwatch.models.training.data_scaling import fit_scaler, scale_features
 from tests.conftest import need
+from tests.support.scoring import (
+    DEPLOYMENT,
+    MLCVE_MODEL,
+    ORIGINAL_MODEL,
+    SAMPLE_PCAP,
+    attack_scores,
+    score,
+    scored,
+    shipped_session,
+    windower_scores,
+)
 from tests.support.tiny_model import tiny_card, tiny_graph_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET = (REPO / ".." / "shared" / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000").resolve()
-SAMPLE_PCAP = REPO / "capture" / "samples" / "sample.pcap"
 T = 4
 ORIGINAL_LACKS = ORIGINAL_RELEASE_LACKS
 F77 = ORIGINAL_FEATURE_NAMES
@@ -122,35 +131,6 @@ def models(tmp_path: Path, loaded: Dataset) -> Path:
     """A models directory holding the (tiny) deployment model only."""
     write_model(tmp_path / "models", "hybrid-cic", FEATURE_NAMES, loaded)
     return tmp_path / "models"
-
-
-def score(*args: Any) -> Result:
-    return CliRunner().invoke(main, ["score", *(str(a) for a in args)])
-
-
-def scored(result: Result, out: Path) -> pd.DataFrame:
-    assert result.exit_code == 0, result.output
-    return pd.read_csv(out, dtype=str, keep_default_na=False)
-
-
-def meta(src_ip: str, i: int) -> FlowMeta:
-    return FlowMeta(flow_id=i, community_id="1:x", src_ip=src_ip, src_port=1, dst_ip="192.0.2.9", dst_port=80,
-                    protocol=6, first_seen_ms=0, last_seen_ms=0, packets=2, bytes=100, expiry=ExpiryReason.IDLE,
-                    expired_at_ms=0, sensor="test")  # fmt: skip
-
-
-def attack_scores(model: LoadedModel, windows: np.ndarray) -> np.ndarray:
-    probs = model.predict(windows)
-    return np.asarray(1.0 - probs[:, model.card.class_names.index(model.card.benign_class)], dtype=np.float64)
-
-
-def windower_scores(model: LoadedModel, values: np.ndarray, hosts: Sequence[str], order: Sequence[int]) -> np.ndarray:
-    """The sensor's path: FlowRecords into ``Windower.add`` in ``order``, then the model."""
-    windower = Windower(model.card)
-    tensors = np.zeros((len(values), model.card.window_length, len(FEATURE_NAMES)), dtype=np.float32)
-    for i in order:
-        tensors[i] = windower.add(FlowRecord(meta(hosts[i], i), tuple(float(v) for v in values[i]))).tensor
-    return attack_scores(model, tensors)
 
 
 def deque_scores(model: LoadedModel, x: np.ndarray, keys: Sequence[str] | None, times: Sequence[Any]) -> np.ndarray:
@@ -392,15 +372,6 @@ def test_size_limit(rows: pd.DataFrame, models: Path, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the shipped models, each header variant
 
-SHIPPED_DIR = REPO / "models"
-DEPLOYMENT, ORIGINAL_MODEL, MLCVE_MODEL = "hybrid-cic", "hybrid-cic-original", "hybrid-cic-original-mlcve"
-
-
-def shipped_session(name: str) -> LoadedModel:
-    path = SHIPPED_DIR / f"{name}.onnx"
-    need(path.exists(), f"{path} is not shipped")
-    return load_session(path)
-
 
 def variant_csv(kind: str, rows: pd.DataFrame, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
     """A fixture CSV of ``kind`` and the frame written (original spellings: renamed subset rows)."""
@@ -470,17 +441,3 @@ def test_a_csv_no_shipped_model_fits_names_the_columns_the_closest_one_lacks(
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert f"missing feature columns ['Flow IAT Max'] that {MLCVE_MODEL} needs" in result.stderr
     assert "no shipped model fits (hybrid-cic needs 82; hybrid-cic-original needs 77;" in result.stderr
-
-
-def test_shipped_deployment_model_scores_tapwatch_flows_output(tmp_path: Path) -> None:
-    model = shipped_session(DEPLOYMENT)
-    flows, out = tmp_path / "flows.csv", tmp_path / "out.csv"
-    assert CliRunner().invoke(main, ["flows", str(SAMPLE_PCAP), "-o", str(flows)]).exit_code == 0
-    got = scored(result := score(flows, "-o", out), out)
-    assert f"model {DEPLOYMENT} " in result.stderr and "tapwatch flows output" in result.stderr
-    assert set(got["model"]) == {DEPLOYMENT} and set(got["window_mode"]) == {"per_host"}
-    records = list(PcapSource([str(SAMPLE_PCAP)], CaptureConfig(), CaptureMetrics(CollectorRegistry())))
-    values = np.array([r.values for r in records])
-    by_time = sorted(range(len(records)), key=lambda i: (records[i].meta.first_seen_ms, i))
-    expected = windower_scores(model, values, [r.meta.src_ip for r in records], by_time)
-    assert np.allclose(got["score"].astype(float), expected, atol=1e-5)

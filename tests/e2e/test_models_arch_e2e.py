@@ -1,7 +1,10 @@
 """Contract suite of the model architectures: shapes, learning, ONNX export parity, model cards, cost.
 
-Every architecture is built tiny (a few filters), so the whole file runs in well under a minute on 2 cores.
-The TensorFlow tests skip without the ``train`` extra, and fail instead under CI=true (see ``need``).
+Every architecture is built tiny (a few filters), and each is taken through the models stage's whole path:
+built, trained, exported to ONNX, checked for parity, given a card, loaded again without TensorFlow. That
+still takes about a minute on 2 cores, the unit layer's whole budget, so it runs with the end-to-end tests.
+The TensorFlow tests skip without the ``train`` extra, and fail instead under CI=true (see ``need``). The
+presets' parameter checks: tests/unit/test_models_arch.py.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pytest
 from tapwatch.features.card import TrainingData, load_card
 from tapwatch.features.contract import FEATURE_NAMES, feature_set_id
 from tapwatch.features.errors import ModelCardError
-from tapwatch.models.training.arch import INPUT_NAME, OUTPUT_NAME, HybridParams, preset
+from tapwatch.models.training.arch import INPUT_NAME, OUTPUT_NAME, preset
 from tests.conftest import need
 
 TRAIN_STACK = ("tensorflow", "keras", "tf2onnx", "onnx")
@@ -258,12 +261,3 @@ def test_cost_row_of_a_tiny_model(keras: Any, tmp_path: Path) -> None:
     assert row.params > 0 and row.onnx_bytes > 0 and row.macs_per_window == T * F * 16 + 16 * CLASSES
     assert set(row.windows_per_s) == {1, 256} and min(row.windows_per_s.values()) > 0
     assert "| mlp |" in to_markdown([row])
-
-
-def test_presets_validate_their_parameters() -> None:
-    with pytest.raises(ValueError, match="unknown model preset"):
-        preset("hybrid-huge", 10, 82, 2)
-    with pytest.raises(ValueError, match="decoder filters"):
-        HybridParams(window_length=10, n_features=82, n_classes=2, filters=(8, 16, 8))
-    with pytest.raises(ValueError, match="n_classes"):
-        preset("mlp", 10, 82, 1)

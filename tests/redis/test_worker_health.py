@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tapwatch.bus.stats import GroupStats, RedisGroupStats
 from tapwatch.bus.streams import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM, Bus, RedisBus
 from tapwatch.features.health import HealthServer
 from tapwatch.inference.config import WorkerConfig
 from tests.support.tiny_model import write_tiny_model
-from tests.unit.test_worker import (
+from tests.support.worker import (
     FAST,
     GROUP,
     T,
@@ -29,6 +28,7 @@ from tests.unit.test_worker import (
     poison_entries,
     run_until_idle,
     sample,
+    scrape,
     verdicts_of,
     wait_for,
 )
@@ -88,13 +88,6 @@ def test_redis_down_readyz_false_with_backoff_then_recovers(redis_server: Any, m
         http.stop()
     assert sample(worker, "tapwatch_inference_group_recreations_total") == 0
     assert pending(inner) == 0
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, text = http_get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}  # fmt: skip
 
 
 def test_scraped_metrics_equal_the_counted_events(redis_server: Any, model_files: tuple[Path, Path]) -> None:

@@ -1,5 +1,5 @@
 """``tapwatch worker`` as a process on a real Redis: SIGTERM drains, a second SIGTERM exits at once, SIGHUP
-reloads, a model that fails its card checks exits 2 at start-up."""
+reloads (a model that fails its card checks: tests/unit/test_worker_service.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ import redis
 
 from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus
 from tapwatch.features.schema import Verdict
-from tests.redis.test_worker_health import scrape
 from tests.support.tiny_model import write_tiny_model
-from tests.unit.test_worker import T, http_get, mixed_windows, wait_for
+from tests.support.worker import T, http_get, mixed_windows, scrape, wait_for
 from tests.unit.test_worker_model import write_model
 
 pytestmark = pytest.mark.redis
@@ -167,12 +166,3 @@ def test_sighup_reloads_the_model_and_metrics_show_it(
     assert any(name == "tapwatch_build_info" for name, _ in got)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
-
-
-def test_a_model_that_fails_its_card_check_exits_2(tmp_path: Path, model: tuple[Path, Path]) -> None:
-    model[0].write_bytes(b"tampered")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-    cmd = [sys.executable, "-m", "tapwatch.app", "worker", "--model", str(model[0]), "--metrics-port", "0"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-    assert done.returncode == 2
-    assert "model refused" in done.stderr and "sha256" in done.stderr and str(model[0]) in done.stderr

@@ -1,6 +1,7 @@
-"""Builders shared by the alerting tests: verdicts, a tiny real ONNX model with its card, loopback receivers.
+"""Builders shared by the alerting tests: verdicts, alerts, a tiny real ONNX model with its card and windows it
+alerts on, an alerter on any bus, loopback receivers.
 
-No tests here; the other ``test_alert*`` modules import these.
+No tests here; the ``test_alert*`` modules of every layer import these.
 """
 
 from __future__ import annotations
@@ -16,13 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
+from tapwatch.alerting.alert import Alert, ExplanationStatus, from_verdict
+from tapwatch.alerting.alerter import Alerter, AlertPolicy
+from tapwatch.alerting.metrics import AlerterMetrics
+from tapwatch.alerting.settings import AlerterSettings
+from tapwatch.alerting.signatures import signature_for
+from tapwatch.alerting.sinks import FileSink, SinkSet
+from tapwatch.bus.streams import VERDICTS_STREAM, Bus
 from tapwatch.features.card import FeatureStats, ModelCard, OnnxInfo, TrainingData
 from tapwatch.features.contract import FEATURE_NAMES, feature_set_id
 from tapwatch.features.schema import ExpiryReason, FlowMeta, Verdict
 
 T = 4
 F = len(FEATURE_NAMES)
+PORTSCAN_SID = 9_101_006  # hybrid family, PortScan
 STRONG = {"Flow Duration": 2.0, "Total Fwd Packet": -1.5, "Flow Bytes/s": 1.0}
 """Weights of the newest row's features that drive the tiny model's logit (others: |w| <= 0.03)."""
 BIAS = -1.0
@@ -184,3 +194,46 @@ def read_jsonl(*paths: Path) -> Iterator[dict[str, Any]]:
         if p.exists():
             for line in p.read_text().splitlines():
                 yield json.loads(line)
+
+
+def alert_windows(model: TinyModel, n: int, seed: int = 3) -> list[np.ndarray[Any, Any]]:
+    """Windows the model scores over its 0.5 threshold (what the alerter would explain)."""
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray[Any, Any]] = []
+    while len(out) < n:
+        w = rng.normal(size=(T, len(FEATURE_NAMES))).astype(np.float32)
+        if model.score(w[None])[0] >= 0.5:
+            out.append(w)
+    return out
+
+
+def make_alert(i: int = 1, cls: str = "PortScan") -> Alert:
+    v = verdict(i, 0.9)
+    return from_verdict(v, signature_for(v.model, cls), None, ExplanationStatus.DISABLED)
+
+
+def emit(sink: Any, alert: Alert) -> None:
+    sink.write(alert, alert.to_json())
+
+
+def settings(**kw: Any) -> AlerterSettings:
+    base: dict[str, Any] = {"block_ms": 1, "alerter_consumer": "a1", "explain": False}
+    return AlerterSettings(**{**base, **kw})
+
+
+def put(bus: Bus, *verdicts: Verdict) -> list[str]:
+    return bus.add_many(VERDICTS_STREAM, [v.encode() for v in verdicts])
+
+
+def drain(alerter: Alerter) -> None:
+    while alerter.run_once():
+        pass
+
+
+def sample(m: AlerterMetrics, name: str, **labels: str) -> float:
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def make(bus: Bus, path: Path, policy: AlertPolicy | None = None, **kw: Any) -> tuple[Alerter, AlerterMetrics]:
+    m = AlerterMetrics(CollectorRegistry())
+    return Alerter(bus, None, settings(**kw), SinkSet([FileSink(path)], m), m, policy), m

@@ -17,7 +17,7 @@ from tapwatch.alerting.explain import ExplainConfig, LimeExplainer, load_onnx_ex
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.features.card import identity_card
 from tapwatch.features.contract import FEATURE_NAMES
-from tests.support.alerting import STRONG, T, TinyModel, tiny_model
+from tests.support.alerting import STRONG, T, TinyModel, alert_windows, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +28,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 @pytest.fixture(scope="module")
 def explainer(model: TinyModel) -> LimeExplainer:
     return load_onnx_explainer(model.card, model.card_path, None, ExplainConfig(samples=500, top_k=5, seed=1))
-
-
-def alert_windows(model: TinyModel, n: int, seed: int = 3) -> list[np.ndarray[Any, Any]]:
-    """Windows the model scores over its 0.5 threshold (what the alerter would explain)."""
-    rng = np.random.default_rng(seed)
-    out: list[np.ndarray[Any, Any]] = []
-    while len(out) < n:
-        w = rng.normal(size=(T, len(FEATURE_NAMES))).astype(np.float32)
-        if model.score(w[None])[0] >= 0.5:
-            out.append(w)
-    return out
 
 
 def moved(model: TinyModel, window: np.ndarray[Any, Any], feature: str) -> float:

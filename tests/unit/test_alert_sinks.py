@@ -1,4 +1,5 @@
-"""Alert sinks against real loopback receivers (UDP and TCP syslog, HTTP) and a real Redis."""
+"""Alert sinks against real loopback receivers (UDP and TCP syslog, HTTP); the Redis stream sink on a real Redis:
+tests/redis/test_alert_sinks_redis.py."""
 
 from __future__ import annotations
 
@@ -10,30 +11,19 @@ import socketserver
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tapwatch.alerting.alert import Alert, ExplanationStatus, from_verdict
+from tapwatch.alerting.alert import Alert
 from tapwatch.alerting.errors import SinkError
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.netsinks import SyslogSink, Transport, WebhookSink
-from tapwatch.alerting.signatures import signature_for
 from tapwatch.alerting.sinks import FileSink, RedisStreamSink, SinkSet, StdoutSink
-from tapwatch.bus.streams import ALERTS_STREAM, MemoryBus, RedisBus
-from tests.support.alerting import WebhookServer, free_port, read_jsonl, verdict
+from tapwatch.bus.streams import ALERTS_STREAM, MemoryBus
+from tests.support.alerting import WebhookServer, emit, free_port, make_alert, read_jsonl
 
 SYSLOG_RE = re.compile(rb"^<(\d+)>1 (\S+) (\S+) tapwatch (\d+) alert - (\{.*\})$")
-
-
-def make_alert(i: int = 1, cls: str = "PortScan") -> Alert:
-    v = verdict(i, 0.9)
-    return from_verdict(v, signature_for(v.model, cls), None, ExplanationStatus.DISABLED)
-
-
-def emit(sink: Any, alert: Alert) -> None:
-    sink.write(alert, alert.to_json())
 
 
 def failures(m: AlerterMetrics, sink: str) -> float:
@@ -75,18 +65,6 @@ def test_file_sink_appends_to_an_existing_file_and_keep_0_truncates(tmp_path: Pa
         emit(sink, make_alert(i))
     sink.close()
     assert not Path(f"{path}.1").exists() and 1 <= len(list(read_jsonl(path))) < 5
-
-
-def test_redis_stream_sink_is_bounded(redis_server: Any) -> None:
-    bus = RedisBus(redis_server.url)
-    sink = RedisStreamSink(bus, maxlen=100, trim_every=10)
-    for i in range(400):
-        emit(sink, make_alert(i))
-    assert 100 <= bus.length(ALERTS_STREAM) < 400
-    bus.ensure_group(ALERTS_STREAM, "siem")
-    (_, fields), *_ = bus.read_group(ALERTS_STREAM, "siem", "c", 1, 0)
-    eve = json.loads(fields["eve"])
-    assert eve["alert"]["signature_id"] == int(fields["signature_id"]) and fields["severity"] == b"3"
 
 
 def udp_receiver() -> tuple[socket.socket, int]:

@@ -1,14 +1,11 @@
-"""The alerter loop on the in-memory bus and on a real Redis: alerts, idempotency across restarts, suppression,
-explanations within budget, dead letters, metrics scraped over HTTP, and ``tapwatch alerter`` itself."""
+"""The alerter loop on the in-memory bus: alerts, suppression, explanations within budget, dead letters, metrics
+scraped over HTTP (on a real Redis, with idempotency across restarts and ``tapwatch alerter`` itself:
+tests/redis/test_alerter_redis.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -19,54 +16,31 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tapwatch.alerting.alert import Alert, Contribution
+from tapwatch.alerting.alert import Contribution
 from tapwatch.alerting.alerter import Alerter, AlertPolicy
 from tapwatch.alerting.budget import BudgetConfig, ExplainQueue
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.netsinks import WebhookSink
 from tapwatch.alerting.service import build_alerter
-from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.sinks import FileSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor, parse_threshold_config
-from tapwatch.bus.streams import (
-    ALERTS_STREAM,
-    DEAD_STREAM,
-    VERDICTS_STREAM,
-    Bus,
-    BusUnavailable,
-    MemoryBus,
-    RedisBus,
-)
+from tapwatch.bus.streams import DEAD_STREAM, VERDICTS_STREAM, BusUnavailable, MemoryBus, RedisBus
 from tapwatch.features.errors import ConfigError
 from tapwatch.features.health import HealthServer
-from tapwatch.features.schema import Verdict
-from tests.support.alerting import TinyModel, free_port, read_jsonl, tiny_model, verdict
-from tests.unit.test_alert_explain import alert_windows
-
-PORTSCAN_SID = 9_101_006  # hybrid family, PortScan
-
-
-def settings(**kw: Any) -> AlerterSettings:
-    base: dict[str, Any] = {"block_ms": 1, "alerter_consumer": "a1", "explain": False}
-    return AlerterSettings(**{**base, **kw})
-
-
-def put(bus: Bus, *verdicts: Verdict) -> list[str]:
-    return bus.add_many(VERDICTS_STREAM, [v.encode() for v in verdicts])
-
-
-def drain(alerter: Alerter) -> None:
-    while alerter.run_once():
-        pass
-
-
-def sample(m: AlerterMetrics, name: str, **labels: str) -> float:
-    return m.registry.get_sample_value(name, labels) or 0.0
-
-
-def make(bus: Bus, path: Path, policy: AlertPolicy | None = None, **kw: Any) -> tuple[Alerter, AlerterMetrics]:
-    m = AlerterMetrics(CollectorRegistry())
-    return Alerter(bus, None, settings(**kw), SinkSet([FileSink(path)], m), m, policy), m
+from tests.support.alerting import (
+    PORTSCAN_SID,
+    TinyModel,
+    alert_windows,
+    drain,
+    free_port,
+    make,
+    put,
+    read_jsonl,
+    sample,
+    settings,
+    tiny_model,
+    verdict,
+)
 
 
 def test_verdicts_over_threshold_become_alerts_and_everything_is_acked(tmp_path: Path) -> None:
@@ -124,55 +98,6 @@ def test_suppressed_alerts_are_counted_by_reason(tmp_path: Path) -> None:
     assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1007]
     assert [sample(m, "tapwatch_alerting_suppressed_total", reason=r) for r in ("threshold", "whitelist", "suppress")
             ] == [3, 1, 1]  # fmt: skip
-
-
-class Crash(BaseException):
-    """The process dies (not an error a sink reports): nothing after it runs."""
-
-
-class CrashAfterWrite:
-    kind = "stdout"
-
-    def write(self, alert: Alert, line: str) -> None:
-        raise Crash
-
-    def close(self) -> None:
-        return None
-
-
-def test_idempotent_across_an_alerter_restart(redis_server: Any, tmp_path: Path) -> None:
-    out = tmp_path / "alerts.jsonl"
-    bus = RedisBus(redis_server.url)
-    put(bus, verdict(1), verdict(2), verdict(3))
-    m1 = AlerterMetrics(CollectorRegistry())
-    first = Alerter(bus, None, settings(redis_url=redis_server.url), SinkSet([FileSink(out), CrashAfterWrite()], m1),
-                    m1)  # fmt: skip
-    with pytest.raises(Crash):
-        first.run_once()  # window 1's alert is in the file; the process dies before its XACK
-    assert len(list(read_jsonl(out))) == 1
-
-    second, m2 = make(RedisBus(redis_server.url), out, redis_url=redis_server.url, alerter_consumer="a2",
-                      claim_idle_ms=0)  # fmt: skip
-    drain(second)  # claims the dead consumer's pending verdicts
-    put(bus, verdict(2))  # a worker re-delivers a verdict after its own crash
-    drain(second)
-    assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1002, 1003]
-    assert sample(m2, "tapwatch_alerting_duplicates_total") == 2
-    assert bus.client.xpending(VERDICTS_STREAM, "alerters")["pending"] == 0
-    assert bus.client.ttl("tapwatch:alerted:1700000000001-0") > 3000
-
-
-def test_a_lost_group_is_recreated_and_counted(redis_server: Any, tmp_path: Path) -> None:
-    bus, out = RedisBus(redis_server.url), tmp_path / "alerts.jsonl"
-    alerter, m = make(bus, out, redis_url=redis_server.url)
-    put(bus, verdict(1))
-    drain(alerter)
-    bus.client.delete(VERDICTS_STREAM)  # a Redis that lost its data
-    assert alerter.run_once() == 0
-    assert sample(m, "tapwatch_alerting_group_recreated_total") == 1
-    put(bus, verdict(2))
-    drain(alerter)
-    assert [a["flow_id"] for a in read_jsonl(out)] == [1001, 1002]
 
 
 def test_redis_down_backs_off_and_reports_not_ready(tmp_path: Path) -> None:
@@ -302,50 +227,6 @@ def test_metrics_scraped_equal_the_counted_events(tmp_path: Path) -> None:
     assert v("tapwatch_alerting_sink_failures_total", sink="webhook") == len(alerts)
     assert v("tapwatch_alerting_sink_failures_total", sink="file") == 0
     assert v("tapwatch_alerting_sink_up", sink="webhook") == 0 and v("tapwatch_alerting_sink_up", sink="file") == 1
-
-
-def tapwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-    return subprocess.Popen([sys.executable, "-m", "tapwatch.app", *args], env={**clean, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def test_tapwatch_alerter_command(redis_server: Any, model: TinyModel, tmp_path: Path) -> None:
-    out, port = tmp_path / "alerts.jsonl", free_port()
-    rules = tmp_path / "threshold.config"
-    rules.write_text("pass-net 192.168.0.0/16\n")
-    bus = RedisBus(redis_server.url)
-    put(bus, verdict(1, 0.2), verdict(2, 0.9, tensor=alert_windows(model, 1)[0]), verdict(3, src="192.168.0.5"),
-        verdict(4, 0.95, classes=("BENIGN", "DoS Hulk")))  # fmt: skip
-    proc = tapwatch("-v", "alerter", "--redis", redis_server.url, "--card", str(model.card_path), "-o", str(out),
-                    "--threshold-file", str(rules), "--metrics-port", str(port), "--explain",
-                    env={"TAPWATCH_EXPLAIN_DEADLINE_MS": "10000", "TAPWATCH_BLOCK_MS": "100"})  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while len(list(read_jsonl(out))) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        ready = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).read())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
-    alerts = list(read_jsonl(out))
-    assert [a["alert"]["signature_id"] for a in alerts] == [PORTSCAN_SID, 9_101_001]
-    assert alerts[0]["ml"]["explanation_status"] == "ok" and len(alerts[0]["ml"]["explanation"]) == 5
-    assert ready == {"bus_reachable": True, "explainer_ready": True}
-    assert bus.length(ALERTS_STREAM) == 2  # the Redis sink is on by default with --redis
-    assert "signal" in err
-
-
-def test_tapwatch_alerter_bad_threshold_file_exits_2(redis_server: Any, tmp_path: Path) -> None:
-    rules = tmp_path / "t.conf"
-    rules.write_text("# ok\nthreshold gen_id 1, sig_id 5, type limit, track by_src, count 1\n")
-    proc = tapwatch("alerter", "--redis", redis_server.url, "--threshold-file", str(rules), "--metrics-port", "0")
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 2 and f"{rules}:2" in err and "missing seconds" in err
-    proc = tapwatch("alerter", "--redis", redis_server.url, "--syslog-udp", "nohostport")
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 2 and "syslog_udp" in err
 
 
 class Gate:

@@ -1,8 +1,8 @@
-"""The feature contract, model cards and windows."""
+"""The feature contract, model cards and windows (the contract against the dataset's header:
+tests/corpus/test_contract_corpus.py)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -10,27 +10,11 @@ import numpy as np
 import pytest
 
 from tapwatch.features.card import ModelCard, Scaler, ScalerKind, identity_card, load_card, verify_onnx_file
-from tapwatch.features.contract import (
-    FEATURE_NAMES,
-    FEATURES,
-    IDENTIFIER_COLUMNS,
-    LABEL_COLUMNS,
-    TIME_FEATURES,
-    Unit,
-    feature_set_id,
-)
+from tapwatch.features.contract import FEATURE_NAMES, FEATURES, TIME_FEATURES, Unit, feature_set_id
 from tapwatch.features.errors import ModelCardError
 from tapwatch.features.resolution import quantize_row
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord
 from tapwatch.features.window import Windower, WindowKey
-
-
-def test_feature_list_is_the_corrected_release_header_minus_identifiers(shared: Path) -> None:
-    for f in sorted((shared / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000").glob("*.csv.gz")):
-        with gzip.open(f, "rt") as fh:
-            header = fh.readline().strip().split(",")
-        features = [c for c in header if c not in IDENTIFIER_COLUMNS + LABEL_COLUMNS]
-        assert tuple(features) == FEATURE_NAMES, f.name
 
 
 def test_every_feature_has_a_unit_and_a_rule() -> None:

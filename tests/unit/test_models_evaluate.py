@@ -2,13 +2,12 @@
 
 ``--ablations`` adds the Hybrid's ablations to the runs ``tapwatch evaluate --dataset cic-ids2017`` trains;
 without it the default run set is unchanged and the ablations are reported only when all their runs are
-cached. The rendering test reads the committed cache of models/reports and the CIC-IDS2017 subset in ../shared.
+cached. The rendering test, which reads the committed cache of models/reports and the CIC-IDS2017 subset in
+../shared: tests/corpus/test_models_evaluate_corpus.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from tapwatch.models.evaluation.evaluate import (
     LGBM,
     MAIN_WEIGHTING,
     Plan,
-    Protocol,
     Runner,
     cic_plan,
     make_plan,
@@ -27,22 +25,7 @@ from tapwatch.models.evaluation.evaluate import (
 )
 from tapwatch.models.training.arch import Cell
 from tapwatch.models.training.train import TrainConfig
-from tests.conftest import SHARED, need
-
-REPORTS = Path(__file__).resolve().parents[2] / "models" / "reports"
-CACHE = REPORTS / "cache" / "cic-ids2017"
-CIC = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
-
-
-def _no_training(msg: str) -> None:
-    raise AssertionError(f"the report must come from the cache, not train: {msg}")
-
-
-def _ablations() -> tuple[Protocol, ...]:
-    """The CIC plan's ablation protocols (arch, T), as the default command lists them (optional)."""
-    out = tuple(p for p in make_plan("cic-ids2017").protocols if p.name in ("ablation-arch", "ablation-t"))
-    assert len(out) == 2 and all(p.optional for p in out)
-    return out
+from tests.support.evaluation import CACHE, ablations
 
 
 def _trained(plan: Plan) -> list[TrainConfig]:
@@ -92,7 +75,7 @@ def test_every_dataset_gets_the_hybrid_recipe_check_only_with_the_flag(dataset: 
 
 
 def test_optional_protocols_are_reported_only_when_cached(tmp_path: Path) -> None:
-    arch = _ablations()[0]
+    arch = ablations()[0]
     missing = [c for c in arch.runs if not (CACHE / f"{run_key(c)}.json").exists()]
     assert not missing, f"the committed cache lacks {len(missing)} ablation runs: run evaluate --ablations"
     for c in arch.runs:
@@ -101,27 +84,3 @@ def test_optional_protocols_are_reported_only_when_cached(tmp_path: Path) -> Non
     assert [r["config"] for r in Runner(plan, tmp_path).run()["ablation-arch"]] == [c.key() for c in arch.runs]
     (tmp_path / f"{run_key(arch.runs[1])}.json").unlink()  # one run missing: skipped, not trained
     assert Runner(plan, tmp_path).run() == {}
-
-
-def test_report_renders_the_ablation_section_from_cached_runs(tmp_path: Path) -> None:
-    need(importlib.util.find_spec("lightgbm") is not None, "the train extra is not installed")
-    need(CIC.exists(), f"the CIC-IDS2017 subset is not at {CIC}")
-    from tapwatch.models.evaluation.report import write_report
-
-    protocols = _ablations()
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for c in (c for p in protocols for c in p.runs):
-        shutil.copy(CACHE / f"{run_key(c)}.json", cache)
-    plan = Plan("cic-ids2017", protocols, "budget", quick=True, rows=2000)
-    runner = Runner(plan, cache, on_progress=_no_training)
-    md = write_report(plan, runner, runner.run(), tmp_path, 0.0).read_text()
-    assert "## Ablation: ConvLSTM vs LSTM cells" in md and "## Ablation: window length T" in md
-    assert "| hybrid-fast cell=lstm | 10 | 0 |" in md and "| hybrid-fast decoder=False | 10 | 0 |" in md
-    for t in (1, 5, 10, 20):
-        assert f"| hybrid-fast | {t} | 0 |" in md and f"| lgbm | {t} | 0 |" in md
-    doc = json.loads((tmp_path / "cic-ids2017-quick.json").read_text())
-    rows = {(r["variant"], r["T"]) for p in doc["protocols"] for r in p["rows"]}
-    assert ("hybrid-fast cell=lstm", 10) in rows and ("lgbm", 20) in rows
-    cached = json.loads((cache / f"{run_key(protocols[1].runs[-2])}.json").read_text())
-    assert f"{cached['metrics']['attack']['f1']:.4f}" in md  # hybrid-fast at T = 20: the cached test F1

@@ -22,7 +22,7 @@ from tapwatch.inference.reload import ModelReloader
 from tapwatch.inference.settings import build_settings
 from tapwatch.inference.worker import Worker
 from tests.support.tiny_model import tiny_card, tiny_graph_bytes, write_tiny_model
-from tests.unit.test_worker import FAST, T, mixed_windows, run_until_idle, sample, verdicts_of
+from tests.support.worker import FAST, T, mixed_windows, run_until_idle, sample, verdicts_of
 
 
 @pytest.fixture
