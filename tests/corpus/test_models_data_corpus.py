@@ -47,9 +47,9 @@ from tapwatch.models.training.sequences import (
     time_split,
     window_time_spans,
 )
-from tests.conftest import need
+from tests.support.env import SHARED, need
 
-DATASETS = (Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets").resolve()
+DATASETS = (SHARED / "datasets").resolve()
 T = 10
 NOT_FEATURES = {*IDENTIFIER_COLUMNS, "Label", "Attempted Category", "src_ip", "src_port", "dst_ip", "dst_port",
                 "label", "attack_cat", "type", "difficulty"}  # fmt: skip

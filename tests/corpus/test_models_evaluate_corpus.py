@@ -9,10 +9,8 @@ import shutil
 from pathlib import Path
 
 from tapwatch.models.evaluation.evaluate import Plan, Runner, run_key
-from tests.conftest import SHARED, need
+from tests.support.env import CIC_SUBSET, need
 from tests.support.evaluation import CACHE, ablations
-
-CIC = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
 
 
 def _no_training(msg: str) -> None:
@@ -21,7 +19,7 @@ def _no_training(msg: str) -> None:
 
 def test_report_renders_the_ablation_section_from_cached_runs(tmp_path: Path) -> None:
     need(importlib.util.find_spec("lightgbm") is not None, "the train extra is not installed")
-    need(CIC.exists(), f"the CIC-IDS2017 subset is not at {CIC}")
+    need(CIC_SUBSET.exists(), f"the CIC-IDS2017 subset is not at {CIC_SUBSET}")
     from tapwatch.models.evaluation.report import write_report
 
     protocols = ablations()

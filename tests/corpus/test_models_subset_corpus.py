@@ -17,10 +17,7 @@ from tapwatch.features.card import load_card
 from tapwatch.features.contract import FEATURE_SUBSETS, ORIGINAL_FEATURE_NAMES, feature_set_id
 from tapwatch.models.scoring.runtime import load_session
 from tapwatch.models.training.train import TrainConfig
-from tests.conftest import SHARED, need
-
-CIC = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
-
+from tests.support.env import CIC_SUBSET, need
 
 HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras", "tf2onnx"))
 
@@ -28,7 +25,7 @@ HAVE_TF = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "k
 @pytest.fixture(scope="module")
 def cic_small() -> Any:
     need(HAVE_TF, "the train extra (tensorflow, keras, tf2onnx) is not installed")
-    need(CIC.exists(), f"the CIC-IDS2017 subset is not at {CIC}")
+    need(CIC_SUBSET.exists(), f"the CIC-IDS2017 subset is not at {CIC_SUBSET}")
     from tapwatch.models.evaluation.evaluate import subset_rows
     from tapwatch.models.training.train import load_for
 

@@ -38,7 +38,7 @@ from tapwatch.models.scoring.runtime import LoadedModel, load_session
 from tapwatch.models.scoring.score import OUTPUT_COLUMNS, shipped_models
 from tapwatch.models.training.data import CIC_COLUMNS, ORIGINAL_TO_CORRECTED, Dataset, load_cic_ids2017
 from tapwatch.models.training.data_scaling import fit_scaler, scale_features
-from tests.conftest import need
+from tests.support.env import CIC_SUBSET, need
 from tests.support.scoring import (
     DEPLOYMENT,
     MLCVE_MODEL,
@@ -52,8 +52,6 @@ from tests.support.scoring import (
 )
 from tests.support.tiny_model import tiny_card, tiny_graph_bytes
 
-REPO = Path(__file__).resolve().parents[2]
-SUBSET = (REPO / ".." / "shared" / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000").resolve()
 T = 4
 ORIGINAL_LACKS = ORIGINAL_RELEASE_LACKS
 F77 = ORIGINAL_FEATURE_NAMES
@@ -68,8 +66,8 @@ INVERSE = {v: k for k, v in ORIGINAL_TO_CORRECTED.items()}
 
 @pytest.fixture(scope="module")
 def rows() -> pd.DataFrame:
-    need(SUBSET.is_dir(), f"the CIC-IDS2017 subset is not at {SUBSET}")
-    parts = [pd.read_csv(SUBSET / name, nrows=n, dtype=str, keep_default_na=False) for name, n in PICK.items()]
+    need(CIC_SUBSET.is_dir(), f"the CIC-IDS2017 subset is not at {CIC_SUBSET}")
+    parts = [pd.read_csv(CIC_SUBSET / name, nrows=n, dtype=str, keep_default_na=False) for name, n in PICK.items()]
     return pd.concat(parts, ignore_index=True)
 
 

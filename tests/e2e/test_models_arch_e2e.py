@@ -23,7 +23,7 @@ from tapwatch.features.card import TrainingData, load_card
 from tapwatch.features.contract import FEATURE_NAMES, feature_set_id
 from tapwatch.features.errors import ModelCardError
 from tapwatch.models.training.arch import INPUT_NAME, OUTPUT_NAME, preset
-from tests.conftest import need
+from tests.support.env import need
 
 TRAIN_STACK = ("tensorflow", "keras", "tf2onnx", "onnx")
 HAVE_TRAIN_STACK = all(importlib.util.find_spec(m) is not None for m in TRAIN_STACK)

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 from tapwatch.app.cli import main
-from tests.conftest import need
 from tests.support.cli import one_error_line, sample_pcap
+from tests.support.env import need
 
 
 def run_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import per_class, summary_of, tapwatch
-from tests.support.e2e import free_port, read_jsonl, scrape, wait_for, write_model
+from tests.support.e2e import read_jsonl, scrape, wait_for, write_model
+from tests.support.env import free_port
 
 
 @pytest.fixture(scope="module")

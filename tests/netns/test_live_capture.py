@@ -35,7 +35,7 @@ import pytest
 
 from lab.netns import NsPair, ns_pair, wait_listening
 from lab.traffic import capture
-from tests.conftest import need_netns
+from tests.support.env import need_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 

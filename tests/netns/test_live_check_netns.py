@@ -31,7 +31,7 @@ from lab.pypi_cicflowmeter import FILLED, NO_COUNTERPART, full_snaplen_problem
 from lab.traffic import ATTACK_LABELS, Label, TrafficPlan, download, servers
 from tapwatch.features.contract import FEATURE_NAMES
 from tapwatch.models.scoring.score import MODELS_DIR
-from tests.conftest import need_netns
+from tests.support.env import need_netns
 
 ATTACKER, CLIENT, SERVER = "10.212.0.3", "10.212.0.1", "10.212.0.2"
 TEST_MODELS = ("hybrid-cic", "seq2seq-cic")

@@ -28,7 +28,7 @@ from lab.traffic import (
     labels_path,
     write_labels,
 )
-from tests.conftest import need_netns
+from tests.support.env import need_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 

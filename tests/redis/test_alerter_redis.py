@@ -23,7 +23,6 @@ from tests.support.alerting import (
     TinyModel,
     alert_windows,
     drain,
-    free_port,
     make,
     put,
     read_jsonl,
@@ -33,6 +32,7 @@ from tests.support.alerting import (
     verdict,
 )
 from tests.support.cli import tapwatch
+from tests.support.env import free_port
 
 
 class Crash(BaseException):

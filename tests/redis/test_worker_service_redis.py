@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,17 +18,12 @@ import redis
 
 from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus
 from tapwatch.features.schema import Verdict
+from tests.support.env import free_port
 from tests.support.tiny_model import write_tiny_model
 from tests.support.worker import T, http_get, mixed_windows, scrape, wait_for
 from tests.unit.test_worker_model import write_model
 
 pytestmark = pytest.mark.redis
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class WorkerProcess:

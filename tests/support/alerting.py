@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -135,12 +134,6 @@ def tiny_model(tmp: Path, name: str = "hybrid-test", version: str = "1") -> Tiny
     card_path = tmp / f"{name}.json"
     card_path.write_text(card.model_dump_json(indent=1))
     return TinyModel(card, card_path, onnx_path, w)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

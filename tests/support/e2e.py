@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,9 +41,9 @@ from tapwatch.features.contract import FEATURE_NAMES
 from tapwatch.features.schema import WindowEntry
 from tapwatch.features.window import Windower
 from tapwatch.inference.model import load_model
+from tests.support.env import REPO, free_port
 from tests.support.tiny_model import tiny_card, tiny_graph_bytes
 
-REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "capture" / "samples" / "sample.pcap"
 T = 4
 F = len(FEATURE_NAMES)
@@ -123,12 +122,6 @@ def capture(url: str, card: Path, pcaps: Iterable[Path], sensor: str) -> Publish
                                CollectorRegistry())  # fmt: skip
     assert code == 0
     return counts
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:

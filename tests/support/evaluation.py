@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tapwatch.models.evaluation.evaluate import Protocol, make_plan
+from tests.support.env import REPO
 
-REPORTS = Path(__file__).resolve().parents[2] / "models" / "reports"
+REPORTS = REPO / "models" / "reports"
 
 
 CACHE = REPORTS / "cache" / "cic-ids2017"

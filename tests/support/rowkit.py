@@ -40,9 +40,7 @@ from scapy.utils import EDecimal, wrpcap
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.features.contract import FEATURE_NAMES
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-SUBSET = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
+from tests.support.env import CIC_SUBSET
 
 FWD = True
 BWD = False
@@ -60,9 +58,9 @@ _TCP_OPTIONS: dict[int, list[tuple[str, object]]] = {
 
 def require_subset() -> Path:
     """The subset's folder; skip (fail under ``CI=true``) when ``../shared`` is not there."""
-    if SUBSET.is_dir():
-        return SUBSET
-    reason = f"corrected CIC-IDS2017 subset not found at {SUBSET.resolve()} (../shared is not mounted)"
+    if CIC_SUBSET.is_dir():
+        return CIC_SUBSET
+    reason = f"corrected CIC-IDS2017 subset not found at {CIC_SUBSET.resolve()} (../shared is not mounted)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true: {reason}")
     pytest.skip(reason)

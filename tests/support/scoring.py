@@ -16,7 +16,7 @@ from tapwatch.features.contract import FEATURE_NAMES
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord
 from tapwatch.features.window import Windower
 from tapwatch.models.scoring.runtime import LoadedModel, load_session
-from tests.conftest import REPO, need
+from tests.support.env import REPO, need
 
 SAMPLE_PCAP = REPO / "capture" / "samples" / "sample.pcap"
 SHIPPED_DIR = REPO / "models"

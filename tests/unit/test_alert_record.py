@@ -7,7 +7,6 @@ import doctest
 import importlib
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -31,8 +30,9 @@ from tapwatch.alerting.signatures import (
     signature_for,
 )
 from tests.support.alerting import meta, verdict
+from tests.support.env import REPO
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "alerts.md"
+DOCS = REPO / "docs" / "alerts.md"
 MODULES = ["alert", "alerter", "budget", "explain", "metrics", "netsinks", "signatures", "sinks", "suppress"]
 
 

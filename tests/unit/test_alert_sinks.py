@@ -21,7 +21,8 @@ from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.netsinks import SyslogSink, Transport, WebhookSink
 from tapwatch.alerting.sinks import FileSink, RedisStreamSink, SinkSet, StdoutSink
 from tapwatch.bus.streams import ALERTS_STREAM, MemoryBus
-from tests.support.alerting import WebhookServer, emit, free_port, make_alert, read_jsonl
+from tests.support.alerting import WebhookServer, emit, make_alert, read_jsonl
+from tests.support.env import free_port
 
 SYSLOG_RE = re.compile(rb"^<(\d+)>1 (\S+) (\S+) tapwatch (\d+) alert - (\{.*\})$")
 

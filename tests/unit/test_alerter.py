@@ -32,7 +32,6 @@ from tests.support.alerting import (
     TinyModel,
     alert_windows,
     drain,
-    free_port,
     make,
     put,
     read_jsonl,
@@ -41,6 +40,7 @@ from tests.support.alerting import (
     tiny_model,
     verdict,
 )
+from tests.support.env import free_port
 
 
 def test_verdicts_over_threshold_become_alerts_and_everything_is_acked(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +21,7 @@ from tapwatch.features.contract import (
 from tapwatch.features.errors import ConfigError
 from tapwatch.models.training.data import ORIGINAL_TO_CORRECTED, map_cic_columns
 from tapwatch.models.training.train import TrainConfig
-from tests.conftest import need
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.env import REPO, need
 
 
 def test_original_subset_is_the_contract_without_the_five_features_the_original_release_lacks() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ from tapwatch.features.card import load_card
 from tapwatch.features.contract import FEATURE_SUBSETS, feature_set_id
 from tapwatch.models.scoring.runtime import load_session
 from tapwatch.models.training.train import choose_threshold, class_weights
-from tests.conftest import need
+from tests.support.env import REPO, need
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+MODELS_DIR = REPO / "models"
 SHIPPED = ("hybrid-cic", "seq2seq-cic", "lunet-cic")
 SUBSET_MODELS = {"hybrid-cic-original": "original", "hybrid-cic-original-mlcve": "original-mlcve"}
 """Shipped models trained on a feature subset, and the subset."""
