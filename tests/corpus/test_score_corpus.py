@@ -3,9 +3,9 @@ of ../shared (the shipped deployment model on ``tapwatch flows`` output: tests/u
 
 Fixtures are built in ``tmp_path`` at run time: rows of the corrected CIC-IDS2017 subset in ../shared
 (never copied into the repository), renamed into the original release's spellings where needed, and tiny
-ONNX models with their cards (:mod:`tests.support.tiny_model`; ``onnx.helper`` for variants with fewer
-features). Expected scores come from an independent path: the dataset loader, the sensor's ``Windower``
-(or a plain per-host deque) and the model itself.
+ONNX models with their cards (:mod:`tests.support.tiny_model`, over all 82 features or over a subset).
+Expected scores come from an independent path: the dataset loader, the sensor's ``Windower`` (or a plain
+per-host deque) and the model itself.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from tapwatch.features.contract import (
     IDENTIFIER_COLUMNS,
     ORIGINAL_FEATURE_NAMES,
     ORIGINAL_RELEASE_LACKS,
-    feature_set_id,
 )
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.models.scoring.runtime import LoadedModel, load_session
@@ -50,7 +49,7 @@ from tests.support.scoring import (
     shipped_session,
     windower_scores,
 )
-from tests.support.tiny_model import tiny_card, tiny_graph_bytes
+from tests.support.tiny_model import TinySpec, write_tiny_model
 
 T = 4
 ORIGINAL_LACKS = ORIGINAL_RELEASE_LACKS
@@ -88,46 +87,17 @@ def write_frame(path: Path, frame: pd.DataFrame, header: Sequence[str] | None = 
     return path
 
 
-def graph_bytes(n_features: int) -> bytes:
-    """The tiny model of :func:`tiny_graph_bytes` for ``n_features`` inputs (mean over T, linear, softmax)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.zeros((n_features, 3), dtype=np.float32)
-    w[0, 1], w[1, 2] = 4.0, 4.0
-    b = np.array([2.0, 0.0, 0.0], dtype=np.float32)
-    nodes = [helper.make_node("ReduceMean", ["windows"], ["mean"], axes=[1], keepdims=0),
-             helper.make_node("MatMul", ["mean", "w"], ["z"]), helper.make_node("Add", ["z", "b"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]  # fmt: skip
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("windows", TensorProto.FLOAT, ["N", T, n_features])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    data: bytes = model.SerializeToString()
-    return data
-
-
-def write_model(directory: Path, name: str, features: tuple[str, ...], ds: Dataset) -> Path:
-    """``NAME.onnx`` and ``NAME.card.json`` with a scaler fitted on the fixture rows."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write_fitted_model(directory: Path, name: str, features: tuple[str, ...], ds: Dataset) -> Path:
+    """The tiny model over ``features`` as ``NAME.onnx`` and ``NAME.card.json``, its scaler fitted on the rows."""
     scaler = fit_scaler(ds.X[list(features)])
-    if features == FEATURE_NAMES:
-        data = tiny_graph_bytes(T, 3)
-        card = tiny_card(data, name=name, window_length=T, scaler=scaler)
-    else:
-        data = graph_bytes(len(features))
-        card = tiny_card(data, name=name, window_length=T, scaler=scaler, features=list(features),
-                         feature_set_id=feature_set_id(T, features), input_shape=[None, T, len(features)])  # fmt: skip
-    (directory / f"{name}.onnx").write_bytes(data)
-    (directory / f"{name}.card.json").write_text(card.model_dump_json())
-    return directory / f"{name}.onnx"
+    spec = TinySpec(name=name, window_length=T, features=features, card={"scaler": scaler}, card_suffix=".card.json")
+    return write_tiny_model(directory, spec).onnx_path
 
 
 @pytest.fixture
 def models(tmp_path: Path, loaded: Dataset) -> Path:
     """A models directory holding the (tiny) deployment model only."""
-    write_model(tmp_path / "models", "hybrid-cic", FEATURE_NAMES, loaded)
+    write_fitted_model(tmp_path / "models", "hybrid-cic", FEATURE_NAMES, loaded)
     return tmp_path / "models"
 
 
@@ -206,8 +176,8 @@ def test_original_release_uses_the_shipped_variant_without_its_five_missing_feat
     result = score(src, "--models-dir", models, "-o", out)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert str(list(ORIGINAL_LACKS)) in result.stderr and "no shipped model fits" in result.stderr
-    write_model(models, "hybrid-cic-77", F77, loaded)
-    write_model(models, "lunet-cic", FEATURE_NAMES, loaded)
+    write_fitted_model(models, "hybrid-cic-77", F77, loaded)
+    write_fitted_model(models, "lunet-cic", FEATURE_NAMES, loaded)
     result = score(src, "--models-dir", models, "-o", out)
     got = scored(result, out)
     assert "model hybrid-cic-77 1" in result.stderr and "original CIC-IDS2017 release" in result.stderr
@@ -227,10 +197,10 @@ def test_original_machine_learning_files_lack_protocol_and_identifiers(
 ) -> None:
     frame, header = original_release(rows, identifiers=False)
     src, out = write_frame(tmp_path / "ml.csv", frame, header), tmp_path / "out.csv"
-    write_model(models, "hybrid-cic-77", F77, loaded)
+    write_fitted_model(models, "hybrid-cic-77", F77, loaded)
     result = score(src, "--models-dir", models, "-o", out)  # the columns the closest model lacks are listed
     assert result.exit_code == 2 and "missing feature columns ['Protocol'] that hybrid-cic-77 needs" in result.stderr
-    write_model(models, "hybrid-cic-76", F76, loaded)
+    write_fitted_model(models, "hybrid-cic-76", F76, loaded)
     result = score(src, "--models-dir", models, "-o", out)
     got = scored(result, out)
     assert set(got["model"]) == {"hybrid-cic-76"} and set(got["window_mode"]) == {"single_flow"}
@@ -301,7 +271,7 @@ def test_model_order_and_explicit_paths(loaded: Dataset, rows: pd.DataFrame, tmp
     d = tmp_path / "models"
     for name, feats in (("seq2seq-cic", FEATURE_NAMES), ("hybrid-cic-77", F77), ("hybrid-cic", FEATURE_NAMES),
                         ("hybrid-cic-76", F76), ("aaa", F77)):  # fmt: skip
-        write_model(d, name, feats, loaded)
+        write_fitted_model(d, name, feats, loaded)
     (d / "orphan.onnx").write_bytes(b"no card beside it")
     (d / "broken.onnx").write_bytes(b"x")
     (d / "broken.card.json").write_text("{}")

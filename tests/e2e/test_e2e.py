@@ -1,10 +1,10 @@
 """End to end on a real Redis (AOF on, as deployed) and real pcaps: the sensor (``run_capture``, as ``tapwatch
 capture -r PCAP --redis URL`` runs it), workers and an alerter as separate processes (``tapwatch worker``,
-``tapwatch alerter -o alerts.jsonl``), the tiny real ONNX model of :mod:`tests.test_e2e_kit`.
+``tapwatch alerter -o alerts.jsonl``), the tiny real ONNX model of :mod:`tests.support.e2e`.
 
 Every test counts the same way: each window on ``tapwatch:windows`` has a verdict, the sensor's produced
 windows minus its counted drops equal the distinct window ids with a verdict, and the alert file holds the
-windows the in-process reference (:func:`~tests.test_e2e_kit.expected_windows`) says alert, once each.
+windows the in-process reference (:func:`~tests.support.e2e.expected_windows`) says alert, once each.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tests.support.e2e import (
     Services,
     T,
     capture,
+    e2e_model_spec,
     expected_from,
     expected_windows,
     metric,
@@ -38,8 +39,8 @@ from tests.support.e2e import (
     sum_metric,
     wait_for,
     windows_by_id,
-    write_model,
 )
+from tests.support.tiny_model import write_tiny_model
 
 pytestmark = [pytest.mark.redis, pytest.mark.shared, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -50,7 +51,7 @@ class E2E:
     def __init__(self, tmp: Path, redis_server: Any, shared: Path) -> None:
         self.redis_server = redis_server
         self.pcaps = [shared / "pcaps" / p for p in SHARED_PCAPS]
-        self.model, self.card = write_model(tmp / "model")
+        self.model, self.card = write_tiny_model(tmp / "model", e2e_model_spec()).paths
         self.reference = self.model  # the model the expected verdicts come from (the one serving)
         self.out = tmp / "alerts.jsonl"
         self.client = redis.Redis.from_url(redis_server.url)
@@ -287,7 +288,8 @@ def test_a_replaced_model_is_picked_up_and_a_broken_one_refused(e2e: E2E) -> Non
     e2e.settle()
     assert {v.model_version for v in e2e.verdicts()} == {"1"}
 
-    write_model(e2e.model.parent, version="2", weight=6.0)  # same name, new weights: atomic renames
+    # The same name, new weights: written by atomic renames.
+    write_tiny_model(e2e.model.parent, e2e_model_spec(), version="2", weight=6.0)
     wait_for(lambda: metric(worker.metrics(), "tapwatch_inference_model_reloads_total", result="ok") == 1, 20,
              "the reload")  # fmt: skip
     second = e2e.feed(e2e.pcaps[0], SAMPLE)
@@ -295,7 +297,8 @@ def test_a_replaced_model_is_picked_up_and_a_broken_one_refused(e2e: E2E) -> Non
     versions = {v.flow.flow_id: v.model_version for v in e2e.verdicts()}
     assert {versions[f] for f in first.over} == {"1"} and {versions[f] for f in second.over} == {"2"}
 
-    e2e.reference = write_model(e2e.model.parent.with_name("serving"), version="2", weight=6.0)[0]
+    serving = write_tiny_model(e2e.model.parent.with_name("serving"), e2e_model_spec(), version="2", weight=6.0)
+    e2e.reference = serving.onnx_path
     replace_file(e2e.model, e2e.model.read_bytes()[:200])  # truncated: its sha256 no longer matches the card
     wait_for(lambda: metric(worker.metrics(), "tapwatch_inference_model_reloads_total", result="failed") == 1, 20,
              "the refusal")  # fmt: skip

@@ -13,14 +13,15 @@ import pytest
 
 from tapwatch.app.embedded import shipped_model
 from tests.support.cli import per_class, summary_of, tapwatch
-from tests.support.e2e import SAMPLE, expected_windows, read_jsonl, write_model
+from tests.support.e2e import SAMPLE, e2e_model_spec, expected_windows, read_jsonl
+from tests.support.tiny_model import write_tiny_model
 
 SENSOR = "embedded-test"
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_model(tmp_path_factory.mktemp("model"))
+    return write_tiny_model(tmp_path_factory.mktemp("model"), e2e_model_spec()).paths
 
 
 def test_detect_writes_the_alerts_and_a_summary_that_adds_up(model: tuple[Path, Path], tmp_path: Path) -> None:

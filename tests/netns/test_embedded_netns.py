@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import per_class, summary_of, tapwatch
-from tests.support.e2e import read_jsonl, scrape, wait_for, write_model
+from tests.support.e2e import e2e_model_spec, read_jsonl, scrape, wait_for
 from tests.support.env import free_port
+from tests.support.tiny_model import write_tiny_model
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_model(tmp_path_factory.mktemp("model"))
+    return write_tiny_model(tmp_path_factory.mktemp("model"), e2e_model_spec()).paths
 
 
 class Server:

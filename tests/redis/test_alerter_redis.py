@@ -20,7 +20,7 @@ from tapwatch.alerting.sinks import FileSink, SinkSet
 from tapwatch.bus.streams import ALERTS_STREAM, VERDICTS_STREAM, RedisBus
 from tests.support.alerting import (
     PORTSCAN_SID,
-    TinyModel,
+    alert_model_spec,
     alert_windows,
     drain,
     make,
@@ -28,11 +28,11 @@ from tests.support.alerting import (
     read_jsonl,
     sample,
     settings,
-    tiny_model,
     verdict,
 )
 from tests.support.cli import tapwatch
 from tests.support.env import free_port
+from tests.support.tiny_model import TinyModel, write_tiny_model
 
 
 class Crash(BaseException):
@@ -86,7 +86,7 @@ def test_a_lost_group_is_recreated_and_counted(redis_server: Any, tmp_path: Path
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return tiny_model(tmp_path_factory.mktemp("alerter-model"))
+    return write_tiny_model(tmp_path_factory.mktemp("alerter-model"), alert_model_spec())
 
 
 def test_tapwatch_alerter_command(redis_server: Any, model: TinyModel, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from tests.support.worker import (
 
 @pytest.fixture
 def model_files(tmp_path: Path) -> tuple[Path, Path]:
-    return write_tiny_model(tmp_path / "model", window_length=T)
+    return write_tiny_model(tmp_path / "model", window_length=T).paths
 
 
 class TestWorkerOnRedisBus(WorkerOnAnyBus):

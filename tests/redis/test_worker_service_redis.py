@@ -20,8 +20,7 @@ from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus
 from tapwatch.features.schema import Verdict
 from tests.support.env import free_port
 from tests.support.tiny_model import write_tiny_model
-from tests.support.worker import T, http_get, mixed_windows, scrape, wait_for
-from tests.unit.test_worker_model import write_model
+from tests.support.worker import RELOADED, T, http_get, mixed_windows, scrape, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -66,7 +65,7 @@ class WorkerProcess:
 
 @pytest.fixture
 def model(tmp_path: Path) -> tuple[Path, Path]:
-    return write_tiny_model(tmp_path / "model", window_length=T)
+    return write_tiny_model(tmp_path / "model", window_length=T).paths
 
 
 @pytest.fixture
@@ -146,7 +145,7 @@ def test_sighup_reloads_the_model_and_metrics_show_it(
     worker = spawn("--block-ms", "200")
     bus.add_many(WINDOWS_STREAM, mixed_windows(6))
     wait_for(lambda: client.xlen(VERDICTS_STREAM) == 6)
-    write_model(model, "2")
+    write_tiny_model(model[0].parent, RELOADED, version="2")
     worker.signal(signal.SIGHUP)  # takes effect before the next batch: at the latest when the blocked read ends
     wait_for(lambda: ("tapwatch_model_info", (("name", "tiny"), ("version", "2"))) in scrape(worker.port))
     bus.add_many(WINDOWS_STREAM, mixed_windows(6))

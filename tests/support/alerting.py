@@ -1,12 +1,12 @@
-"""Builders shared by the alerting tests: verdicts, alerts, a tiny real ONNX model with its card and windows it
-alerts on, an alerter on any bus, loopback receivers.
+"""Builders shared by the alerting tests: verdicts, alerts, the spec of their tiny model (written by
+:func:`tests.support.tiny_model.write_tiny_model`) and windows it alerts on, an alerter on any bus, loopback
+receivers.
 
 No tests here; the ``test_alert*`` modules of every layer import these.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -25,9 +25,10 @@ from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.signatures import signature_for
 from tapwatch.alerting.sinks import FileSink, SinkSet
 from tapwatch.bus.streams import VERDICTS_STREAM, Bus
-from tapwatch.features.card import FeatureStats, ModelCard, OnnxInfo, TrainingData
+from tapwatch.features.card import FeatureStats
 from tapwatch.features.contract import FEATURE_NAMES, feature_set_id
 from tapwatch.features.schema import ExpiryReason, FlowMeta, Verdict
+from tests.support.tiny_model import TinyModel, TinySpec
 
 T = 4
 F = len(FEATURE_NAMES)
@@ -72,68 +73,19 @@ def weights(seed: int = 7) -> np.ndarray[Any, Any]:
     return w.astype(np.float32)
 
 
-def build_onnx(path: Path, w: np.ndarray[Any, Any]) -> None:
-    """A logistic model over the whole window: p = sigmoid(sum(X * W) + b); output [1 - p, p]."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes = [
-        helper.make_node("Reshape", ["windows", "flat_shape"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "W"], ["logit0"]),
-        helper.make_node("Add", ["logit0", "b"], ["logit"]),
-        helper.make_node("Sigmoid", ["logit"], ["p"]),
-        helper.make_node("Sub", ["one", "p"], ["q"]),
-        helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
-    ]
-    inits = [
-        numpy_helper.from_array(np.array([-1, T * F], np.int64), "flat_shape"),
-        numpy_helper.from_array(w.reshape(T * F, 1).astype(np.float32), "W"),
-        numpy_helper.from_array(np.array([BIAS], np.float32), "b"),
-        numpy_helper.from_array(np.array([1.0], np.float32), "one"),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("windows", TensorProto.FLOAT, [None, T, F])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])], inits,
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-
-
 def normal_stats() -> list[FeatureStats]:
     """N(0, 1) training statistics for every feature, with the models stage's quantile keys."""
     qs = {"p1": -2.326, "p5": -1.645, "p25": -0.674, "p50": 0.0, "p75": 0.674, "p95": 1.645, "p99": 2.326}
     return [FeatureStats(feature=f, mean=0.0, std=1.0, quantiles=qs) for f in FEATURE_NAMES]
 
 
-@dataclass
-class TinyModel:
-    card: ModelCard
-    card_path: Path
-    onnx_path: Path
-    w: np.ndarray[Any, Any]
-
-    def score(self, windows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        logit = np.einsum("ntf,tf->n", windows.astype(np.float64), self.w.astype(np.float64)) + BIAS
-        return np.asarray(1 / (1 + np.exp(-logit)))
-
-
-def tiny_model(tmp: Path, name: str = "hybrid-test", version: str = "1") -> TinyModel:
-    w = weights()
-    onnx_path = tmp / f"{name}.onnx"
-    build_onnx(onnx_path, w)
-    card = ModelCard(
-        name=name, version=version, created="2026-01-01T00:00:00Z", training_data=TrainingData(dataset="synthetic"),
-        feature_set_id=feature_set_id(T), features=list(FEATURE_NAMES), window_length=T,
-        class_names=["BENIGN", "PortScan"], benign_class="BENIGN", thresholds={"attack": 0.5},
-        feature_stats=normal_stats(),
-        onnx=OnnxInfo(file=onnx_path.name, sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(), opset=17,
-                      input_name="windows", input_shape=[None, T, F], output_names=["probabilities"]),
-    )  # fmt: skip
-    card_path = tmp / f"{name}.json"
-    card_path.write_text(card.model_dump_json(indent=1))
-    return TinyModel(card, card_path, onnx_path, w)
+def alert_model_spec() -> TinySpec:
+    """The alerting tests' tiny model: a logistic model over the whole window, P(PortScan) = sigmoid(sum(X * W) +
+    BIAS) with W from :func:`weights`, and N(0, 1) training statistics for LIME."""
+    w = np.zeros((T, F, 2), dtype=np.float32)
+    w[..., 1] = weights()
+    return TinySpec(name="hybrid-test", window_length=T, classes=("BENIGN", "PortScan"), weights=w, bias=(0.0, BIAS),
+                    output="probabilities", card={"feature_stats": normal_stats()})  # fmt: skip
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Builders shared by the end-to-end tests (``test_e2e.py``) and the embedded-mode tests (``test_embedded.py``).
+"""Builders shared by the end-to-end tests (``tests/e2e/test_e2e.py``) and the embedded-mode tests
+(``test_embedded*.py`` of tests/unit, tests/e2e and tests/netns).
 
-No tests here. The model is :mod:`tests.support.tiny_model`'s tiny real ONNX graph (mean over the window →
-MatMul → Softmax; feature 0 drives class DoS, feature 1 class PortScan) with a card whose scaler makes it
-detect something in real traffic:
+No tests here. The model (:func:`e2e_model_spec`, written by :func:`tests.support.tiny_model.write_tiny_model`)
+is the tiny real ONNX graph (linear over the window → Softmax; the mean of feature 0 drives class DoS, of
+feature 1 class PortScan) with a card whose scaler makes it detect something in real traffic:
 
 * ``Protocol`` is scaled as (p - 6) / 11: TCP 0, UDP 1 — windows of UDP flows lean to "DoS";
 * ``Flow Duration`` as (d - 1000 µs) / -1000 µs: a flow over in under a millisecond gives +1, one of 10 ms
@@ -42,7 +43,7 @@ from tapwatch.features.schema import WindowEntry
 from tapwatch.features.window import Windower
 from tapwatch.inference.model import load_model
 from tests.support.env import REPO, free_port
-from tests.support.tiny_model import tiny_card, tiny_graph_bytes
+from tests.support.tiny_model import TinySpec
 
 SAMPLE = REPO / "capture" / "samples" / "sample.pcap"
 T = 4
@@ -65,17 +66,9 @@ def _stats() -> list[FeatureStats]:
             for f in FEATURE_NAMES]  # fmt: skip
 
 
-def write_model(directory: Path, version: str = "1", weight: float = 4.0, name: str = NAME) -> tuple[Path, Path]:
-    """``NAME.onnx`` and ``NAME.json`` in ``directory``, written atomically (a worker may be watching them)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    data = tiny_graph_bytes(T, 3, weight)
-    card = tiny_card(data, name=name, version=version, window_length=T, scaler=_scaler(), feature_stats=_stats())
-    onnx_path, card_path = directory / f"{name}.onnx", directory / f"{name}.json"
-    for path, content in ((onnx_path, data), (card_path, card.model_dump_json().encode())):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
-    return onnx_path, card_path
+def e2e_model_spec() -> TinySpec:
+    """The end-to-end tests' tiny model, ``tiny-e2e`` (see the module docstring)."""
+    return TinySpec(name=NAME, window_length=T, card={"scaler": _scaler(), "feature_stats": _stats()})
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ from tapwatch.inference.config import WorkerConfig
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import load_model
 from tapwatch.inference.worker import Worker
-from tests.support.tiny_model import sample_window
+from tests.support.tiny_model import TinySpec, sample_window
 
 T = 10
 GROUP = "workers"
+RELOADED = TinySpec(window_length=T, weight=6.0)
+"""The model a deployment puts in place of the first one: the same name, new weights (write it with a new version)."""
 FAST = WorkerConfig(block_ms=20, claim_interval_s=0.05, backoff_initial_s=0.05, backoff_max_s=0.4, consumer="w1")
 
 

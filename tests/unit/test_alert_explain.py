@@ -17,12 +17,13 @@ from tapwatch.alerting.explain import ExplainConfig, LimeExplainer, load_onnx_ex
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.features.card import identity_card
 from tapwatch.features.contract import FEATURE_NAMES
-from tests.support.alerting import STRONG, T, TinyModel, alert_windows, tiny_model
+from tests.support.alerting import STRONG, T, alert_model_spec, alert_windows
+from tests.support.tiny_model import TinyModel, write_tiny_model
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return tiny_model(tmp_path_factory.mktemp("model"))
+    return write_tiny_model(tmp_path_factory.mktemp("model"), alert_model_spec())
 
 
 @pytest.fixture(scope="module")

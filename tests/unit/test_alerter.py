@@ -29,7 +29,7 @@ from tapwatch.features.errors import ConfigError
 from tapwatch.features.health import HealthServer
 from tests.support.alerting import (
     PORTSCAN_SID,
-    TinyModel,
+    alert_model_spec,
     alert_windows,
     drain,
     make,
@@ -37,10 +37,10 @@ from tests.support.alerting import (
     read_jsonl,
     sample,
     settings,
-    tiny_model,
     verdict,
 )
 from tests.support.env import free_port
+from tests.support.tiny_model import TinyModel, write_tiny_model
 
 
 def test_verdicts_over_threshold_become_alerts_and_everything_is_acked(tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_the_batch_in_hand_is_retried_when_the_bus_comes_back(tmp_path: Path) ->
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return tiny_model(tmp_path_factory.mktemp("alerter-model"))
+    return write_tiny_model(tmp_path_factory.mktemp("alerter-model"), alert_model_spec())
 
 
 def test_explanations_within_budget_and_the_rest_marked(model: TinyModel, tmp_path: Path) -> None:
@@ -311,7 +311,7 @@ def test_stopping_writes_the_alerts_set_aside(tmp_path: Path) -> None:
 
 
 def test_the_card_is_reloaded_when_the_model_files_change(tmp_path: Path) -> None:
-    model = tiny_model(tmp_path, version="1")
+    model = write_tiny_model(tmp_path, alert_model_spec(), version="1")
     out = tmp_path / "alerts.jsonl"
     s = settings(card=str(model.card_path), explain=True, explain_per_second=100, explain_deadline_ms=30_000,
                  explain_seed=0, alert_file=str(out), reload_poll_s=0.01)  # fmt: skip
@@ -330,7 +330,7 @@ def test_the_card_is_reloaded_when_the_model_files_change(tmp_path: Path) -> Non
         [window] = alert_windows(model, 1)
         put(bus, verdict(1, 0.9, tensor=window))  # model hybrid-test 1: the card's, explained
         drain(alerter)
-        tiny_model(tmp_path, version="2")  # new files in place: the same name, a new version
+        write_tiny_model(tmp_path, alert_model_spec(), version="2")  # new files in place: the same name, a new version
         poll_until(lambda: alerter.card is not None and alerter.card.version == "2")
         put(bus, verdict(2, 0.9, tensor=window, version="2"), verdict(3, 0.9, tensor=window, version="1"))
         drain(alerter)

@@ -18,14 +18,15 @@ from tapwatch.bus.streams import WINDOWS_STREAM
 from tapwatch.capture.meter import CaptureConfig, PcapSource
 from tapwatch.capture.service import CaptureSettings
 from tapwatch.inference.model import load_model
-from tests.support.e2e import SAMPLE, write_model
+from tests.support.e2e import SAMPLE, e2e_model_spec
+from tests.support.tiny_model import write_tiny_model
 
 SENSOR = "embedded-test"
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_model(tmp_path_factory.mktemp("model"))
+    return write_tiny_model(tmp_path_factory.mktemp("model"), e2e_model_spec()).paths
 
 
 def embedded(model: Path, **settings: Any) -> Embedded:

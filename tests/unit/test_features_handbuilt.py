@@ -76,7 +76,7 @@ NO_BULK = {f"{d} {k}": 0.0 for d in ("Fwd", "Bwd") for k in ("Bytes/Bulk Avg", "
 
 # Two columns follow the build that wrote the corrected release rather than the reference Java (the model
 # learns from the release's rows): "Bwd Init Win Bytes" is the window of the LAST backward packet, and the
-# flow's first packet is not counted in "Fwd Act Data Pkts" (tests/test_row_reproduction.py pins both on
+# flow's first packet is not counted in "Fwd Act Data Pkts" (tests/corpus/test_row_reproduction.py pins both on
 # dataset rows).
 
 

@@ -3,7 +3,6 @@ run time (inference/'s doctests run from pyproject's testpaths)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -21,32 +20,17 @@ from tapwatch.inference.model import ModelRejected, load_model
 from tapwatch.inference.reload import ModelReloader
 from tapwatch.inference.settings import build_settings
 from tapwatch.inference.worker import Worker
-from tests.support.tiny_model import tiny_card, tiny_graph_bytes, write_tiny_model
-from tests.support.worker import FAST, T, mixed_windows, run_until_idle, sample, verdicts_of
+from tests.support.tiny_model import write_tiny_model
+from tests.support.worker import FAST, RELOADED, T, mixed_windows, run_until_idle, sample, verdicts_of
 
 
 @pytest.fixture
 def model_files(tmp_path: Path) -> tuple[Path, Path]:
-    return write_tiny_model(tmp_path / "model", window_length=T)
+    return write_tiny_model(tmp_path / "model", window_length=T).paths
 
 
 RUNTIME_PACKAGES = ["tapwatch.inference", "tapwatch.bus"]
 """The worker's packages: every module of them is imported (found by pkgutil, so a new one is covered)."""
-
-
-def replace_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_model(files: tuple[Path, Path], version: str, data: bytes | None = None, **card: Any) -> None:
-    """Replace the model (and its card, which names the new sha256) as a deployment would."""
-    good = tiny_graph_bytes(T, 3, weight=6.0)
-    replace_atomically(files[0], data if data is not None else good)
-    replace_atomically(
-        files[1], tiny_card(good, version=version, **{"window_length": T, **card}).model_dump_json().encode()
-    )
 
 
 def test_hot_reload_swaps_a_good_model_and_refuses_a_broken_one(model_files: tuple[Path, Path]) -> None:
@@ -65,18 +49,20 @@ def test_hot_reload_swaps_a_good_model_and_refuses_a_broken_one(model_files: tup
             worker.run_once()
 
     assert versions_after(3) == {"1"}
-    write_model(model_files, "2")
+    write_tiny_model(model_files[0].parent, RELOADED, version="2")
     settle()
     assert worker.model.card.version == "2" and versions_after(3) == {"2"}
     assert sample(worker, "tapwatch_model_info", {"name": "tiny", "version": "2"}) == 1
-    write_model(model_files, "3", data=b"not an onnx file")  # card names the good bytes: sha256 mismatch
+    # The card names the good bytes: sha256 mismatch.
+    write_tiny_model(model_files[0].parent, RELOADED, version="3", onnx_bytes=b"not an onnx file")
     settle()
-    write_model(model_files, "4", input_shape=[None, 5, 82])  # the card contradicts the graph
+    # The card contradicts the graph.
+    write_tiny_model(model_files[0].parent, RELOADED, version="4", card={"input_shape": [None, 5, 82]})
     settle()
     assert worker.model.card.version == "2" and versions_after(3) == {"2"}
     assert sample(worker, "tapwatch_inference_model_reloads_total", {"result": "ok"}) == 1
     assert sample(worker, "tapwatch_inference_model_reloads_total", {"result": "failed"}) == 2
-    write_model(model_files, "5")
+    write_tiny_model(model_files[0].parent, RELOADED, version="5")
     worker.request_reload()  # SIGHUP: no waiting for the poll
     assert versions_after(3) == {"5"}
     assert sample(worker, "tapwatch_inference_model_reloads_total", {"result": "ok"}) == 2
@@ -96,13 +82,12 @@ def test_hot_reload_swaps_a_good_model_and_refuses_a_broken_one(model_files: tup
 def test_a_model_that_contradicts_its_card_is_refused(
     tmp_path: Path, card: dict[str, Any], data: bytes | None, problem: str
 ) -> None:
-    files = (tmp_path / "m.onnx", tmp_path / "m.json")
-    write_model(files, "1", data=data, **card)
+    model = write_tiny_model(tmp_path, RELOADED, name="m", card=card, onnx_bytes=data)
     if not problem:
-        assert load_model(files[0]).threshold == 0.9
+        assert load_model(model.onnx_path).threshold == 0.9
         return
     with pytest.raises(ModelRejected, match=problem.replace("(", r"\(").replace(")", r"\)")):
-        load_model(files[0])
+        load_model(model.onnx_path)
 
 
 def test_bad_settings_fail_at_startup_naming_the_key() -> None:

@@ -16,7 +16,7 @@ from tests.support.worker import T
 
 @pytest.fixture
 def model(tmp_path: Path) -> tuple[Path, Path]:
-    return write_tiny_model(tmp_path / "model", window_length=T)
+    return write_tiny_model(tmp_path / "model", window_length=T).paths
 
 
 def test_a_model_that_fails_its_card_check_exits_2(tmp_path: Path, model: tuple[Path, Path]) -> None:
