@@ -52,8 +52,6 @@ from tests.support.rowkit import (
     write_pcap,
 )
 
-pytestmark = pytest.mark.shared
-
 
 @dataclass(frozen=True)
 class Case:

@@ -42,7 +42,7 @@ from tests.support.e2e import (
 )
 from tests.support.tiny_model import write_tiny_model
 
-pytestmark = [pytest.mark.redis, pytest.mark.shared, pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 class E2E:

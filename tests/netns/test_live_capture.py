@@ -37,7 +37,7 @@ from lab.netns import NsPair, ns_pair, wait_listening
 from lab.traffic import capture
 from tests.support.env import need_netns
 
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 IDLE_S = 2  # the sensor's idle timeout; a quiet flow must be out within IDLE_S + _LATE_S
 _LATE_S = 3.0

@@ -63,7 +63,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[LiveRun, Path, Path]
     return run, work / "lan", out
 
 
-@pytest.mark.netns
 @pytest.mark.timeout(300)
 def test_scenario_phases(live: tuple[LiveRun, Path, Path]) -> None:
     run, _, _ = live
@@ -85,7 +84,6 @@ def test_scenario_phases(live: tuple[LiveRun, Path, Path]) -> None:
     assert benign[0].start < attack[-1].end  # concurrent, not one after the other
 
 
-@pytest.mark.netns
 @pytest.mark.timeout(300)
 def test_every_flow_is_labelled_by_its_phase(live: tuple[LiveRun, Path, Path]) -> None:
     run, work, _ = live
@@ -118,7 +116,6 @@ def test_every_flow_is_labelled_by_its_phase(live: tuple[LiveRun, Path, Path]) -
     assert (slow["Dst Port"] == 8080).all() and held.sum() >= SHORT_PLAN.slowloris_sockets
 
 
-@pytest.mark.netns
 @pytest.mark.timeout(300)
 def test_report_structure_and_counts(live: tuple[LiveRun, Path, Path]) -> None:
     run, work, out = live
@@ -152,7 +149,6 @@ def test_report_structure_and_counts(live: tuple[LiveRun, Path, Path]) -> None:
     assert "## Side by side" in text and "| hybrid-cic | lan | PyPI cicflowmeter |" in text
 
 
-@pytest.mark.netns
 @pytest.mark.timeout(300)
 def test_pypi_flows_of_the_same_capture_are_labelled_and_scored(live: tuple[LiveRun, Path, Path]) -> None:
     _, work, out = live
@@ -176,7 +172,6 @@ def test_pypi_flows_of_the_same_capture_are_labelled_and_scored(live: tuple[Live
         assert m["attack"]["flows"] == flows["attack_flows"]
 
 
-@pytest.mark.netns
 @pytest.mark.timeout(120)
 def test_wan_link_shapes_the_server_side_and_goes_with_the_namespaces(tmp_path: Path) -> None:
     need_netns()
@@ -202,7 +197,6 @@ def test_wan_link_shapes_the_server_side_and_goes_with_the_namespaces(tmp_path: 
     assert not any(n in listed for n in names)
 
 
-@pytest.mark.netns
 @pytest.mark.timeout(300)
 def test_same_label_control_changes_only_the_key(live: tuple[LiveRun, Path, Path], tmp_path: Path) -> None:
     run, work, _ = live
@@ -215,7 +209,6 @@ def test_same_label_control_changes_only_the_key(live: tuple[LiveRun, Path, Path
     assert control.drop(columns="Src IP").equals(flows.drop(columns="Src IP"))
 
 
-@pytest.mark.netns
 @pytest.mark.timeout(300)
 def test_features_compared_with_training_rows(live: tuple[LiveRun, Path, Path], shared: Path) -> None:
     run, work, _ = live

@@ -30,7 +30,7 @@ from lab.traffic import (
 )
 from tests.support.env import need_netns
 
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 PLAN = TrafficPlan(file_sizes=(1_000, 6_000), downloads=2, dns_rounds=2, scan_ports="1-150")
 SCANNED = range(1, 151)

@@ -22,8 +22,6 @@ from tests.support.env import free_port
 from tests.support.tiny_model import write_tiny_model
 from tests.support.worker import RELOADED, T, http_get, mixed_windows, scrape, wait_for
 
-pytestmark = pytest.mark.redis
-
 
 class WorkerProcess:
     """``python -m tapwatch.app worker …`` with its stderr in a file and its metrics port known."""

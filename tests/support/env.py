@@ -20,6 +20,8 @@ SHARED = (REPO / ".." / "shared").resolve()
 CIC_SUBSET = SHARED / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000"
 """The corrected CIC-IDS2017 subset in ../shared (read at run time, never copied into the repository)."""
 IN_CI = os.environ.get("CI") == "true"
+NETNS_REFUSED: str | None = None
+"""Set while a layer that must run without root runs (tests/unit/conftest.py): need_netns() fails with it."""
 
 
 def need(condition: bool, reason: str) -> None:
@@ -33,6 +35,8 @@ def need(condition: bool, reason: str) -> None:
 
 def need_netns() -> None:
     """Network namespaces (root, iproute2) or a skip with the reason; under CI=true a failure."""
+    if NETNS_REFUSED is not None:
+        pytest.fail(NETNS_REFUSED, pytrace=False)
     from lab.netns import netns_problem
 
     problem = netns_problem()
