@@ -143,7 +143,7 @@ class Embedded:
     >>> from tapwatch.inference.model import load_model
     >>> from tests.support.tiny_model import write_tiny_model
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     model = load_model(write_tiny_model(d, window_length=4)[0])
+    ...     model = load_model(write_tiny_model(d, window_length=4).onnx_path)
     >>> config = EmbeddedConfig(EmbeddedSettings(), AlerterSettings(explain=False), CaptureSettings())
     >>> summary = Embedded(model, config, CollectorRegistry()).process([])
     >>> summary.windows, summary.balanced

@@ -593,7 +593,7 @@ def main() -> None:
     if args.model is None:
         from tests.support.tiny_model import write_tiny_model
 
-        args.model, args.card = write_tiny_model(tmp / "model", window_length=10)
+        args.model, args.card = write_tiny_model(tmp / "model", window_length=10).paths
         which = "the tiny test model of tests.support.tiny_model (no shipped model found)"
     model = load_model(args.model, args.card, args.threads)
     args.card = args.card or model.card_path

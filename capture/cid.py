@@ -4,7 +4,7 @@ The PyPI ``communityid`` package is the reference; it spends about 100 µs per f
 its inputs, which made it the largest cost of the reading process. TCP and UDP flows, nearly all flows,
 take this short path (same hash input: seed, ordered addresses, protocol, a zero pad byte, ordered ports;
 SHA-1; base64); ICMP, ICMPv6 and other protocols, whose port mapping has special cases, go to the package.
-``tests/test_cid.py`` compares both on many random tuples.
+``tests/unit/test_cid.py`` compares both on many random tuples.
 
 >>> community_id(6, "10.0.0.1", "10.0.0.2", 1234, 80)
 '1:LzRJKgjvUJlC/VQLtISlfACcEzA='

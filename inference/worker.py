@@ -79,7 +79,7 @@ class Worker:
     >>> from tests.support.tiny_model import sample_window, write_tiny_model
     >>> from tapwatch.inference.model import load_model
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     model = load_model(write_tiny_model(d, window_length=4)[0])
+    ...     model = load_model(write_tiny_model(d, window_length=4).onnx_path)
     >>> bus = MemoryBus()
     >>> ids = bus.add_many("tapwatch:windows", [sample_window(4).encode()])
     >>> worker = Worker(bus, model, WorkerConfig(block_ms=10), InferenceMetrics(CollectorRegistry()))

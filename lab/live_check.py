@@ -398,6 +398,8 @@ def run_check(cfg: CheckConfig) -> dict[str, Any]:
     started = datetime.now(UTC)
     t0 = time.monotonic()
     models = shipped_cards(cfg.models_dir)
+    if cfg.pcap is not None:  # a given capture without its labels is refused before the PyPI tool's venv is built
+        read_phases(labels_path(cfg.pcap))
     tool = _pypi_tool(cfg)
     conditions = {}
     with tempfile.TemporaryDirectory(prefix="tapwatch-live-check-") as tmp:

@@ -1,0 +1,1 @@
+"""Tests on the ../shared corpus: datasets and pcaps."""

@@ -1,0 +1,1 @@
+"""End to end: whole pipelines over several stages, run as processes."""

@@ -1,0 +1,75 @@
+"""The embedded mode as a user runs it: ``tapwatch detect`` on the sample pcap, the whole pipeline in one process
+(no Redis anywhere). ``tapwatch run`` live on loopback: tests/netns/test_embedded_netns.py; the in-process
+pipeline's back-pressure and failure handling: tests/unit/test_embedded.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tapwatch.app.embedded import shipped_model
+from tests.support.cli import per_class, summary_of, tapwatch
+from tests.support.e2e import SAMPLE, e2e_model_spec, expected_windows, read_jsonl
+from tests.support.tiny_model import write_tiny_model
+
+SENSOR = "embedded-test"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_tiny_model(tmp_path_factory.mktemp("model"), e2e_model_spec()).paths
+
+
+def test_detect_writes_the_alerts_and_a_summary_that_adds_up(model: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "alerts.jsonl"
+    out.write_text("stale line from an earlier run\n")
+    # A deadline no busy test machine misses: the budget's first explanations are then always there.
+    proc = tapwatch("detect", str(SAMPLE), "--model", str(model[0]), "-o", str(out), "--sensor", SENSOR,
+                    env={"TAPWATCH_EXPLAIN_DEADLINE_MS": "20000"})  # fmt: skip
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    s = summary_of(err)
+    expected = expected_windows([SAMPLE], model[0], SENSOR)
+    windows = int(s["windows"])
+    assert windows == len(expected) and int(s["flows"].split()[0]) >= windows
+    assert per_class(s["verdicts"]) == dict(Counter(expected.classes.values()))
+    assert int(s["verdicts"].split(":")[0]) + int(s["dropped"].split(":")[0]) == windows
+    assert s["dropped"] == "0"
+    alerts = read_jsonl(out)
+    assert {a["flow_id"] for a in alerts} == expected.alerting and len(alerts) == len(expected.alerting)
+    assert sum(per_class(s["alerts"]).values()) == len(alerts)
+    assert per_class(s["alerts"]) == dict(Counter(a["ml"]["class"] for a in alerts))
+    explained = [a for a in alerts if a["ml"]["explanation_status"] == "ok"]
+    assert f"({len(explained)} explained" in s["alerts"] and explained  # the budget explains the first ones
+    assert {a["alert"]["signature"] for a in alerts} >= {"TAPWATCH ML PortScan (tiny-e2e)"}
+
+
+def test_detect_writes_eve_lines_to_stdout_by_default(model: tuple[Path, Path]) -> None:
+    proc = tapwatch("detect", str(SAMPLE), "--model", str(model[0]), "--no-explain")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines and all(e["event_type"] == "alert" for e in lines)
+    assert len(lines) == sum(per_class(summary_of(err)["alerts"]).values())
+
+
+def test_detect_without_a_model_says_what_to_do() -> None:
+    proc = tapwatch("detect", str(SAMPLE), "-o", os.devnull)
+    _, err = proc.communicate(timeout=60)
+    if shipped_model().exists():  # once the deployment model ships, the first README command just works
+        assert proc.returncode == 0, err
+        assert "windows" in summary_of(err)
+    else:
+        assert proc.returncode == 2
+        assert err.strip().splitlines()[-1].startswith("tapwatch: error: ") and "--model" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_detect_with_a_missing_pcap_exits_2(model: tuple[Path, Path], tmp_path: Path) -> None:
+    proc = tapwatch("detect", str(tmp_path / "nope.pcap"), "--model", str(model[0]))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "nope.pcap" in err

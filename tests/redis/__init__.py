@@ -1,0 +1,1 @@
+"""Tests against a real Redis server (a private one per test, started by the redis_server fixture)."""

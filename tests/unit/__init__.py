@@ -1,0 +1,1 @@
+"""Unit tests: no Redis server, no root, no ../shared."""
