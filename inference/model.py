@@ -84,7 +84,7 @@ class Model:
     >>> import tempfile
     >>> from tests.support.tiny_model import write_tiny_model
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     model = load_model(write_tiny_model(d, window_length=4)[0])
+    ...     model = load_model(write_tiny_model(d, window_length=4).onnx_path)
     >>> model.window_shape, model.predict(np.zeros((3, *model.window_shape))).shape
     ((4, 82), (3, 3))
     """

@@ -297,7 +297,7 @@ def test_missing_feature_columns_are_listed(rows: pd.DataFrame, models: Path, tm
     result = score(src, "--models-dir", models, "-o", tmp_path / "out.csv")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "missing feature columns ['Flow IAT Max', 'ACK Flag Count']" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv"]  # no result, no temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv", "models"]  # no result, no temporary file
 
 
 def _ragged(path: Path, rows: pd.DataFrame) -> None:
