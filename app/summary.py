@@ -47,7 +47,7 @@ class Summary:
         The sensor's counts: packets in closed flows (IP packets), flows closed, one-packet flows (not scored,
         as in CICFlowMeter), windows built.
     read_packets
-        Packet records read from capture files, IP or not (0 for live capture, which does not count them).
+        Packets read, IP or not: the files' packet records, or what the live meter took (0: not counted).
     verdicts, alerts
         Per class.
     dropped

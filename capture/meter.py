@@ -240,6 +240,7 @@ class LiveSource:
         self._it: Any = None
         self.running = threading.Event()
         self._kernel_drops = 0
+        self._read_packets = 0
 
     def stop(self) -> None:
         """Ask for a stop: :meth:`records` flushes every open flow, then ends."""
@@ -300,11 +301,17 @@ class LiveSource:
         return dict(frame.f_locals) if frame is not None else {}
 
     def _poll_kernel_drops(self) -> None:
+        """NFStream's per-meter counters (kernel drops, packets processed, packets ignored as not IP), refreshed
+        by its meter about once a second, into the sensor's counters."""
         perf = self._nfstream_locals().get("performances") or []
         drops = sum(int(p[0].value) for p in perf)
         if drops > self._kernel_drops:
             self.metrics.kernel_drops.inc(drops - self._kernel_drops)
             self._kernel_drops = drops
+        read = sum(int(p[1].value) + int(p[2].value) for p in perf)
+        if read > self._read_packets:
+            self.metrics.read_packets.inc(read - self._read_packets)
+            self._read_packets = read
 
     def _reap_meters(self) -> None:
         """The meter ends itself after its flush; terminate it only if it did not.

@@ -33,7 +33,7 @@ class CaptureMetrics:
         )  # fmt: skip
         self.read_packets = Counter(
             "tapwatch_capture_read_packets",
-            "Packet records read from capture files, IP or not (pcap input; live capture does not count them).",
+            "Packets read, IP or not: pcap records, or what the live meter took after --bpf (refreshed each second).",
             registry=registry,
         )
         self.bytes = Counter("tapwatch_capture_bytes", "Link-layer bytes in closed flows.", registry=registry)
