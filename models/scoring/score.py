@@ -38,6 +38,7 @@ from tapwatch.features.output import replaced_when_done
 from tapwatch.features.resolution import quantize_columns
 from tapwatch.features.window import WindowKey
 from tapwatch.inference.model import Model, load_model
+from tapwatch.models.scoring.windows import KEY_COLUMNS, HostIndex, NotTimes, keys_and_times
 from tapwatch.models.training.data import ORIGINAL_TO_CORRECTED, map_cic_columns
 from tapwatch.models.training.data_common import clean_numeric
 from tapwatch.models.training.data_scaling import scale_features
@@ -50,7 +51,6 @@ OUTPUT_COLUMNS = ("predicted_class", "score", "window_mode", "window_flows", "mo
 BATCH = 256
 """Windows per ONNX Runtime run: the cost table's batch; 256 × T × F × 4 bytes is 840 kB at T = 10."""
 MB = 1024 * 1024
-_KEY_COLUMNS = {WindowKey.SRC_IP: ("Src IP",), WindowKey.DST_IP: ("Dst IP",), WindowKey.PAIR: ("Src IP", "Dst IP")}
 
 
 class WindowMode(str, Enum):
@@ -253,58 +253,6 @@ def _features(frame: pd.DataFrame, layout: CsvLayout, card: ModelCard, start: in
     return scale_features(x[list(card.features)], card.scaler)
 
 
-class NotTimes(ValueError):
-    """The Timestamp column holds values that are no times (some CICFlowMeter exports write a counter there)."""
-
-
-def _keys_and_times(frame: pd.DataFrame, layout: CsvLayout, card: ModelCard) -> Any:
-    """Each row's window key and start time in µs; :class:`NotTimes` when a Timestamp value is no time."""
-    keys = [frame[layout.positions[c]].fillna("").str.strip() for c in _KEY_COLUMNS[WindowKey(card.window_key)]]
-    key = keys[0] if len(keys) == 1 else keys[0] + ">" + keys[1]
-    text = frame[layout.positions["Timestamp"]].fillna("").str.strip()
-    try:
-        times = pd.to_datetime(text, format="ISO8601")
-    except (ValueError, TypeError):  # the original release writes day/month/year
-        times = pd.to_datetime(text, dayfirst=True, format="mixed", errors="coerce")
-    if times.isna().any():
-        raise NotTimes(
-            f"{int(times.isna().sum())} Timestamp values such as {text[times.isna()].iloc[0]!r} are no times"
-        )
-    return key, times.to_numpy().astype("datetime64[us]").astype(np.int64)
-
-
-@dataclass(frozen=True)
-class HostIndex:
-    """Rows ordered by key, then time, then file position; where each key's run starts.
-
-    >>> idx = HostIndex.build(np.array([0, 1, 0, 0]), np.array([5, 1, 3, 9]))
-    >>> idx.seq.tolist(), idx.windows_rows(np.arange(4), 2)[0].tolist()
-    ([2, 0, 3, 1], [[2, 0], [1, 1], [2, 2], [0, 3]])
-    """
-
-    seq: np.ndarray
-    position: np.ndarray
-    run_start: np.ndarray
-
-    @classmethod
-    def build(cls, keys: np.ndarray, times: np.ndarray) -> HostIndex:
-        n = len(keys)
-        seq = np.lexsort((np.arange(n), times, keys))
-        position = np.empty(n, dtype=np.int64)
-        position[seq] = np.arange(n)
-        starts = np.ones(n, dtype=bool)
-        starts[1:] = keys[seq][1:] != keys[seq][:-1]
-        run_start = np.empty(n, dtype=np.int64)
-        run_start[seq] = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
-        return cls(seq, position, run_start)
-
-    def windows_rows(self, rows: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """(n, t) file rows of each row's window, oldest first, and a mask of the real (unpadded) ones."""
-        pos = self.position[rows][:, None] - np.arange(t - 1, -1, -1)[None, :]
-        ok = pos >= self.run_start[rows][:, None]
-        return self.seq[np.where(ok, pos, self.position[rows][:, None])], ok
-
-
 def _spool(layout: CsvLayout, cfg: ScoreConfig, card: ModelCard, report: ScoreReport, tmp: Path) -> tuple[Any, Any]:
     """Pass 1: scaled rows into a file in ``tmp``; in per-host mode also the host index (in memory).
 
@@ -320,7 +268,7 @@ def _spool(layout: CsvLayout, cfg: ScoreConfig, card: ModelCard, report: ScoreRe
             fh.write(np.ascontiguousarray(_features(frame, layout, card, n, report), dtype=np.float32).tobytes())
             if report.mode is WindowMode.PER_HOST:
                 try:
-                    key, t = _keys_and_times(frame, layout, card)
+                    key, t = keys_and_times(frame, layout.positions, WindowKey(card.window_key))
                 except NotTimes as err:
                     report.mode, keys, times = WindowMode.SINGLE_FLOW, [], []
                     report.mode_detail = (f"each flow alone in a zero-padded window of T={card.window_length}: "
@@ -339,12 +287,12 @@ def _spool(layout: CsvLayout, cfg: ScoreConfig, card: ModelCard, report: ScoreRe
 
 def _window_plan(layout: CsvLayout, card: ModelCard) -> tuple[WindowMode, str]:
     t, key = card.window_length, WindowKey(card.window_key)
-    lacking = layout.missing([*_KEY_COLUMNS[key], "Timestamp"])
+    lacking = layout.missing([*KEY_COLUMNS[key], "Timestamp"])
     if t == 1:
         return WindowMode.SINGLE_FLOW, "the model's window holds one flow (T=1)"
     if lacking:
         return WindowMode.SINGLE_FLOW, f"each flow alone in a zero-padded window of T={t} (no {' or '.join(lacking)})"
-    return WindowMode.PER_HOST, f"the last T={t} flows per {' > '.join(_KEY_COLUMNS[key])} in time order"
+    return WindowMode.PER_HOST, f"the last T={t} flows per {' > '.join(KEY_COLUMNS[key])} in time order"
 
 
 def _predict(model: Model, windows: np.ndarray) -> tuple[list[str], list[str]]:
