@@ -25,8 +25,8 @@ from lab.labuser import NOLOGIN, lab_user, user_exists
 from lab.netns import Endpoint, wait_listening
 from lab.topo_check import ping_all
 from lab.topo_guard import Probes, root_addresses, root_links, root_namespaces
-from lab.topo_plan import LabError, TopologySpec
-from lab.topology import Topology, lab_topology
+from lab.topo_plan import Host, LabError, LinkProfile, TopologySpec
+from lab.topology import Topology, lab_topology, link
 from lab.topology import main as topology_main
 from tests.support.env import REPO, need_netns
 
@@ -159,6 +159,26 @@ def test_refuses_when_an_address_or_interface_is_in_use_in_the_root_namespace() 
     taken_link = Probes(links=lambda: {"lo", "twtaddr-c1r"})
     _refused(spec, "interface twtaddr-c1r already exists in the root namespace", taken_link)
     assert not {n for n in _namespaces() if n.startswith("twtaddr")}
+
+
+def test_a_replacement_linker_builds_every_link_and_its_namespaces_go_at_teardown() -> None:
+    """The hook a delay line uses: a linker that adds a namespace of its own on each path, then wires as usual."""
+    need_netns()
+    calls: list[tuple[str, str, LinkProfile]] = []
+
+    def wire(host: Host, router: str, profile: LinkProfile) -> tuple[str, ...]:
+        calls.append((host.name, router, profile))
+        subprocess.run(["ip", "netns", "add", f"{host.netns}w"], check=True)
+        return (f"{host.netns}w", *link(host, router, profile))
+
+    slow = LinkProfile(mtu=1400)
+    spec = TopologySpec(prefix="twtlnk", clients=1, servers=1, attackers=0, links=(("s1", slow),))
+    with lab_topology(spec, linker=wire) as topo:
+        assert calls == [("c1", "twtlnk-rt", LinkProfile()), ("s1", "twtlnk-rt", slow)]
+        assert {"twtlnk-c1w", "twtlnk-s1w"} <= _namespaces()
+        assert "mtu 1400" in topo.run_in(topo.host("s1"), ["ip", "link", "show", "twtlnk-s1h"]).stdout
+        assert not [p for p in ping_all(topo) if not p[3]]
+    assert not {n for n in _namespaces() if n.startswith("twtlnk")}
 
 
 def test_refuses_without_root_in_one_line() -> None:
