@@ -15,12 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tapwatch.features.errors import BadInputError
+
 
 @contextmanager
 def replaced_when_done(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``, renamed onto it when the block ends without an exception (an empty
     file when nothing was written), removed when it raises (``KeyboardInterrupt`` included). A ``path`` that
-    exists and is no regular file (``/dev/null``, a FIFO) is written in place.
+    exists and is no regular file (``/dev/null``, a FIFO) is written in place. A directory, or a path whose folder
+    does not exist, raises :class:`BadInputError` before anything is written.
 
     >>> import tempfile
     >>> out = Path(tempfile.mkdtemp()) / "alerts.jsonl"
@@ -39,6 +42,10 @@ def replaced_when_done(path: str | Path) -> Iterator[Path]:
     'new result\\n'
     """
     target = Path(path).resolve()  # through a symlink: the rename replaces the file it points to, not the link
+    if target.is_dir():
+        raise BadInputError(str(path), "is a directory; give a file name for the output")
+    if not target.parent.is_dir():
+        raise BadInputError(str(path), f"the folder {target.parent} does not exist")
     if target.exists() and not target.is_file():
         # /dev/null, a FIFO, a terminal: renaming onto them would replace the device node itself; write in place.
         yield target

@@ -141,3 +141,17 @@ def test_score_keeps_an_earlier_result_when_the_csv_is_refused_and_writes_throug
     before = Path("/dev/null").stat()
     assert tapwatch("score", str(flows), "-o", "/dev/null").exit_code == 0
     assert Path("/dev/null").stat().st_ino == before.st_ino and Path("/dev/null").is_char_device()
+
+
+@pytest.mark.parametrize("command", ["detect", "flows"])
+def test_an_output_in_a_missing_folder_or_on_a_directory_is_refused_before_reading(
+    tmp_path: Path, command: str
+) -> None:
+    missing = tmp_path / "no-such-folder" / "out"
+    result = tapwatch(command, str(SAMPLE), "-o", str(missing))
+    assert result.exit_code == 2 and errors(result) == [
+        f"tapwatch: error: {missing}: the folder {missing.parent} does not exist"
+    ]
+    assert not missing.parent.exists()
+    result = tapwatch(command, str(SAMPLE), "-o", str(tmp_path))  # flows: click's own check of -o says it first
+    assert result.exit_code == 2 and "is a directory" in result.output and "Traceback" not in result.output
