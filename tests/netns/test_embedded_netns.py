@@ -92,4 +92,5 @@ def test_run_on_loopback_serves_health_and_flushes_on_sigterm(model: tuple[Path,
     assert len(alerts) == sum(per_class(s["alerts"]).values())
     assert before[("tapwatch_capture_packets_total", ())] > 0
     assert before[("tapwatch_capture_read_packets_total", ())] > 0  # counted live from the meter (issue 10)
-    assert before[("tapwatch_inference_verdicts_total", (("class", "PortScan"),))] >= 1
+    # Scored live, before the stop: the class of those first windows depends on their timing on a shared machine.
+    assert sum(v for (name, _), v in before.items() if name == "tapwatch_inference_verdicts_total") >= 1
