@@ -6,8 +6,6 @@ Every lab here has a prefix starting with ``twt`` so that it never meets another
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import pwd
 import signal
@@ -28,6 +26,7 @@ from lab.topo_guard import Probes, root_addresses, root_links, root_namespaces
 from lab.topo_plan import Host, LabError, LinkProfile, TopologySpec
 from lab.topology import Topology, lab_topology, link
 from lab.topology import main as topology_main
+from tests.support.cli import run_as_nobody
 from tests.support.env import REPO, need_netns
 
 pytestmark = pytest.mark.timeout(120)
@@ -184,31 +183,11 @@ def test_a_replacement_linker_builds_every_link_and_its_namespaces_go_at_teardow
 def test_refuses_without_root_in_one_line() -> None:
     """The check command in a forked child that dropped to uid/gid 65534 (the venv is not theirs to run)."""
     need_netns()
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: drop privileges, run the command, report stderr and the exit code
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            err = io.StringIO()
-            with contextlib.redirect_stderr(err):
-                try:
-                    topology_main(["--check", "--prefix", "twtnoro"], standalone_mode=True)
-                except SystemExit as exit_:
-                    code = int(exit_.code or 0)
-            os.write(write_fd, err.getvalue().encode())
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as fh:
-        stderr = fh.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 1
-    assert stderr.strip().splitlines() == [
+    done = run_as_nobody(topology_main, "--check", "--prefix", "twtnoro")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
         "Error: network namespaces unusable: needs root to create network namespaces and veth pairs"
-    ], stderr
+    ], done.stderr
 
 
 def test_teardown_after_an_exception_stops_processes_and_deletes_every_namespace() -> None:

@@ -3,17 +3,48 @@ the summary ``detect`` and ``run`` print."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import click
+
 TAPWATCH = [sys.executable, "-m", "tapwatch.app"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TAPWATCH, *args], capture_output=True, text=True, timeout=120)
+
+
+def run_as_nobody(command: click.Command, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a click ``command`` in a forked child that dropped to uid/gid 65534 (no capabilities left); its exit
+    code and standard error (needs root to drop privileges)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop privileges, run the command, report stderr and the exit code
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                try:
+                    command.main(list(args), standalone_mode=True)
+                except SystemExit as exit_:
+                    code = int(exit_.code or 0)
+            os.write(write_fd, err.getvalue().encode())
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as fh:
+        stderr = fh.read()
+    _, status = os.waitpid(pid, 0)
+    return subprocess.CompletedProcess(list(args), os.waitstatus_to_exitcode(status), "", stderr)
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
