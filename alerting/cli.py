@@ -12,7 +12,7 @@ import click
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from tapwatch.features.cli import name_the_option, option_names, run_guarded
+from tapwatch.features.cli import name_the_option, option_names, run_guarded, settings_error
 from tapwatch.features.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,7 @@ def alerter_command(**kw: Any) -> None:
         try:
             settings = AlerterSettings(**overrides)
         except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "settings"
-            raise name_the_option(BadInputError(field, first["msg"].removeprefix("Value error, ")), names) from err
+            raise settings_error(err, names) from err
         from tapwatch.alerting.service import run_alerter
 
         stop = threading.Event()

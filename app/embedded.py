@@ -30,7 +30,7 @@ import click
 from pydantic import ValidationError
 
 from tapwatch.capture.options import capture_config, timeout_options
-from tapwatch.features.cli import run_guarded
+from tapwatch.features.cli import option_names, run_guarded, settings_error
 from tapwatch.features.errors import BadInputError, ModelCardError
 from tapwatch.features.output import replaced_when_done
 
@@ -62,7 +62,7 @@ def shipped_model() -> Path:
 
 def load_embedded_model(model: Path | None, card: Path | None, threads: int) -> Model:
     """Load and check the model (``model`` or the shipped one); raise :class:`BadInputError` if impossible."""
-    from tapwatch.features.window import Windower
+    from tapwatch.features.window import check_servable
     from tapwatch.inference.model import ModelRejected, load_model
 
     path = model or shipped_model()
@@ -80,7 +80,7 @@ def load_embedded_model(model: Path | None, card: Path | None, threads: int) -> 
     except ModelCardError as err:
         raise BadInputError(str(path), f"model refused: {err}") from err
     try:  # the sensor must compute every feature the model reads (a subset is selected by name)
-        Windower(loaded.card)
+        check_servable(loaded.card)
     except ModelCardError as err:
         raise BadInputError(str(path), f"the sensor cannot serve this model: {err}") from err
     return loaded
@@ -104,9 +104,9 @@ def build_config(options: dict[str, Any], output: str) -> EmbeddedConfig:
             AlerterSettings(**given["alerter"]),
             CaptureSettings(**given["capture"]),
         )
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise BadInputError(".".join(str(p) for p in first["loc"]) or "settings", first["msg"]) from err
+    except ValidationError as err:  # name the option of detect/run (both have the same), not the settings field
+        names = option_names(detect_command, {name: key for name, (_, key) in _OPTIONS.items()})
+        raise settings_error(err, names) from err
 
 
 def _common(fn: Any) -> Any:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Mapping
 
 import click
+from pydantic import ValidationError
 
 from tapwatch.features.errors import BadInputError
 
@@ -51,6 +52,14 @@ def option_names(command: click.Command, fields: Mapping[str, str], env_prefix: 
             flag = max(param.opts, key=len)
             names[fields[param.name]] = f"{flag} (or {env_prefix}{fields[param.name].upper()})"
     return names
+
+
+def settings_error(err: ValidationError, names: Mapping[str, str]) -> BadInputError:
+    """The first problem pydantic found in a command's settings, as one line naming the option (``names``, from
+    :func:`option_names`) rather than the settings field."""
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "settings"
+    return name_the_option(BadInputError(field, str(first["msg"]).removeprefix("Value error, ")), names)
 
 
 def name_the_option(err: BadInputError, names: Mapping[str, str]) -> BadInputError:

@@ -40,6 +40,18 @@ class WindowKey(str, Enum):
         return f"{meta.src_ip}>{meta.dst_ip}"
 
 
+def check_servable(card: ModelCard) -> None:
+    """Raise :class:`ModelCardError` naming the features ``card`` reads that the sensor does not compute.
+
+    >>> from tapwatch.features.card import identity_card
+    >>> check_servable(identity_card(3))
+    """
+    unknown = [f for f in card.features if f not in FEATURE_NAMES]
+    if unknown:
+        names = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise ModelCardError(f"card {card.name} reads {len(unknown)} features the sensor does not compute ({names})")
+
+
 class Windower:
     """Build :class:`WindowEntry` objects from flow records.
 
@@ -63,12 +75,7 @@ class Windower:
         max_keys: int = 100_000,
         on_evict: Callable[[], None] | None = None,
     ) -> None:
-        unknown = [f for f in card.features if f not in FEATURE_NAMES]
-        if unknown:
-            names = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-            raise ModelCardError(
-                f"card {card.name} reads {len(unknown)} features the sensor does not compute ({names})"
-            )
+        check_servable(card)
         # A model trained on a subset of the sensor's features (the original CIC-IDS2017 release lacks five) gets
         # its columns by name, in its own order; the full contract order needs no selection.
         index = {name: i for i, name in enumerate(FEATURE_NAMES)}
