@@ -58,8 +58,9 @@ def main() -> None:
 @click.argument("host")
 @click.argument("port", type=int)
 def tcp_server(host: str, port: int) -> None:
-    """Answer each connection's first bytes with the same bytes, then close; until SIGTERM."""
-    with socket.create_server((host, port), backlog=128) as srv:
+    """Answer each connection's first bytes with the same bytes, then close; until SIGTERM (IPv4 or IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.create_server((host, port), family=family, backlog=128) as srv:
         while True:
             conn, _ = srv.accept()
             with conn:
