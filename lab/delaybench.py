@@ -258,7 +258,8 @@ def rtt_table() -> list[str]:
 
 
 def _rate_row(label: str, r: BenchRate, seconds: float) -> str:
-    fwd, capped, errors = (str(n) if n >= 0 else "-" for n in (r.forwarded, r.capped, r.send_errors))  # "-": no forwarder
+    # "-": the baseline has no forwarder to count
+    fwd, capped, errors = (str(n) if n >= 0 else "-" for n in (r.forwarded, r.capped, r.send_errors))
     return (f"{label:<6} {r.rate:>9} {r.sent:>8} {r.received:>9} {r.loss_pct:>7.2f} {fwd:>10} {capped:>7} "
             f"{errors:>12} {r.received / seconds:>11.0f}")  # fmt: skip
 

@@ -1,9 +1,10 @@
 """TCP handshake RTTs from a capture: what a tap sees of a path's round-trip time.
 
 :func:`handshake_rtts` reads a classic pcap file (microsecond or nanosecond timestamps, Ethernet or Linux
-cooked (v1 or v2) link type, IPv4 and IPv6) with :mod:`struct` alone, so it is fast on big captures and needs no scapy. For each
-TCP handshake it returns the time from the client's SYN to its ACK of the SYN/ACK (SYN→SYN/ACK plus
-SYN/ACK→ACK), which at a tap anywhere on the path is one full round trip; :func:`handshake_rtts_by_client` groups them by the client's address. As TCP does (Karn's rule), a
+cooked (v1 or v2) link type, IPv4 and IPv6) with :mod:`struct` alone, so it is fast on big captures and needs
+no scapy. For each TCP handshake it returns the time from the client's SYN to its ACK of the SYN/ACK
+(SYN→SYN/ACK plus SYN/ACK→ACK), which at a tap anywhere on the path is one full round trip;
+:func:`handshake_rtts_by_client` groups them by the client's address. As TCP does (Karn's rule), a
 handshake whose SYN or SYN/ACK was seen twice is left out: which copy the answer belongs to is unknown.
 
 :func:`summarize` turns the RTTs into the numbers the tests and the bench compare with a profile.

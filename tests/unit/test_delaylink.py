@@ -23,7 +23,7 @@ def test_a_delay_link_needs_a_path_and_a_veth_link_has_none() -> None:
         LinkProfile(LinkKind.DELAY, one_segment_per_frame=False, path=PathProfile())
     with pytest.raises(LabError, match="link kind must be one of"):
         LinkProfile("delay", path=PathProfile())  # type: ignore[arg-type]
-    with pytest.raises(LabError, match="mtu must be in 1280..9000"):
+    with pytest.raises(LabError, match=r"mtu must be in 1280\.\.9000"):
         LinkProfile(LinkKind.DELAY, mtu=1000, path=PathProfile())
     assert LinkProfile(LinkKind.DELAY, path=PathProfile(rtt_ms=2.0)).path == PathProfile(rtt_ms=2.0)
 
