@@ -5,7 +5,8 @@
     namespace A                 wire namespace (no addresses)                 namespace B
     [a: a_ip] ==veth== [wa] <- lab.delayline forward (AF_PACKET) -> [wb] ==veth== [b: b_ip]
 
-:func:`insert_wire` builds it between two namespaces that exist (the caller's); :func:`delay_pair` also
+:func:`insert_wire` builds it between two namespaces that exist (the caller's), :func:`build_wire` with
+names and ends the caller chose (:mod:`lab.delaylink` puts one on a routed lab's link); :func:`delay_pair` also
 builds A and B, as :func:`lab.netns.ns_pair` does, and yields a :class:`DelayPair` whose ``pair`` is an
 ordinary :class:`~lab.netns.NsPair` (so :func:`lab.traffic.capture` and the other pair helpers work on
 it). Every name starts with the tag (``twd``). The A and B ends get ``gso_max_segs 1`` and TX checksum
@@ -81,6 +82,8 @@ class WireConfig:
         Frames and bytes the forwarder holds per direction.
     tag
         Prefix of every namespace and interface name (3 characters keep interface names within 15).
+    mtu
+        MTU of the four veth ends.
 
     Example
     -------
@@ -95,6 +98,7 @@ class WireConfig:
     seed: int = 0
     caps: Caps = field(default_factory=Caps)
     tag: str = "twd"
+    mtu: int = 1500
 
 
 @dataclass
@@ -160,14 +164,18 @@ def _start_forwarder(wire: Wire, config: WireConfig) -> None:
     log.info("wire %s: forwarder pid %s, %s", wire.netns, wire.proc.pid, config.path)
 
 
-def _add_end(wire: Wire, end: Endpoint, inner: str) -> None:
-    """A veth pair from the wire namespace (``inner``) to ``end``, with its address, offloads off, up."""
-    gso = ["gso_max_segs", "1"]
-    _ip("-n", wire.netns, "link", "add", inner, *gso, "type", "veth", "peer", "name", end.iface, *gso,
+def _add_end(wire: Wire, end: Endpoint, inner: str, mtu: int) -> None:
+    """A veth pair from the wire namespace (``inner``, up) to ``end`` with offloads off.
+
+    An end with an address gets it and goes up; one without (``ip`` empty) stays down, the caller's to set up.
+    """
+    opts = ["mtu", str(mtu), "gso_max_segs", "1"]
+    _ip("-n", wire.netns, "link", "add", inner, *opts, "type", "veth", "peer", "name", end.iface, *opts,
         "netns", end.netns)  # fmt: skip
-    _ip("-n", end.netns, "addr", "add", end.cidr, "dev", end.iface)
     run_in(end.netns, lab_argv("offload", end.iface))
-    _ip("-n", end.netns, "link", "set", end.iface, "up")
+    if end.ip:
+        _ip("-n", end.netns, "addr", "add", end.cidr, "dev", end.iface)
+        _ip("-n", end.netns, "link", "set", end.iface, "up")
     _ip("-n", wire.netns, "link", "set", inner, "up")
 
 
@@ -180,11 +188,23 @@ def insert_wire(a_netns: str, b_netns: str, config: WireConfig | None = None) ->
     name, (a_if, wa_if, wb_if, b_if) = _wire_names(config.tag)
     a = Endpoint(a_netns, a_if, config.a_ip, config.prefix)
     b = Endpoint(b_netns, b_if, config.b_ip, config.prefix)
-    wire = Wire(name, a, b, (wa_if, wb_if))
+    return build_wire(Wire(name, a, b, (wa_if, wb_if)), config)
+
+
+def build_wire(wire: Wire, config: WireConfig) -> Wire:
+    """Create ``wire.netns``, its veth pairs to ``wire.a`` and ``wire.b`` (named as given), and the forwarder.
+
+    ``config``'s addresses are not used: an end whose ``ip`` is empty stays down without an address (the
+    caller's to configure). A taken namespace name is refused before anything is built; on a later failure
+    whatever was built is removed and the error raised. Undo with :func:`remove_wire`.
+    """
+    _ip("netns", "add", wire.netns)  # fails when the name is taken: never ours to delete then
     try:
-        _prepare_netns(name, PairConfig())  # IPv6 off before the veths exist: the wire's ends stay silent
-        _add_end(wire, a, wa_if)
-        _add_end(wire, b, wb_if)
+        _ip("-n", wire.netns, "link", "set", "lo", "up")
+        # IPv6 off before the veths exist ("default" applies to them): the wire's inner ends stay silent
+        run_in(wire.netns, ["sysctl", "-qw", *(f"net.ipv6.conf.{k}.disable_ipv6=1" for k in ("all", "default"))])
+        _add_end(wire, wire.a, wire.inner[0], config.mtu)
+        _add_end(wire, wire.b, wire.inner[1], config.mtu)
         _start_forwarder(wire, config)
     except BaseException:
         remove_wire(wire)

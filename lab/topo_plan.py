@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from lab.delayline import PathProfile
 from tapwatch.features.errors import TapwatchError
 
 IFNAMSIZ = 15  # the kernel's limit on interface names (16 bytes with the NUL)
@@ -49,9 +50,11 @@ class Role(str, Enum):
 
 
 class LinkKind(str, Enum):
-    """How a host is wired to the router. Only the plain veth is built here; a delay line is another module's."""
+    """How a host is wired to the router: a plain veth (:func:`lab.topology.link`), or a delay line whose
+    forwarder holds each frame for the path's delay (:func:`lab.delaylink.delay_linker` builds both)."""
 
     VETH = "veth"
+    DELAY = "delay"
 
 
 @dataclass(frozen=True)
@@ -61,25 +64,45 @@ class LinkProfile:
     Parameters
     ----------
     kind
-        The kind of wire; :attr:`LinkKind.VETH` is a plain veth pair.
+        The kind of wire; :attr:`LinkKind.VETH` is a plain veth pair, :attr:`LinkKind.DELAY` a delay line.
     mtu
         MTU of both ends.
     one_segment_per_frame
         ``gso_max_segs 1`` on both ends, so that captured frames are at most MTU-sized (see :mod:`lab.netns`).
+        A delay line needs it: its forwarder moves frames one by one, as a capture should see them.
+    path
+        RTT, jitter and loss of a delay line (:class:`~lab.delayline.PathProfile`); given for
+        :attr:`LinkKind.DELAY` only.
 
     Example
     -------
     >>> LinkProfile().kind.value, LinkProfile().mtu
     ('veth', 1500)
+    >>> LinkProfile(LinkKind.DELAY, path=PathProfile(rtt_ms=40.0)).path.rtt_ms
+    40.0
+    >>> LinkProfile(LinkKind.DELAY)
+    Traceback (most recent call last):
+    ...
+    lab.topo_plan.LabError: a delay link needs a path (RTT, jitter, loss)
     """
 
     kind: LinkKind = LinkKind.VETH
     mtu: int = 1500
     one_segment_per_frame: bool = True
+    path: PathProfile | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.kind, LinkKind):
+            raise LabError(f"link kind must be one of {[k.value for k in LinkKind]}, got {self.kind!r}")
         if not 1280 <= self.mtu <= 9000:  # 1280: the IPv6 minimum; 9000: a jumbo frame
             raise LabError(f"link mtu must be in 1280..9000, got {self.mtu}")
+        if self.kind is LinkKind.DELAY:
+            if not isinstance(self.path, PathProfile):
+                raise LabError("a delay link needs a path (RTT, jitter, loss)")
+            if not self.one_segment_per_frame:
+                raise LabError("a delay link carries one segment per frame (one_segment_per_frame=True)")
+        elif self.path is not None:
+            raise LabError(f"a {self.kind.value} link has no path; use kind {LinkKind.DELAY.value} for a delay")
 
 
 @dataclass(frozen=True)

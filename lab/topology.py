@@ -20,7 +20,8 @@ namespaces) and deletes every namespace it created, on a normal exit, on an exce
 SIGTERM (:mod:`lab.topo_guard`). Before building anything it refuses when a name or subnet is taken.
 
 Run ``python -m lab.topology --check`` (root) to build a small lab, ping every host from every other over
-both IP versions while capturing on the tap, and print what the tap saw.
+both IP versions while capturing on the tap, and print what the tap saw; ``--profile wan`` puts that delay
+line on the clients' and the attacker's links (:mod:`lab.delaylink`) and the ping times show it.
 
 Example
 -------
@@ -318,19 +319,33 @@ def lab_topology(spec: TopologySpec, probes: Probes | None = None, linker: Linke
 @click.command()
 @click.option("--check", is_flag=True, help="Build a small lab, ping every path over IPv4 and IPv6, check the tap.")
 @click.option("--prefix", default="twtchk", show_default=True, help="Prefix of the lab's namespace names.")
+@click.option(
+    "--profile",
+    type=click.Choice(["none", "lan", "wan", "lossy"]),
+    default=None,
+    help="A delay line of this profile on every client's and attacker's link (servers: plain veth).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output.")
-def main(check: bool, prefix: str, verbose: int) -> None:
-    """The routed lab (needs root). Example: sudo python -m lab.topology --check"""
-    from lab.topo_check import run_check  # it imports this module
+def main(check: bool, prefix: str, profile: str | None, verbose: int) -> None:
+    """The routed lab (needs root). Example: sudo python -m lab.topology --check --profile wan"""
+    from lab.delayline import Profile
+    from lab.delaylink import delay_linker, profile_spec
+    from lab.topo_check import run_check  # these import this module
 
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     if not check:
         raise click.UsageError("nothing to do: give --check")
+    spec, linker = TopologySpec(prefix=prefix, clients=2, servers=1, attackers=1), delay_linker()
+    if profile is not None:
+        spec = profile_spec(prefix, 2, 1, 1, Profile(profile))
+        click.echo(f"clients and attacker: delay line {profile} ({Profile(profile).path}); servers: veth")
     try:
-        ok = run_check(TopologySpec(prefix=prefix, clients=2, servers=1, attackers=1), click.echo)
+        ok = run_check(spec, click.echo, linker)
     except TapwatchError as err:
         raise click.ClickException(str(err)) from err
+    finally:
+        linker.stop()  # the forwarders' counters, in the log (-v)
     if not ok:
         raise SystemExit(1)
 

@@ -35,7 +35,8 @@ LOSSY_SEED = 29  # its loss RNGs drop frame 3 of A->B and frame 15 of B->A: loss
 
 def _twd_namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith("twd")]
+    # "twd-": the delay pairs' names; not "twdl...", the routed labs of test_delaylink
+    return [line.split()[0] for line in out.splitlines() if line.startswith("twd-")]
 
 
 def _alive(pid: int) -> bool:
