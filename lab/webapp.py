@@ -11,7 +11,10 @@ In ``--mode app`` it serves:
   and discarded;
 * ``GET /login`` (a form) and ``POST /login`` (form fields ``username``, ``password``): the account of
   ``DATA/login`` gets "welcome", anything else a 200 page saying "invalid login", as real apps answer;
-* ``GET /search?q=``: items whose name contains ``q``; an SQL error gives a 500 page with sqlite's message.
+* ``GET /search?q=``: the items of kind ``q`` (``lamp``, ``desk``...); an SQL error gives a 500 page with
+  the Python exception (``sqlite3.OperationalError: ...``), as a debug-mode app shows it, so that sqlmap's
+  error heuristics recognise SQLite. A plain quote-terminated string (no ``LIKE '%...%'``) lets sqlmap's
+  default boundaries (level 1, risk 1) find it.
 
 In ``--mode c2`` (with ``--tls CERT KEY``) it is a botnet's callback server: ``POST /beacon`` and
 ``GET /tasks`` answer small JSON. One server per ``--listen`` address, so IPv4 and IPv6 both work::
@@ -21,7 +24,7 @@ In ``--mode c2`` (with ``--tls CERT KEY``) it is a botnet's callback server: ``P
 Example
 -------
 >>> search_sql("x' OR 1=1 --")
-"SELECT id, name, price FROM items WHERE name LIKE '%x' OR 1=1 --%'"
+"SELECT id, name, price FROM items WHERE kind = 'x' OR 1=1 --'"
 """
 
 from __future__ import annotations
@@ -85,19 +88,20 @@ class AppState:
 
 def search_sql(q: str) -> str:
     """The search's query, built by concatenation: INJECTABLE ON PURPOSE (lab only, see the module docstring)."""
-    return "SELECT id, name, price FROM items WHERE name LIKE '%" + q + "%'"
+    return "SELECT id, name, price FROM items WHERE kind = '" + q + "'"
 
 
 def init_db(path: Path) -> None:
     """Create the app's sqlite database: 100 items and a few made-up users (for sqlmap to find)."""
     rng = random.Random(7)
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
+        db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, kind TEXT, name TEXT, price REAL)")
         db.execute("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT, email TEXT, role TEXT)")
         db.execute("DELETE FROM items")
         db.execute("DELETE FROM users")
-        items = [(i, f"{ITEMS[i % len(ITEMS)]} {i}", round(rng.uniform(5, 900), 2)) for i in range(1, 101)]
-        db.executemany("INSERT INTO items VALUES (?, ?, ?)", items)
+        kinds = [ITEMS[i % len(ITEMS)] for i in range(101)]
+        items = [(i, kinds[i], f"{kinds[i]} {i}", round(rng.uniform(5, 900), 2)) for i in range(1, 101)]
+        db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", items)
         db.executemany("INSERT INTO users VALUES (?, ?, ?, ?)",
                        [(i, f"user{i}", f"user{i}@office.lab", "staff") for i in range(1, 11)])  # fmt: skip
 
@@ -200,7 +204,8 @@ class Handler(BaseHTTPRequestHandler):
             with sqlite3.connect(f"file:{self.server.state.db}?mode=ro", uri=True) as db:
                 rows = db.execute(search_sql(query.get("q", ""))).fetchall()
         except sqlite3.Error as err:
-            self._send(500, f"<html><body>database error: {err}</body></html>\n".encode(), "text/html")
+            error = f"{type(err).__module__}.{type(err).__name__}: {err}"
+            self._send(500, f"<html><body><pre>{error}</pre></body></html>\n".encode(), "text/html")
             return
         items = "".join(f"<li>{r[0]} {r[1]} {r[2]}</li>" for r in rows)
         self._send(200, f"<html><body><ul>{items}</ul></body></html>\n".encode(), "text/html")
