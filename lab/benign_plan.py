@@ -152,8 +152,8 @@ class Session:
         Which tool or way (``curl``, ``curl-parallel``, ``curl-close``, ``wget``, ``python``, ``dig``,
         ``swaks``, ``sntp``, ``chronyd``, ``interactive``, ``command``, ``http``, ``ssh``...).
     picks
-        Choices among what the run's services offer, taken modulo their number at run time: names for
-        DNS, page objects, the download, the ping target.
+        Choices among what the run's services offer, uniform in ``0..PICK`` and mapped onto the options at run
+        time (:data:`PICK`): names for DNS, the page and its objects, the download, the ping target.
     words
         Literal parameters: query types for DNS, URL paths for API and login, commands for SSH.
     count
@@ -179,12 +179,13 @@ class Session:
     token: str = field(default="")
 
 
-SSH_COMMANDS = ("uptime", "ls -la", "df -h", "cat /etc/os-release", "ps aux | head -20", "date", "id",
-                "free -m", "uname -a", "echo $HOME", "ls -la /tmp", "cat /proc/loadavg", "who", "env | sort | head")  # fmt: skip
+SSH_COMMANDS = ("uptime", "ls -la", "df -h", "cat /etc/os-release", "ps aux | head -20", "date", "id", "free -m",
+                "uname -a", "echo $HOME", "ls -la /tmp", "cat /proc/loadavg", "who", "env | sort | head")  # fmt: skip
 """What a user types in an SSH session (read-only commands)."""
 PAGE_VARIANTS = (("curl", 5), ("curl-parallel", 3), ("wget", 1), ("python", 2))
 """Ways of a keep-alive page load, weighted; a page load without keep-alive is ``curl-close``."""
-_PICK = 1 << 30  # picks are large so that any list length takes them modulo evenly enough
+PICK = 1 << 30
+"""Picks are uniform in ``0..PICK``; a list of n options maps pick p to option ``p * n // PICK``."""
 
 
 def _between(rng: random.Random, low: float, high: float) -> float:
@@ -201,12 +202,12 @@ def _weighted(rng: random.Random, pairs: tuple[tuple[str, int], ...]) -> str:
 
 
 def _picks(rng: random.Random, n: int) -> tuple[int, ...]:
-    return tuple(rng.randrange(_PICK) for _ in range(n))
+    return tuple(rng.randrange(PICK) for _ in range(n))
 
 
 def _page(rng: random.Random, mix: Mix) -> dict[str, object]:
     variant = _weighted(rng, PAGE_VARIANTS) if rng.random() < mix.keepalive else "curl-close"
-    return {"variant": variant, "picks": _picks(rng, rng.randint(10, 40))}
+    return {"variant": variant, "picks": _picks(rng, rng.randint(11, 41))}  # the page, then 10-40 objects
 
 
 def _api(rng: random.Random) -> dict[str, object]:
@@ -227,13 +228,14 @@ def _params(activity: Activity, rng: random.Random, mix: Mix) -> dict[str, objec
         return _api(rng)
     if activity is Activity.DOWNLOAD:
         rate = 0 if rng.random() < 0.5 else _log_size(rng, 500_000, 20_000_000)
-        return {"variant": _weighted(rng, (("curl", 2), ("curl-https", 2), ("wget", 1))), "picks": _picks(rng, 1),
+        small_first = (min(_picks(rng, 2)),)  # downloads are listed smallest first: big ones are rarer
+        return {"variant": _weighted(rng, (("curl", 2), ("curl-https", 2), ("wget", 1))), "picks": small_first,
                 "size": rate}  # fmt: skip
     if activity is Activity.UPLOAD:
         return {"variant": _weighted(rng, (("curl", 3), ("python", 1))), "size": _log_size(rng, 2_000, 4_000_000)}
     if activity is Activity.LOGIN:
-        return {"variant": "curl", "words": tuple(rng.sample(("/", "/api/status", "/api/items?id=1", "/search?q=report"),
-                                                             rng.randint(1, 3)))}  # fmt: skip
+        after = ("/", "/api/status", "/api/items?id=1", "/search?q=report")
+        return {"variant": "curl", "words": tuple(rng.sample(after, rng.randint(1, 3)))}
     if activity is Activity.NTP:
         return {"variant": _weighted(rng, (("sntp", 4), ("chronyd", 1))), "count": rng.randint(1, 4)}
     if activity is Activity.SSH:
