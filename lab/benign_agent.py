@@ -43,7 +43,7 @@ def sntp_request(now: float) -> bytes:
 
 def parse_ntp_time(raw: bytes) -> float:
     seconds, fraction = struct.unpack("!II", raw)
-    return seconds - NTP_EPOCH + fraction / 2**32
+    return float(seconds - NTP_EPOCH + fraction / 2**32)
 
 
 def sntp(host: str, port: int, count: int, timeout: float) -> list[float]:
@@ -123,7 +123,12 @@ def idle(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.hold
     try:
         while True:
-            status = _request(conn, args, "GET", args.paths[0])
+            try:
+                status = _request(conn, args, "GET", args.paths[0])
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()  # the server closed the idle connection: open a new one, as a browser does
+                conn = _connection(args)
+                status = _request(conn, args, "GET", args.paths[0])
             if status >= 400:
                 print(f"HTTP {status} for GET {args.paths[0]}", file=sys.stderr)
                 return 1

@@ -35,8 +35,10 @@ from lab.topo_plan import Host
 
 TOOLS: dict[str, str] = {"curl": "curl", "wget": "wget", "dig": "dnsutils", "sshpass": "sshpass",
                          "ssh": "openssh-client", "scp": "openssh-client", "swaks": "swaks", "busybox": "busybox",
-                         "chronyd": "chrony", "python3": "python3"}  # fmt: skip
-"""The Debian package of each client tool the benign traffic runs (for the corpus manifest)."""
+                         "chronyd": "chrony", "python3": "python3",
+                         "perl IO::Socket::INET6": "libio-socket-inet6-perl"}  # fmt: skip
+"""The Debian package of each client tool the benign traffic runs (for the corpus manifest); swaks needs the
+Perl module for IPv6."""
 AGENT = "lab.benign_agent"  # the Python clients (http.client, an SNTP client, an idle connection)
 SSH_OPTS = ("-F", "none", "-o", "StrictHostKeyChecking=no", "-o", "PubkeyAuthentication=no", "-o",
             "PreferredAuthentications=password,keyboard-interactive", "-o", "ConnectTimeout=5", "-o",
@@ -366,20 +368,9 @@ def _idle(s: Session, ctx: Context) -> list[Step]:
         target = f"{ctx.services.login.user}@{address(ctx.services.host(Service.SSH), s.family)}"
         return [Step((*_ssh_base(ctx, "ssh", every), "-T", target, f"sleep {int(hold)}"), hold + 20,
                      secret_env=True, soft_stop=True)]  # fmt: skip
-    return [
-        _agent_get(
-            s,
-            ctx,
-            Service.APP,
-            ["/api/status"],
-            "--hold",
-            str(hold),
-            "--every",
-            str(every),
-            method="idle",
-            timeout=hold + 20,
-        )
-    ]
+    # nginx, whose keep-alive timeout (65 s) outlasts the pauses; the app drops a connection idle for 30 s
+    hold_opts = ("--hold", str(hold), "--every", str(every))
+    return [_agent_get(s, ctx, Service.HTTP, ["/index.html"], *hold_opts, method="idle", timeout=hold + 20)]
 
 
 BUILDERS: dict[Activity, Callable[[Session, Context], list[Step]]] = {
@@ -398,12 +389,3 @@ def steps(session: Session, ctx: Context) -> tuple[Step, ...]:
 def describe(step: Step) -> str:
     """The step's command line, shell-quoted (for logs: it never holds a password)."""
     return shlex.join(step.argv)
-
-
-def needs(activity: Activity) -> Service:
-    """The service an activity talks to (PING: any host; it is listed as DNS's, the resolver being a server)."""
-    return {Activity.DNS: Service.DNS, Activity.HTTPS_PAGE: Service.HTTPS, Activity.HTTP_PAGE: Service.HTTP,
-            Activity.API: Service.APP, Activity.DOWNLOAD: Service.HTTP, Activity.UPLOAD: Service.APP,
-            Activity.LOGIN: Service.APP, Activity.NTP: Service.NTP, Activity.SSH: Service.SSH,
-            Activity.SCP: Service.SSH, Activity.FTP: Service.FTP, Activity.SMTP: Service.SMTP,
-            Activity.PING: Service.DNS, Activity.IDLE: Service.APP}[activity]  # fmt: skip

@@ -211,7 +211,7 @@ def _page(rng: random.Random, mix: Mix) -> dict[str, object]:
 
 
 def _api(rng: random.Random) -> dict[str, object]:
-    paths = tuple("/api/status" if rng.random() < 0.25 else f"/api/items?id={rng.randint(1, 500)}"
+    paths = tuple("/api/status" if rng.random() < 0.25 else f"/api/items?id={rng.randint(1, 100)}"
                   for _ in range(rng.randint(1, 8)))  # fmt: skip
     return {"variant": _weighted(rng, (("curl", 3), ("python", 2))), "words": paths}
 
@@ -252,7 +252,8 @@ def _params(activity: Activity, rng: random.Random, mix: Mix) -> dict[str, objec
         return {"variant": "busybox", "picks": _picks(rng, 1), "count": rng.randint(1, 5),
                 "size": rng.choice((56, 56, 56, 120, 1000))}  # fmt: skip
     hold = _between(rng, *mix.idle_hold_s)
-    return {"variant": _weighted(rng, (("http", 3), ("ssh", 1))), "pauses": (hold, _between(rng, hold / 6, hold / 2))}
+    every = _between(rng, hold / 6, min(hold / 2, 50.0))  # under nginx's keep-alive timeout (65 s)
+    return {"variant": _weighted(rng, (("http", 3), ("ssh", 1))), "pauses": (hold, every)}
 
 
 def _think(mix: Mix, rng: random.Random) -> float:

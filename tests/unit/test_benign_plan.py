@@ -8,6 +8,7 @@ import random
 import shlex
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,10 +76,11 @@ def test_the_ipv6_share_and_the_keepalive_share_follow_the_mix() -> None:
 def test_a_mix_of_one_activity_plans_only_that_and_a_bad_mix_is_refused() -> None:
     only = Mix(weights={Activity.PING: 1.0}, idle_hold_s=(1.0, 2.0))
     assert {s.activity for s in plan_client(only, random.Random(1), 300)} == {Activity.PING}
+    bad: dict[str, Any]
     for bad in ({"weights": {}}, {"weights": {Activity.DNS: -1.0}}, {"pace": 0.0}, {"ipv6_share": 1.5},
                 {"idle_hold_s": (5.0, 1.0)}):  # fmt: skip
         with pytest.raises(LabError):
-            dataclasses.replace(OFFICE_MIX, **bad)  # type: ignore[arg-type]
+            dataclasses.replace(OFFICE_MIX, **bad)
     with pytest.raises(LabError):
         plan_client(OFFICE_MIX, random.Random(1), 0)
 
