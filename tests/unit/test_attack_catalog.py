@@ -25,7 +25,7 @@ CIC_LABELS = {"", "Portscan", "DDoS", "DoS Hulk", "DoS GoldenEye", "DoS Slowlori
               "SSH-Patator", "Web Attack - Brute Force", "Web Attack - SQL Injection", "Botnet"}  # fmt: skip
 BOUNDS = {  # options that bound each tool in packets (a count, ports, connections) and in seconds
     "nmap": ({"-p", "--max-retries", "--max-rate"}, {"--host-timeout"}),
-    "masscan": ({"--rate"}, {"--wait"}),
+    "masscan": ({"--rate"}, {"--wait", "timeout"}),
     "hping3": ({"-c", "-i"}, {"-c", "-i"}),
     "slowloris": ({"-s", "--sleeptime"}, {"timeout"}),
     "slowhttptest": ({"-c", "-r"}, {"-l"}),
