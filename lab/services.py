@@ -227,8 +227,8 @@ def _start_web(run: _Run, host: Host, app_login: Credentials) -> None:
     if Service.APP in run.config.enabled:
         login = _write(w / "app" / "login", f"{app_login.user}:{app_login.password}\n", 0o600)
         _launch(run, "app", host, [sys.executable, "-m", "lab.webapp", "--listen", host.ipv4, "--listen", host.ipv6,
-                                   "--port", str(ports[Service.APP]), "--db", str(w / "app" / "app.db"),
-                                   "--login-file", str(login), "--max-upload", str(run.config.max_upload)],
+                                   "--port", str(ports[Service.APP]), "--data", str(login.parent),
+                                   "--max-upload", str(run.config.max_upload)],
                 _both("tcp", host, ports[Service.APP]))  # fmt: skip
 
 
@@ -278,6 +278,22 @@ def _start_logins(run: _Run, host: Host, user: LabUser) -> None:
         _launch(run, "smtp", host, [sys.executable, "-m", "lab.smtpsink", "--listen", host.ipv4, "--listen", host.ipv6,
                                     "--port", str(ports[Service.SMTP]), "--max-bytes", str(run.config.max_mail)],
                 _both("tcp", host, ports[Service.SMTP]))  # fmt: skip
+
+
+def check_login_shell(user: LabUser, shells: Path = Path("/etc/shells")) -> None:
+    """Refuse a lab user whose shell is not in ``/etc/shells``: vsftpd's PAM (``pam_shells``) would refuse every login.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix="shells") as fh:
+    ...     _ = fh.write("/bin/sh\\n")
+    ...     fh.flush()
+    ...     check_login_shell(LabUser("twlabdoc", "pw", "/home/twlabdoc", "/usr/sbin/nologin"), Path(fh.name))
+    Traceback (most recent call last):
+    lab.topo_plan.LabError: lab user twlabdoc has shell /usr/sbin/nologin, not in ... use lab_user(shell="/bin/sh")
+    """
+    if user.shell not in shells.read_text().split():
+        raise LabError(f"lab user {user.name} has shell {user.shell}, not in {shells}: sshd cannot run commands and "
+                       f'vsftpd (pam_shells) refuses it; use lab_user(shell="/bin/sh")')  # fmt: skip
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -332,6 +348,8 @@ def lab_services(topo: Topology, user: LabUser, workdir: Path,
         What to run (:class:`ServicesConfig`).
     """
     config = config or ServicesConfig()
+    if {Service.SSH, Service.FTP} & config.enabled:
+        check_login_shell(user)
     workdir = Path(workdir).resolve()
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     at = render.place(topo.hosts, config.enabled)

@@ -10,18 +10,21 @@ In ``--mode app`` it serves:
 * ``POST /api/upload``: the body (at most ``--max-upload`` bytes, with a Content-Length) is read, counted
   and discarded;
 * ``GET /login`` (a form) and ``POST /login`` (form fields ``username``, ``password``): the account of
-  ``--login-file`` gets "welcome", anything else a 200 page saying "invalid login", as real apps answer;
-* ``GET /search?q=``: items whose name contains ``q``; an SQL error gives a 500 page with sqlite's message.
+  ``DATA/login`` gets "welcome", anything else a 200 page saying "invalid login", as real apps answer;
+* ``GET /search?q=``: the items of kind ``q`` (``lamp``, ``desk``...); an SQL error gives a 500 page with
+  the Python exception (``sqlite3.OperationalError: ...``), as a debug-mode app shows it, so that sqlmap's
+  error heuristics recognise SQLite. A plain quote-terminated string (no ``LIKE '%...%'``) lets sqlmap's
+  default boundaries (level 1, risk 1) find it.
 
 In ``--mode c2`` (with ``--tls CERT KEY``) it is a botnet's callback server: ``POST /beacon`` and
 ``GET /tasks`` answer small JSON. One server per ``--listen`` address, so IPv4 and IPv6 both work::
 
-    python -m lab.webapp --listen 10.213.3.2 --listen fd00:7477:3::2 --port 8080 --db app.db --login-file login
+    python -m lab.webapp --listen 10.213.3.2 --listen fd00:7477:3::2 --port 8080 --data DATA
 
 Example
 -------
 >>> search_sql("x' OR 1=1 --")
-"SELECT id, name, price FROM items WHERE name LIKE '%x' OR 1=1 --%'"
+"SELECT id, name, price FROM items WHERE kind = 'x' OR 1=1 --'"
 """
 
 from __future__ import annotations
@@ -85,19 +88,20 @@ class AppState:
 
 def search_sql(q: str) -> str:
     """The search's query, built by concatenation: INJECTABLE ON PURPOSE (lab only, see the module docstring)."""
-    return "SELECT id, name, price FROM items WHERE name LIKE '%" + q + "%'"
+    return "SELECT id, name, price FROM items WHERE kind = '" + q + "'"
 
 
 def init_db(path: Path) -> None:
     """Create the app's sqlite database: 100 items and a few made-up users (for sqlmap to find)."""
     rng = random.Random(7)
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT, price REAL)")
+        db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, kind TEXT, name TEXT, price REAL)")
         db.execute("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT, email TEXT, role TEXT)")
         db.execute("DELETE FROM items")
         db.execute("DELETE FROM users")
-        items = [(i, f"{ITEMS[i % len(ITEMS)]} {i}", round(rng.uniform(5, 900), 2)) for i in range(1, 101)]
-        db.executemany("INSERT INTO items VALUES (?, ?, ?)", items)
+        kinds = [ITEMS[i % len(ITEMS)] for i in range(101)]
+        items = [(i, kinds[i], f"{kinds[i]} {i}", round(rng.uniform(5, 900), 2)) for i in range(1, 101)]
+        db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", items)
         db.executemany("INSERT INTO users VALUES (?, ?, ?, ?)",
                        [(i, f"user{i}", f"user{i}@office.lab", "staff") for i in range(1, 11)])  # fmt: skip
 
@@ -200,7 +204,8 @@ class Handler(BaseHTTPRequestHandler):
             with sqlite3.connect(f"file:{self.server.state.db}?mode=ro", uri=True) as db:
                 rows = db.execute(search_sql(query.get("q", ""))).fetchall()
         except sqlite3.Error as err:
-            self._send(500, f"<html><body>database error: {err}</body></html>\n".encode(), "text/html")
+            error = f"{type(err).__module__}.{type(err).__name__}: {err}"
+            self._send(500, f"<html><body><pre>{error}</pre></body></html>\n".encode(), "text/html")
             return
         items = "".join(f"<li>{r[0]} {r[1]} {r[2]}</li>" for r in rows)
         self._send(200, f"<html><body><ul>{items}</ul></body></html>\n".encode(), "text/html")
@@ -311,13 +316,13 @@ def serve(addresses: tuple[str, ...], port: int, state: AppState, tls: ssl.SSLCo
     log.info("%s stopped: %s", state.mode.value, dict(state.counts))
 
 
-def _read_login(path: Path | None) -> tuple[str, str] | None:
+def _read_login(path: Path) -> tuple[str, str] | None:
     """``user:password`` from the first line of a file (never from the command line: ``ps`` shows it)."""
-    if path is None:
+    if not path.exists():
         return None
-    user, sep, password = path.read_text().splitlines()[0].partition(":")
+    user, sep, password = (path.read_text().splitlines() or [""])[0].partition(":")
     if not sep or not user or not password:
-        raise click.BadParameter("the login file must hold one line user:password", param_hint="--login-file")
+        raise click.BadParameter(f"{path} must hold one line user:password", param_hint="--data")
     return user, password
 
 
@@ -325,28 +330,29 @@ def _read_login(path: Path | None) -> tuple[str, str] | None:
 @click.option("--listen", multiple=True, required=True, help="An address to listen on (repeat for IPv4 and IPv6).")
 @click.option("--port", type=click.IntRange(1, 65535), required=True)
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.APP.value, show_default=True)
-@click.option("--db", type=click.Path(path_type=Path), help="The app's sqlite database (created). App mode only.")
-@click.option("--login-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A file holding the app's one account as user:password.")  # fmt: skip
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+              help="App mode: the app's folder; app.db is made there, and the file 'login' holds its one account "
+                   "as user:password (no file: no account).")  # fmt: skip
 @click.option("--tls", nargs=2, type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               metavar="CERT KEY", help="Serve HTTPS with this certificate and key.")  # fmt: skip
 @click.option("--max-upload", type=click.IntRange(0, 1 << 30), default=50_000_000, show_default=True)
-@click.option("-v", "--verbose", count=True, help="More log output (-v: every request).")
-def main(listen: tuple[str, ...], port: int, mode: str, db: Path | None, login_file: Path | None,
-         tls: tuple[Path, Path] | None, max_upload: int, verbose: int) -> None:  # fmt: skip
+def main(listen: tuple[str, ...], port: int, mode: str, data: Path | None, tls: tuple[Path, Path] | None,
+         max_upload: int) -> None:  # fmt: skip
     """The lab's web app or C2 server (lab only: /search is open to SQL injection on purpose)."""
-    logging.basicConfig(level=logging.WARNING - 10 * min(verbose + 1, 2), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app_mode = Mode(mode)
-    if app_mode is Mode.APP and db is None:
-        raise click.UsageError("--mode app needs --db")
-    if db is not None:
-        init_db(db)
+    if app_mode is Mode.APP and data is None:
+        raise click.UsageError("--mode app needs --data")
+    login = None
+    if data is not None:
+        data.mkdir(parents=True, exist_ok=True)
+        init_db(data / "app.db")
+        login = _read_login(data / "login")
     context = None
     if tls is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(tls[0]), str(tls[1]))
-    state = AppState(app_mode, db or Path("/nonexistent"), _read_login(login_file), max_upload)
+    state = AppState(app_mode, (data or Path("/nonexistent")) / "app.db", login, max_upload)
     serve(listen, port, state, context)
 
 
