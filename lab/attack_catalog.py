@@ -305,7 +305,7 @@ def _form_target(ctx: AttackContext) -> list[str]:
 
 
 def _sqlmap(ctx: AttackContext) -> list[str]:
-    """sqlmap at level 2 (level 1 has no boundary for the app's ``LIKE '%q%'``), risk 1, output in workdir.
+    """sqlmap at level 2 (more boundaries than level 1, and the Cookie header), risk 1, output in workdir.
 
     At small scale no time-based or stacked tests (they sleep) and no dump: about 2 s; at scale 1 about 12 s.
     """
