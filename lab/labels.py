@@ -3,7 +3,7 @@
 The rule (the traffic-lab issue's): a flow belongs to an **attack episode** when its endpoints are the episode's
 attacker and one of its victims, in either direction, and its first packet falls inside the episode's time; for a
 spoofed episode, when one endpoint is a victim and the other is outside the lab (not one of its hosts' or
-routers' addresses, nor in its ranges, nor link-local). Everything else belongs to the **benign episode of its
+routers' addresses, nor link-local). Everything else belongs to the **benign episode of its
 client**: the endpoint that is a client host, else the source's host, else the destination's; a flow with no lab
 host at either end (none is expected) goes to :data:`OUTSIDE_EPISODE`. Attack episodes of a run never overlap on
 the same attacker and victim (the runner runs attacks one at a time), so the first match is the only one.
@@ -22,7 +22,7 @@ Example
 ...                cic_class="Portscan")
 >>> flood = Episode("e002", Family.DOS, "hping3", "hping3 -S --rand-source", hosts["a1"], hosts["s1"], 120.0,
 ...                 130.0, cic_class="DDoS", spoofed=True)
->>> index = LabelIndex.build([scan, flood], LabHosts(hosts, clients=("c1",), ranges=("10.213.0.0/16",)))
+>>> index = LabelIndex.build([scan, flood], LabHosts(hosts, clients=("c1",)))
 >>> flows = pd.DataFrame({"Src IP": ["10.213.3.2", "10.213.1.2", "203.0.113.9", "10.213.3.2"],
 ...                       "Dst IP": ["10.213.2.2", "10.213.2.2", "10.213.2.2", "10.213.2.2"],
 ...                       "first_seen_ms": [105_000, 105_000, 125_000, 140_000]})
@@ -67,29 +67,26 @@ class LabHosts:
         ``host name -> its addresses`` (both IP versions; a router's addresses may be listed under its name).
     clients
         Names of the client hosts (their endpoint names a benign flow's episode first).
-    ranges
-        The lab's networks: an address in them is never "outside", even when no host has it.
     """
 
     addresses: Mapping[str, Sequence[str]]
     clients: tuple[str, ...] = ()
-    ranges: tuple[str, ...] = ()
 
     @functools.cached_property
     def owner(self) -> dict[str, str]:
         """``address -> host name``."""
         return {addr: name for name, addrs in self.addresses.items() for addr in addrs}
 
-    @functools.cached_property
-    def _networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(net) for net in self.ranges)
-
     def is_outside(self, address: str) -> bool:
-        """Whether ``address`` is none of the lab's: not a host's, not in its ranges, not link-local.
+        """Whether ``address`` is none of the lab hosts' (nor link-local, loopback, or IPv6 multicast).
 
-        >>> hosts = LabHosts({"c1": ("10.213.1.2",)}, ranges=("10.213.0.0/16", "fd00:7477::/32"))
-        >>> [hosts.is_outside(a) for a in ("10.213.1.2", "10.213.9.9", "fe80::1", "198.51.100.7", "2001:db8::1")]
-        [False, False, False, True, True]
+        A spoofed flood's random sources may fall anywhere, the lab's own ranges and IPv4's class D included:
+        what matters is that no lab host has them. IPv6 multicast and link-local addresses are the lab's own
+        neighbour discovery.
+
+        >>> hosts = LabHosts({"c1": ("10.213.1.2",)})
+        >>> [hosts.is_outside(a) for a in ("10.213.1.2", "10.213.9.9", "fe80::1", "ff02::2", "230.1.2.3")]
+        [False, True, False, False, True]
         """
         if address in self.owner:
             return False
@@ -97,14 +94,14 @@ class LabHosts:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False  # not an address at all (a malformed row): never count it as a spoofed source
-        if ip.is_link_local or ip.is_multicast or ip.is_loopback or ip.is_unspecified:
+        if ip.is_link_local or ip.is_loopback or ip.is_unspecified:
             return False
-        return not any(ip.version == net.version and ip in net for net in self._networks)
+        return not (ip.version == 6 and ip.is_multicast)
 
 
 @dataclass(frozen=True)
 class LabelIndex:
-    """Attack episodes with their windows in milliseconds, and the lab's hosts for the benign fallback."""
+    """Attack episodes in order of start, every episode by id, and the lab's hosts for the benign fallback."""
 
     attacks: tuple[Episode, ...]
     episodes: Mapping[str, Episode]
@@ -117,7 +114,7 @@ class LabelIndex:
         return cls(attacks, {e.episode_id: e for e in eps}, hosts)
 
 
-def _attack_mask(flows: pd.DataFrame, ep: Episode, outside: pd.Series) -> pd.Series:
+def _attack_mask(flows: pd.DataFrame, ep: Episode, outside: pd.DataFrame) -> pd.Series:
     """Rows of ``flows`` that belong to the attack episode ``ep``."""
     first = flows[_FIRST]
     when = (first >= math.floor(ep.start * 1000)) & (first <= math.ceil(ep.end * 1000))

@@ -1,0 +1,121 @@
+"""A lab scenario end to end (lab.run): ci-short over the wan profile — the lab up, services, benign clients,
+one attack of each family, the tap's capture, labelled flows, teardown — and what it leaves behind: nothing.
+Also: teardown after a step that fails inside the lab, and the refusal when a lab name is taken.
+
+Every lab here has a prefix starting with ``twts``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from lab.delayline import Profile
+from lab.episodes import Family, read_episodes
+from lab.run import RunConfig, run_scenario
+from lab.scenarios import scenario
+from lab.topo_guard import root_links, root_namespaces
+from lab.topo_plan import LabError
+from tests.support.env import need_netns
+
+pytestmark = pytest.mark.timeout(400)
+
+LAB_TOOLS = ("nginx", "sshd", "vsftpd", "dnsmasq", "chronyd", "tcpdump", "hping3", "nmap", "hydra", "lab.delayline",
+             "lab.webapp", "lab.beacon", "slowloris", "sqlmap")  # fmt: skip
+
+
+def _lab_processes() -> set[tuple[int, str]]:
+    """PIDs and command lines of processes that look like the lab's tools."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(tool in cmd for tool in LAB_TOOLS) and "pytest" not in cmd:
+            found.add((int(pid), cmd.strip()))
+    return found
+
+
+def _lab_users() -> set[str]:
+    return {u.pw_name for u in pwd.getpwall() if u.pw_name.startswith("twlab")}
+
+
+@pytest.fixture(scope="module")
+def before() -> dict[str, Any]:
+    need_netns()
+    return {"links": root_links(), "processes": _lab_processes(), "users": _lab_users()}
+
+
+@pytest.fixture(scope="module")
+def run(before: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("ci-short") / "run"
+    result = run_scenario(RunConfig(scenario("ci-short"), seed=11, profile=Profile.WAN, out=out, prefix="twtsc"))
+    yield {"out": out, "summary": result.summary}
+
+
+def _nothing_left(before: dict[str, Any], prefix: str) -> None:
+    assert not {n for n in root_namespaces() if n.startswith(f"{prefix}-")}
+    assert root_links() == before["links"]
+    assert _lab_processes() <= before["processes"], _lab_processes() - before["processes"]
+    assert _lab_users() == before["users"]
+
+
+def test_every_family_has_an_episode_and_labelled_flows(run: dict[str, Any]) -> None:
+    episodes = read_episodes(run["out"] / "episodes.csv")
+    families = {e.family for e in episodes}
+    assert families == set(Family), families
+    flows = pd.read_csv(run["out"] / "flows.csv", low_memory=False)
+    per_family = flows["family"].value_counts().to_dict()
+    assert set(per_family) == {f.value for f in Family}, per_family
+    assert per_family == run["summary"]["flows"]
+    for ep in episodes:
+        if ep.family is not Family.BENIGN:
+            assert (flows["episode_id"] == ep.episode_id).any(), f"no flow of {ep.episode_id} {ep.tool}"
+    spoofed = [e.episode_id for e in episodes if e.spoofed]
+    assert spoofed and (flows["episode_id"].isin(spoofed) & (flows["Total Fwd Packet"] == 1)).sum() > 100
+
+
+def test_the_handshake_rtt_at_the_tap_matches_the_wan_profile(run: dict[str, Any]) -> None:
+    rtt = run["summary"]["handshake_rtt"]
+    assert rtt["count"] >= 20
+    assert abs(rtt["median_ms"] - 40.0) <= max(4.0, 0.2), rtt
+
+
+def test_the_run_is_complete_and_accounted_for(run: dict[str, Any]) -> None:
+    summary = run["summary"]
+    assert sorted(p.name for p in run["out"].iterdir()) == ["capture.pcap", "episodes.csv", "flows.csv", "run.json"]
+    assert summary["capture"]["kernel_dropped"] == 0 and not summary["capture"]["budget_reached"]
+    assert summary["seconds"] < 120 and summary["tools"]["nmap"] != "not installed"
+
+
+def test_nothing_is_left_behind(run: dict[str, Any], before: dict[str, Any]) -> None:
+    _nothing_left(before, "twtsc")
+
+
+def test_a_step_that_fails_inside_the_lab_still_tears_it_down(before: dict[str, Any], tmp_path: Path) -> None:
+    broken = replace(scenario("ci-short"), attacks=("no-such-attack",))
+    with pytest.raises(LabError, match="no-such-attack"):
+        run_scenario(RunConfig(broken, seed=1, profile=Profile.NONE, out=tmp_path / "run", prefix="twtsf"))
+    _nothing_left(before, "twtsf")
+
+
+def test_the_scenario_refuses_to_start_when_a_lab_name_is_taken(before: dict[str, Any], tmp_path: Path) -> None:
+    subprocess.run(["ip", "netns", "add", "twtsb-c1"], check=True)
+    try:
+        with pytest.raises(LabError, match="twtsb-c1"):
+            run_scenario(RunConfig(scenario("ci-short"), seed=1, profile=Profile.NONE, out=tmp_path / "r",
+                                   prefix="twtsb"))  # fmt: skip
+        assert "twtsb-c1" in root_namespaces(), "the lab deleted a namespace it did not create"
+        assert {n for n in root_namespaces() if n.startswith("twtsb-")} == {"twtsb-c1"}
+    finally:
+        subprocess.run(["ip", "netns", "delete", "twtsb-c1"], check=True)
+    assert _lab_users() == before["users"]
