@@ -47,11 +47,11 @@ RUN_COLUMNS = ("unit", "scenario", "seed", "link_profile")
 
 
 def plan_units(scenarios: Sequence[str], profiles: Sequence[str], seeds: Sequence[int], out: Path,
-               prefix: str = "twlab") -> list[RunConfig]:  # fmt: skip
+               prefix: str = "twlab", capture_bytes: int = 8 << 30) -> list[RunConfig]:  # fmt: skip
     """Every unit of a build, in the order seed, scenario, profile."""
     profs = [Profile(p) for p in profiles]
-    return [RunConfig(scenario(name), seed, prof, Path(out) / "runs" / f"{name}-{prof.value}-s{seed}", prefix)
-            for seed in seeds for name in scenarios for prof in profs]  # fmt: skip
+    return [RunConfig(scenario(name), seed, prof, Path(out) / "runs" / f"{name}-{prof.value}-s{seed}", prefix,
+                      capture_bytes) for seed in seeds for name in scenarios for prof in profs]  # fmt: skip
 
 
 def unit_state(run_dir: Path) -> str:
@@ -154,10 +154,13 @@ def _csv(kind: type, text: str) -> tuple[Any, ...]:
 @click.option("--profiles", default="none,lan,wan,lossy", show_default=True, help="Comma-separated link profiles.")
 @click.option("--seeds", default="1", show_default=True, help="Comma-separated seeds.")
 @click.option("--prefix", default="twlab", show_default=True, help="Prefix of the lab's namespace names.")
-def build_command(out: Path, scenarios: str, profiles: str, seeds: str, prefix: str) -> None:
+@click.option("--capture-gib", type=click.FloatRange(0.01, 1024), default=8.0, show_default=True,
+              help="Disk budget of each unit's capture.")  # fmt: skip
+def build_command(out: Path, scenarios: str, profiles: str, seeds: str, prefix: str, capture_gib: float) -> None:
     """Run every (scenario, seed, profile) unit not yet complete, then gather the dataset."""
     try:
-        units = plan_units(_csv(str, scenarios), _csv(str, profiles), _csv(int, seeds), out, prefix)
+        units = plan_units(_csv(str, scenarios), _csv(str, profiles), _csv(int, seeds), out, prefix,
+                           int(capture_gib * (1 << 30)))  # fmt: skip
         manifest = build(units, out)
     except (TapwatchError, ValueError) as err:
         raise click.ClickException(str(err)) from err

@@ -3,8 +3,8 @@
 A scenario is pure data; :mod:`lab.run` runs one with a seed and a link profile into a directory. Three are
 defined (:data:`SCENARIOS`):
 
-* ``office-day``: a small office — 8 clients on the office mix, 2 servers — for 20 minutes, with a few attacks
-  spread over it (most of its flows are benign: it is the corpus' benign workhorse).
+* ``office-day``: a small office — 7 clients on the office mix at pace 2.5, 2 servers — for 1,000 s, with 13
+  attacks (at least two of each family) spread over it; most of its flows are benign: the corpus' workhorse.
 * ``attack-mix``: 3 clients and every attack of the catalogue once, one after the other, for 18 minutes.
 * ``ci-short``: 2 clients and one attack of each family at a small scale, under 2 minutes; CI runs it end to end.
 
@@ -86,22 +86,27 @@ SCENARIOS: dict[str, Scenario] = {
     for sc in (
         Scenario(
             "office-day",
-            clients=8,
+            clients=7,
             servers=2,
             attackers=2,
-            duration_s=1200.0,
-            pace=2.0,
+            duration_s=1000.0,
+            pace=2.5,
             attacks=(
                 "nmap-syn",
+                "nmap-connect6",
+                "masscan",
                 "hping3-syn-spoofed",
+                "hping3-udp-spoofed",
                 "slowloris",
-                "hydra-ssh",
-                "hydra-http-form",
-                "beacon",
                 "wrk-flood",
+                "hydra-ssh",
                 "hydra-ftp",
+                "hydra-http-form",
+                "sqlmap",
+                "beacon",
+                "beacon",
             ),
-            gap_s=(60.0, 120.0),
+            gap_s=(20.0, 45.0),
         ),
         Scenario(
             "attack-mix", clients=3, servers=2, attackers=2, duration_s=1080.0, attacks=ALL_ATTACKS, gap_s=(3.0, 10.0)
