@@ -25,6 +25,7 @@ import os
 import pwd
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -75,7 +76,17 @@ def remove_user(name: str) -> None:
     """Delete the user ``name`` with its home and group; a missing user is not an error."""
     if not user_exists(name):
         return
-    _run(["userdel", "--remove", name])
+    try:
+        _run(["userdel", "--remove", name])
+    except LabError as err:
+        if "currently used by process" not in str(err):
+            raise
+        # Only lab services run as this throwaway user (an sshd session a client or a guessing tool left):
+        # end them, then delete the user.
+        log.warning("lab user %s still has processes (%s): ending them", name, err)
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, timeout=30, check=False)
+        time.sleep(0.5)
+        _run(["userdel", "--remove", name])
     if user_exists(name):
         raise LabError(f"lab user {name} is still there after userdel")
     log.info("lab user %s removed", name)

@@ -186,9 +186,11 @@ def _extract(pcap: Path, raw: Path) -> None:
 @contextlib.contextmanager
 def _lab(cfg: RunConfig, work: Path, linker: DelayLinker) -> Iterator[tuple[Topology, ServiceMap]]:
     spec = profile_spec(cfg.prefix, cfg.scenario.clients, cfg.scenario.servers, cfg.scenario.attackers, cfg.profile)
+    # The user outlives the lab: the lab's teardown ends every process in its namespaces (sshd's sessions run
+    # as the user) before userdel, which refuses while a process of the user runs.
     with (
-        delay_topology(spec, linker) as topo,
         lab_user(shell="/bin/sh") as user,
+        delay_topology(spec, linker) as topo,
         lab_services(topo, user, work / "services") as services,
     ):
         yield topo, services
