@@ -157,10 +157,17 @@ def forward(config: ForwarderConfig, wake_fd: int, stopping: list[bool]) -> dict
     return {"a_to_b": ab.stats, "b_to_a": ba.stats}
 
 
+_NICE = -15  # as sound servers run: above every tool of the lab (nice 0), below the kernel's own threads
+
+
 def _fine_timers() -> None:
-    """Ask for 1 µs timer slack instead of 50 µs, so that a lane's frames leave when due (lan: 0.5 ms)."""
+    """Ask for 1 µs timer slack instead of 50 µs, so that a lane's frames leave when due (lan: 0.5 ms), and a
+    high priority, so that on a machine busy with the lab's own tools the forwarder wakes when a frame is due
+    rather than when the scheduler gets round to it (at nice 0 a lan RTT of 1 ms measured 1.3 ms at load 4)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, 1_000, 0, 0, 0)
+    with contextlib.suppress(OSError):  # root only; without it the forwarder still runs, later under load
+        os.setpriority(os.PRIO_PROCESS, 0, _NICE)
 
 
 def serve(config: ForwarderConfig, out: IO[str]) -> dict[str, object]:
