@@ -155,8 +155,9 @@ def test_an_http_flood(lab: Lab, tmp_path: Path, name: str) -> None:
     connections = len({p.sport for p in seen if p.src == a2.ipv4 and p.flags == SYN})
     if name == "wrk-flood":  # -c 4 kept-alive connections, and wrk's first connection that checks the target
         assert 4 <= connections <= 6 and "requests in" in (lab.workdir / "e007-wrk-flood.log").read_text()
-    else:  # ab -n 700, siege -r 8 for 4 users: a connection per request
-        assert connections - {"ab-flood": 700, "siege-flood": 32}[name] in (0, 1)
+    else:  # ab -n 700, siege -r 8 for 4 users: a connection per request, and a few more when the machine is
+        # busy (a CI run saw ab open 703: a connection that failed to complete is opened again)
+        assert 0 <= connections - {"ab-flood": 700, "siege-flood": 32}[name] <= 5
     assert sum(p.src == a2.ipv4 for p in seen) > 100
 
 
