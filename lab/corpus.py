@@ -9,7 +9,9 @@ and their versions, each file's sha256; the dataset's sha256 and the build's tim
 **Resumable.** A corpus build takes hours and may be interrupted. A unit whose directory has a ``run.json`` and
 whose files still match the sha256 it lists is skipped; a unit directory without one (an interrupted run) is
 moved aside to ``OUT/incomplete/`` (kept, never deleted) and run again. ``gather`` alone rebuilds the dataset
-from the units that are complete. The corpus stays out of git (``lab/corpus/`` is ignored).
+from the units that are complete; ``relabel`` applies the labelling rule again to every complete unit (from
+its own episodes.csv) before gathering, when the rule changed after the units were run. The corpus stays out
+of git (``lab/corpus/`` is ignored).
 
 Units run in the order seed, scenario, profile, so an interrupted build still covers every profile evenly.
 
@@ -35,6 +37,8 @@ import click
 import pandas as pd
 
 from lab.delayline import Profile
+from lab.episodes import read_episodes
+from lab.labels import LABEL_COLUMNS, LabelIndex, hosts_from_episodes, label_frame
 from lab.run import FILES, RunConfig, run_scenario
 from lab.run_manifest import sha256_of
 from lab.scenarios import scenario
@@ -121,6 +125,30 @@ def gather(out: Path, build_seconds: float | None = None) -> dict[str, Any]:
     return manifest
 
 
+def relabel(out: Path) -> dict[str, int]:
+    """Apply today's labelling rule (:mod:`lab.labels`) again to every complete unit's flows.csv, from its own
+    episodes.csv; update its run.json (flows per family, the file's sha256). Returns flows per family."""
+    totals: dict[str, int] = {}
+    for run_dir in sorted(p for p in (Path(out) / "runs").glob("*") if unit_state(p) == "complete"):
+        episodes = read_episodes(run_dir / "episodes.csv")
+        flows = pd.read_csv(run_dir / "flows.csv", low_memory=False).drop(columns=list(LABEL_COLUMNS))
+        labelled = label_frame(flows, LabelIndex.build(episodes, hosts_from_episodes(episodes)))
+        tmp = run_dir / "flows.csv.tmp"
+        labelled.to_csv(tmp, index=False)
+        tmp.replace(run_dir / "flows.csv")
+        summary = json.loads((run_dir / "run.json").read_text())
+        counts = {str(k): int(v) for k, v in labelled["family"].value_counts().items()}
+        if counts != summary["flows"]:
+            log.warning("corpus: unit %s relabelled: %s -> %s", run_dir.name, summary["flows"], counts)
+        summary.update(flows=counts, flows_total=sum(counts.values()))
+        summary["sha256"]["flows.csv"] = sha256_of(run_dir / "flows.csv")
+        (run_dir / "run.json.tmp").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
+        (run_dir / "run.json.tmp").replace(run_dir / "run.json")
+        for family, n in counts.items():
+            totals[family] = totals.get(family, 0) + n
+    return totals
+
+
 def _previous_seconds(out: Path) -> float:
     """Build time already spent by earlier, interrupted invocations (kept in the manifest)."""
     try:
@@ -165,6 +193,18 @@ def build_command(out: Path, scenarios: str, profiles: str, seeds: str, prefix: 
     except (TapwatchError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"corpus {out}: {len(manifest['units'])} units, {manifest['flows']} flows")
+
+
+@main.command("relabel")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("lab/corpus"), show_default=True)
+def relabel_command(out: Path) -> None:
+    """Label every complete unit's flows again with today's rule, then gather the dataset."""
+    try:
+        totals = relabel(out)
+        manifest = gather(out)
+    except TapwatchError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"corpus {out}: {len(manifest['units'])} units relabelled: {totals}")
 
 
 @main.command("gather")

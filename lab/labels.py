@@ -78,15 +78,15 @@ class LabHosts:
         return {addr: name for name, addrs in self.addresses.items() for addr in addrs}
 
     def is_outside(self, address: str) -> bool:
-        """Whether ``address`` is none of the lab hosts' (nor link-local, loopback, or IPv6 multicast).
+        """Whether ``address`` is none of the lab hosts' (and not an IPv6 link-local or multicast address).
 
-        A spoofed flood's random sources may fall anywhere, the lab's own ranges and IPv4's class D included:
-        what matters is that no lab host has them. IPv6 multicast and link-local addresses are the lab's own
-        neighbour discovery.
+        A spoofed flood's random sources may fall anywhere, the lab's own ranges, 127/8 and IPv4's class D
+        included: what matters is that no lab host has them.
 
         >>> hosts = LabHosts({"c1": ("10.213.1.2",)})
-        >>> [hosts.is_outside(a) for a in ("10.213.1.2", "10.213.9.9", "fe80::1", "ff02::2", "230.1.2.3")]
-        [False, True, False, False, True]
+        >>> [hosts.is_outside(a) for a in ("10.213.1.2", "10.213.9.9", "fe80::1", "ff02::2", "230.1.2.3",
+        ...                                 "127.4.5.6")]
+        [False, True, False, False, True, True]
         """
         if address in self.owner:
             return False
@@ -94,9 +94,9 @@ class LabHosts:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False  # not an address at all (a malformed row): never count it as a spoofed source
-        if ip.is_link_local or ip.is_loopback or ip.is_unspecified:
-            return False
-        return not (ip.version == 6 and ip.is_multicast)
+        # IPv6 link-local and multicast are the hosts' own neighbour discovery; on the wire, any IPv4 source no
+        # lab host has (127/8 and class D included) is spoofed
+        return not (ip.version == 6 and (ip.is_link_local or ip.is_multicast or ip.is_unspecified))
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,31 @@ class LabelIndex:
         eps = list(episodes)
         attacks = tuple(sorted((e for e in eps if e.family is not Family.BENIGN), key=lambda e: e.start))
         return cls(attacks, {e.episode_id: e for e in eps}, hosts)
+
+
+def hosts_from_episodes(episodes: Iterable[Episode]) -> LabHosts:
+    """The lab's hosts as a run's episodes.csv records them: each host's benign episode carries its addresses
+    (clients' with the tool ``mix``); the router is ``.1``/``::1`` on each host's subnet (:mod:`lab.topo_plan`).
+
+    >>> ep = Episode("b-c1", Family.BENIGN, "mix", "c1", ("10.213.1.2", "fd00:7477:1::2"), (), 0.0, 1.0)
+    >>> hosts = hosts_from_episodes([ep])
+    >>> hosts.clients, hosts.addresses["router"]
+    (('c1',), ('10.213.1.1', 'fd00:7477:1::1'))
+    """
+    addresses: dict[str, tuple[str, ...]] = {}
+    clients = []
+    for ep in episodes:
+        if ep.family is Family.BENIGN and ep.episode_id.startswith("b-"):
+            addresses[ep.episode_id[2:]] = ep.attacker
+            if ep.tool == "mix":
+                clients.append(ep.episode_id[2:])
+    router = tuple(str(_gateway(a)) for addrs in addresses.values() for a in addrs)
+    return LabHosts(addresses | {"router": router}, clients=tuple(clients))
+
+
+def _gateway(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(address)
+    return ipaddress.ip_interface(f"{address}/{24 if ip.version == 4 else 64}").network[1]
 
 
 def _attack_mask(flows: pd.DataFrame, ep: Episode, outside: pd.DataFrame) -> pd.Series:

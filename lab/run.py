@@ -48,7 +48,7 @@ from lab.delayline import Profile
 from lab.delaylink import DelayLinker, delay_linker, delay_topology, profile_spec
 from lab.delayrtt import handshake_rtts, summarize
 from lab.episodes import Episode, Family, ServiceMap, write_episodes
-from lab.labels import LabHosts, benign_id, label_csv
+from lab.labels import benign_id, hosts_from_episodes, label_csv
 from lab.labuser import lab_user
 from lab.run_manifest import manifest, sha256_of
 from lab.run_plan import AttackSlot, plan_run
@@ -167,13 +167,6 @@ def _host_profile(role: Role, cfg: RunConfig) -> str:
     return "none" if role is Role.SERVER else cfg.profile.value
 
 
-def lab_hosts(topo: Topology) -> LabHosts:
-    """The lab's addresses for labelling: each host's and the router's side of its link."""
-    addresses: dict[str, tuple[str, ...]] = {h.name: (h.ipv4, h.ipv6) for h in topo.hosts}
-    addresses["router"] = tuple(a for h in topo.hosts for a in (h.gw4, h.gw6))
-    return LabHosts(addresses, clients=tuple(h.name for h in topo.by_role(Role.CLIENT)))
-
-
 def _extract(pcap: Path, raw: Path) -> None:
     """``tapwatch flows --single-packet-flows`` on the capture (the same extractor the sensor runs live)."""
     argv = [sys.executable, "-m", "tapwatch.app", "flows", "--single-packet-flows", "--sensor", "lab", str(pcap),
@@ -221,20 +214,19 @@ def run_scenario(cfg: RunConfig) -> RunResult:
                 for thread in threads:
                     thread.join(timeout=120.0)
             end = time.time()
-        hosts = lab_hosts(topo)
         episodes = attacks + _benign_episodes(topo, cfg, start, end)
     client_stats["forwarders"] = linker.stats  # each delay line's counters (frames forwarded, lost, dropped)
-    return _finish(cfg, episodes, hosts, cap, client_stats, (start, end, began))
+    return _finish(cfg, episodes, cap, client_stats, (start, end, began))
 
 
-def _finish(cfg: RunConfig, episodes: list[Episode], hosts: LabHosts, cap: Any, client_stats: dict[str, Any],
+def _finish(cfg: RunConfig, episodes: list[Episode], cap: Any, client_stats: dict[str, Any],
             span: tuple[float, float, float]) -> RunResult:  # fmt: skip
     """After teardown: episodes.csv, labelled flows.csv, run.json."""
     out = cfg.out
     write_episodes(episodes, out / "episodes.csv")
     raw = out / "flows.raw.csv"
     _extract(out / "capture.pcap", raw)
-    counts = label_csv(raw, episodes, hosts, out / "flows.csv")
+    counts = label_csv(raw, episodes, hosts_from_episodes(episodes), out / "flows.csv")
     raw.unlink()
     rtt = summarize(handshake_rtts(out / "capture.pcap"))
     forwarders = client_stats.pop("forwarders", {})

@@ -95,3 +95,28 @@ def test_the_report_tables_count_episodes_and_flows_per_family_and_profile(tmp_p
     text = render(manifest, counts, lab, cic, "python -m lab.corpus_report")
     assert "| scan | wan | 1 | 4 |" in text and "total benign flows: 5\n" in text
     assert "benign: median duration (µs) 1 in the lab, 100 in CIC" in text
+
+
+def test_relabel_applies_the_rule_again_and_keeps_the_unit_complete(tmp_path: Path) -> None:
+    from lab.corpus import relabel
+    from lab.episodes import Episode, Family, write_episodes
+
+    run_dir = tmp_path / "runs" / "ci-short-wan-s1"
+    _unit(run_dir, {"benign": 1})
+    c1, s1, a1 = ("10.213.1.2", "fd00:7477:1::2"), ("10.213.2.2", "fd00:7477:2::2"), ("10.213.3.2", "fd00:7477:3::2")
+    write_episodes([Episode("b-c1", Family.BENIGN, "mix", "c1", c1, (), 0.0, 9.0, "BENIGN"),
+                    Episode("b-s1", Family.BENIGN, "idle", "s1", s1, (), 0.0, 9.0, "BENIGN"),
+                    Episode("b-a1", Family.BENIGN, "idle", "a1", a1, (), 0.0, 9.0, "BENIGN"),
+                    Episode("e001", Family.DOS, "hping3", "hping3 --rand-source", a1, s1, 1.0, 2.0, "DDoS",
+                            spoofed=True)], run_dir / "episodes.csv")  # fmt: skip
+    pd.DataFrame({"Src IP": ["127.0.0.9", "10.213.1.2", "10.213.2.1"], "Dst IP": ["10.213.2.2"] * 3,
+                  "first_seen_ms": [1500, 1500, 1500], "episode_id": ["b-s1"] * 3, "family": ["benign"] * 3,
+                  "cic_class": ["BENIGN"] * 3}).to_csv(run_dir / "flows.csv", index=False)  # fmt: skip
+    summary = json.loads((run_dir / "run.json").read_text())
+    summary["sha256"] = {name: sha256_of(run_dir / name) for name in FILES}
+    (run_dir / "run.json").write_text(json.dumps(summary))
+    assert relabel(tmp_path) == {"dos": 1, "benign": 2}
+    flows = pd.read_csv(run_dir / "flows.csv")
+    assert flows["episode_id"].tolist() == ["e001", "b-c1", "b-router"]
+    assert unit_state(run_dir) == "complete"
+    assert json.loads((run_dir / "run.json").read_text())["flows"] == {"dos": 1, "benign": 2}
