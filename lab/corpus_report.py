@@ -30,6 +30,7 @@ from lab.episodes import Family
 
 MEDIANS = {"Flow Duration": "duration (µs)", "Flow IAT Mean": "IAT mean (µs)", "Flow Packets/s": "packets/s",
            "bytes": "bytes"}  # fmt: skip
+_PACKETS = ("Total Fwd Packet", "Total Bwd packets")
 APART = 10.0  # a median this many times the other's, either way, is called a difference
 _CIC_FAMILY = {"BENIGN": "benign", "Portscan": "scan", "Infiltration - Portscan": "scan", "DDoS": "dos",
                "FTP-Patator": "bruteforce", "SSH-Patator": "bruteforce", "Botnet": "botnet"}  # fmt: skip
@@ -48,12 +49,20 @@ def _bytes(frame: pd.DataFrame) -> pd.Series:
     return frame["Total Length of Fwd Packet"] + frame["Total Length of Bwd Packet"]
 
 
-def lab_medians(dataset: Path) -> dict[str, dict[str, float]]:
-    cols = ["family", *[c for c in MEDIANS if c != "bytes"], "Total Length of Fwd Packet",
-            "Total Length of Bwd Packet"]  # fmt: skip
+def read_lab(dataset: Path) -> pd.DataFrame:
+    """The columns of the corpus dataset the report needs."""
+    cols = ["unit", "link_profile", "episode_id", "family", *[c for c in MEDIANS if c != "bytes"],
+            "Total Length of Fwd Packet", "Total Length of Bwd Packet", *_PACKETS]  # fmt: skip
     frame = pd.read_csv(dataset, usecols=cols, low_memory=False)
     frame["bytes"] = _bytes(frame)
-    return _medians(frame, "family")
+    return frame
+
+
+def benign_episodes(frame: pd.DataFrame) -> dict[str, int]:
+    """Benign episodes with flows per link profile: one per host and run (clients, and idle hosts' own traffic)."""
+    benign = frame[frame["family"] == Family.BENIGN.value]
+    return {str(k): int(v) for k, v in benign.groupby("link_profile")["unit"].apply(
+        lambda units: len(set(zip(units, benign.loc[units.index, "episode_id"], strict=True)))).items()}  # fmt: skip
 
 
 def cic_medians(folder: Path) -> dict[str, dict[str, float]]:
@@ -68,14 +77,21 @@ def cic_medians(folder: Path) -> dict[str, dict[str, float]]:
 
 
 def _medians(frame: pd.DataFrame, by: str) -> dict[str, dict[str, float]]:
+    """Per family: the medians of :data:`MEDIANS`, the flows, and the share of one-packet flows (CIC has none)."""
     out: dict[str, dict[str, float]] = {}
+    one = frame[_PACKETS[0]] + frame[_PACKETS[1]] == 1
     for family, rows in frame.groupby(by):
-        out[str(family)] = {col: float(rows[col].median()) for col in MEDIANS} | {"flows": len(rows)}
+        share = round(float(one[rows.index].mean()), 4)
+        out[str(family)] = {col: float(rows[col].median()) for col in MEDIANS} | {
+            "flows": len(rows),
+            "one_packet": share,
+        }
     return out
 
 
-def tables(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Episodes and flows per (family, profile), benign total, RTTs per profile, from the units' summaries."""
+def tables(manifest: dict[str, Any], benign: dict[str, int] | None = None) -> dict[str, Any]:
+    """Episodes and flows per (family, profile), benign total, RTTs per profile, from the units' summaries
+    (attack episodes) and ``benign`` (benign episodes per profile, from the dataset)."""
     episodes: dict[tuple[str, str], int] = defaultdict(int)
     flows: dict[tuple[str, str], int] = defaultdict(int)
     rtts: dict[str, list[float]] = defaultdict(list)
@@ -89,6 +105,8 @@ def tables(manifest: dict[str, Any]) -> dict[str, Any]:
         if unit["handshake_rtt"]["count"]:
             rtts[prof].append(unit["handshake_rtt"]["median_ms"])
         targets[prof] = unit["profile_rtt_ms"]
+    for prof, count in (benign or {}).items():
+        episodes[(Family.BENIGN.value, prof)] = count
     rows = [{"family": f, "link_profile": p, "episodes": episodes.get((f, p), 0), "flows": flows[(f, p)]}
             for f, p in sorted(flows)]  # fmt: skip
     rtt = {p: {"target_ms": targets[p], "units": len(v), "median_of_unit_medians_ms": round(statistics.median(v), 3)}
@@ -120,11 +138,11 @@ def render(manifest: dict[str, Any], counts: dict[str, Any], lab: dict[str, Any]
              f"{', '.join(sorted({u['scenario'] for u in units}))}; seeds "
              f"{', '.join(str(s) for s in sorted({u['seed'] for u in units}))}; profiles "
              f"{', '.join(sorted({u['link_profile'] for u in units}))}). Flows are written by `tapwatch flows "
-             "--single-packet-flows` from the tap's capture and labelled by episode (lab/labels.py).", "",
+             "--single-packet-flows` from the tap's capture and labelled by episode (lab/labels.py); a benign "
+             "episode is one host's traffic in one run.", "",
              "| family | link profile | episodes | flows |", "|---|---|---|---|"]  # fmt: skip
     for row in counts["rows"]:
-        eps = "–" if row["family"] == Family.BENIGN.value else str(row["episodes"])
-        lines.append(f"| {row['family']} | {row['link_profile']} | {eps} | {row['flows']} |")
+        lines.append(f"| {row['family']} | {row['link_profile']} | {row['episodes']} | {row['flows']} |")
     lines += ["", f"total benign flows: {counts['benign_flows']}", f"total flows: {manifest['flows']}", "",
               "## Round-trip times at the tap", "",
               "Median TCP handshake RTT (client SYN to client ACK, from the capture's microsecond timestamps), "
@@ -133,13 +151,16 @@ def render(manifest: dict[str, Any], counts: dict[str, Any], lab: dict[str, Any]
     for prof, r in counts["rtt"].items():
         lines.append(f"| {prof} | {r['target_ms']:g} | {r['median_of_unit_medians_ms']} | {r['units']} |")
     lines += ["", "## Feature medians per family: lab beside the CIC-IDS2017 subset", "",
-              "| family | source | flows | " + " | ".join(MEDIANS.values()) + " |",
-              "|---|---|---|" + "---|" * len(MEDIANS)]  # fmt: skip
+              "A flow within one millisecond (the sensor's flow clock) has duration 0 and no rate (packets/s -1): "
+              "scan probes and their resets, spoofed floods' one-packet flows (CIC-IDS2017 has no one-packet flow; "
+              "the lab keeps them, `--single-packet-flows`).", "",
+              "| family | source | flows | one-packet | " + " | ".join(MEDIANS.values()) + " |",
+              "|---|---|---|---|" + "---|" * len(MEDIANS)]  # fmt: skip
     for family in sorted(set(lab) | set(cic)):
         for source, med in (("lab", lab.get(family)), ("CIC", cic.get(family))):
             if med:
                 vals = " | ".join(_num(med[c]) for c in MEDIANS)
-                lines.append(f"| {family} | {source} | {med['flows']} | {vals} |")
+                lines.append(f"| {family} | {source} | {med['flows']} | {med['one_packet']:.0%} | {vals} |")
     diffs = differences(lab, cic)
     lines += ["", f"## Where lab and CIC still differ (a median {APART:g}× apart or more)", ""]
     lines += [f"- {d}" for d in diffs] or ["- no median is that far apart"]
@@ -164,8 +185,9 @@ def main(corpus: Path, shared: Path, out: Path) -> None:
     if not manifest_path.is_file():
         raise click.ClickException(f"{manifest_path} does not exist: build the corpus first (python -m lab.corpus)")
     manifest = json.loads(manifest_path.read_text())
-    counts = tables(manifest)
-    lab = lab_medians(corpus / manifest["dataset"])
+    frame = read_lab(corpus / manifest["dataset"])
+    counts = tables(manifest, benign_episodes(frame))
+    lab = _medians(frame, "family")
     cic = cic_medians(shared / "datasets" / "cic-ids2017" / "engelen_improved_sample_rnd5000")
     command = f"python -m lab.corpus_report --corpus {corpus}"
     out.parent.mkdir(parents=True, exist_ok=True)

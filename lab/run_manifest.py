@@ -2,9 +2,11 @@
 
 Example
 -------
->>> versions = package_versions(("iproute2", "no-such-package-twlab"))
->>> sorted(versions), versions["no-such-package-twlab"]
-(['iproute2', 'no-such-package-twlab'], 'not installed')
+>>> versions = package_versions(("iproute2", "no-such-package-twlab", "pypi:click", "python3 (lab.beacon)"))
+>>> sorted(versions), versions["no-such-package-twlab"], versions["pypi:click"] != "not installed"
+(['iproute2', 'no-such-package-twlab', 'pypi:click', 'python3'], 'not installed', True)
+>>> sorted(all_tools())[:3]
+['apache2-utils', 'busybox', 'chrony']
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import platform
 import subprocess
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -40,9 +42,16 @@ def sha256_of(path: Path) -> str:
 
 
 def package_versions(packages: Iterable[str]) -> dict[str, str]:
-    """``package -> version`` from dpkg (``not installed`` for a missing one)."""
+    """``package -> version``: from dpkg for a Debian package, from the environment for ``pypi:NAME``
+    (``not installed`` for a missing one); a description after the name (``python3 (lab.beacon)``) is dropped."""
     out = {}
-    for pkg in sorted(set(packages)):
+    for pkg in sorted({p.split()[0] for p in packages}):
+        if pkg.startswith("pypi:"):
+            try:
+                out[pkg] = metadata.version(pkg[5:])
+            except metadata.PackageNotFoundError:
+                out[pkg] = "not installed"
+            continue
         done = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True,
                               timeout=30, check=False)  # fmt: skip
         out[pkg] = done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "not installed"
@@ -59,7 +68,7 @@ def all_tools() -> tuple[str, ...]:
 
 def _packages(tools: Any) -> Iterable[str]:
     """The package names of a TOOLS declaration (a collection of names, or a mapping tool -> package)."""
-    return tools.values() if isinstance(tools, dict) else tools
+    return tools.values() if isinstance(tools, Mapping) else tools
 
 
 def manifest(cfg: RunConfig, episodes: list[Episode], flows: dict[str, int], cap: TapCapture, rtt: RttSummary,

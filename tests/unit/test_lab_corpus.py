@@ -90,8 +90,26 @@ def test_the_report_tables_count_episodes_and_flows_per_family_and_profile(tmp_p
     counts = tables(manifest)
     assert counts["benign_flows"] == 5
     assert {"family": "scan", "link_profile": "wan", "episodes": 1, "flows": 4} in counts["rows"]
-    lab = {"benign": {"Flow Duration": 1.0, "Flow IAT Mean": 1.0, "Flow Packets/s": 1.0, "bytes": 1.0, "flows": 5}}
-    cic = {"benign": {"Flow Duration": 100.0, "Flow IAT Mean": 2.0, "Flow Packets/s": 1.0, "bytes": 1.0, "flows": 9}}
+    lab = {
+        "benign": {
+            "Flow Duration": 1.0,
+            "Flow IAT Mean": 1.0,
+            "Flow Packets/s": 1.0,
+            "bytes": 1.0,
+            "flows": 5,
+            "one_packet": 0.2,
+        }
+    }
+    cic = {
+        "benign": {
+            "Flow Duration": 100.0,
+            "Flow IAT Mean": 2.0,
+            "Flow Packets/s": 1.0,
+            "bytes": 1.0,
+            "flows": 9,
+            "one_packet": 0.0,
+        }
+    }
     text = render(manifest, counts, lab, cic, "python -m lab.corpus_report")
     assert "| scan | wan | 1 | 4 |" in text and "total benign flows: 5\n" in text
     assert "benign: median duration (µs) 1 in the lab, 100 in CIC" in text
