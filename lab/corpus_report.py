@@ -111,8 +111,8 @@ def tables(manifest: dict[str, Any], benign: dict[str, int] | None = None) -> di
             for f, p in sorted(flows)]  # fmt: skip
     rtt = {p: {"target_ms": targets[p], "units": len(v), "median_of_unit_medians_ms": round(statistics.median(v), 3)}
            for p, v in sorted(rtts.items())}  # fmt: skip
-    benign = sum(n for (f, _), n in flows.items() if f == Family.BENIGN.value)
-    return {"rows": rows, "benign_flows": benign, "rtt": rtt}
+    total = sum(n for (f, _), n in flows.items() if f == Family.BENIGN.value)
+    return {"rows": rows, "benign_flows": total, "rtt": rtt}
 
 
 def differences(lab: dict[str, dict[str, float]], cic: dict[str, dict[str, float]]) -> list[str]:
