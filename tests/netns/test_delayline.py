@@ -7,7 +7,6 @@ profile.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from lab.delaybench import handshakes, udp_rate
 from lab.delayline import Profile
 from lab.delayrtt import handshake_rtts, summarize
 from lab.delaywire import REPO, WireConfig, delay_pair
-from tests.support.env import need_netns
+from tests.support.env import alive, need_netns
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,14 +36,6 @@ def _twd_namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     # "twd-": the delay pairs' names; not "twdl...", the routed labs of test_delaylink
     return [line.split()[0] for line in out.splitlines() if line.startswith("twd-")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("profile", [Profile.LAN, Profile.WAN, Profile.LOSSY, Profile.NONE])
@@ -68,7 +59,7 @@ def test_handshake_rtt_matches_profile(profile: Profile, tmp_path: Path) -> None
     stats = dp.wire.stats
     assert stats is not None and stats["forwarded"] > 4 * CONNECTIONS and stats["capped"] == 0
     assert (stats["lost"] > 0) is (profile is Profile.LOSSY), stats
-    assert not _alive(pid) and not [ns for ns in _twd_namespaces() if ns.startswith(dp.wire.netns[:-4])]
+    assert not alive(pid) and not [ns for ns in _twd_namespaces() if ns.startswith(dp.wire.netns[:-4])]
 
 
 def test_teardown_after_an_exception() -> None:
@@ -79,7 +70,7 @@ def test_teardown_after_an_exception() -> None:
         names = {dp.pair.client.netns, dp.pair.server.netns, dp.wire.netns}
         assert names <= set(_twd_namespaces())
         raise RuntimeError("boom")
-    assert not _alive(pid)
+    assert not alive(pid)
     assert _twd_namespaces() == []
     assert dp.wire.stats is not None  # the forwarder still reported its counters
 
@@ -107,7 +98,7 @@ def test_teardown_after_ctrl_c() -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
-    assert not _alive(int(pid))
+    assert not alive(int(pid))
     assert _twd_namespaces() == [], netns
 
 

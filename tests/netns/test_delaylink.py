@@ -7,7 +7,6 @@ Labs here have prefixes starting with ``twdl`` so that they never meet another s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from lab.delayrtt import handshake_rtts_by_client, summarize
 from lab.netns import Endpoint, wait_listening
 from lab.topo_guard import root_namespaces
 from lab.topo_plan import LabError, TopologySpec
-from tests.support.env import need_netns
+from tests.support.env import alive, need_netns
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,14 +32,6 @@ IDLE_CPU_S = 0.05  # 2.5 % of a core: a spinning forwarder would use ~2 s here
 
 def _ours(prefix: str) -> set[str]:
     return {n for n in root_namespaces() if n.startswith(f"{prefix}-")}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_each_clients_handshake_rtt_at_the_tap_is_its_links_profile(tmp_path: Path) -> None:
@@ -77,7 +68,7 @@ def test_each_clients_handshake_rtt_at_the_tap_is_its_links_profile(tmp_path: Pa
     for name in ("c1", "c2"):
         stats = linker.stats[name]
         assert stats is not None and stats["forwarded"] >= 2 * 3 * 2 * CONNECTIONS and stats["capped"] == 0, stats
-    assert not [pid for pid in pids.values() if _alive(pid)]
+    assert not [pid for pid in pids.values() if alive(pid)]
     assert not _ours("twdl1") and linker.wires == {}
 
 
@@ -101,6 +92,6 @@ def test_an_exception_in_the_lab_stops_the_forwarders_with_their_counters() -> N
         pids = linker.pids()
         topo.run_in(topo.host("a1"), ["busybox", "ping", "-c", "1", "-W", "2", topo.host("s1").ipv6])
         raise RuntimeError("boom")
-    assert pids.keys() == {"c1", "a1"} and not [pid for pid in pids.values() if _alive(pid)]
+    assert pids.keys() == {"c1", "a1"} and not [pid for pid in pids.values() if alive(pid)]
     assert linker.stats["a1"] is not None and linker.stats["a1"]["forwarded"] >= 2, linker.stats
     assert not _ours("twdl3")

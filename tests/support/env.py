@@ -105,3 +105,12 @@ class RedisServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
         time.sleep(down_s)
         self.start()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this PID exists (a zombie counts: it has not been reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
