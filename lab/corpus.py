@@ -40,7 +40,7 @@ from lab.delayline import Profile
 from lab.episodes import read_episodes
 from lab.labels import LABEL_COLUMNS, LabelIndex, hosts_from_episodes, label_frame
 from lab.run import FILES, RunConfig, run_scenario
-from lab.run_manifest import sha256_of
+from lab.run_manifest import sha256_of, write_summary
 from lab.scenarios import scenario
 from lab.topo_plan import LabError
 from tapwatch.features.errors import TapwatchError
@@ -142,8 +142,7 @@ def relabel(out: Path) -> dict[str, int]:
             log.warning("corpus: unit %s relabelled: %s -> %s", run_dir.name, summary["flows"], counts)
         summary.update(flows=counts, flows_total=sum(counts.values()))
         summary["sha256"]["flows.csv"] = sha256_of(run_dir / "flows.csv")
-        (run_dir / "run.json.tmp").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
-        (run_dir / "run.json.tmp").replace(run_dir / "run.json")
+        write_summary(run_dir, summary)
         for family, n in counts.items():
             totals[family] = totals.get(family, 0) + n
     return totals

@@ -29,7 +29,6 @@ Example
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import subprocess
@@ -50,7 +49,7 @@ from lab.delayrtt import handshake_rtts, summarize
 from lab.episodes import Episode, Family, ServiceMap, write_episodes
 from lab.labels import benign_id, hosts_from_episodes, label_csv
 from lab.labuser import lab_user
-from lab.run_manifest import manifest, sha256_of
+from lab.run_manifest import manifest, sha256_of, write_summary
 from lab.run_plan import AttackSlot, plan_run
 from lab.scenarios import Scenario
 from lab.services import lab_services
@@ -233,8 +232,6 @@ def _finish(cfg: RunConfig, episodes: list[Episode], cap: Any, client_stats: dic
     summary = manifest(cfg, episodes, counts, cap, rtt, client_stats, span[:2]) | {"forwarders": forwarders}
     summary["wall_seconds"] = round(time.time() - span[2], 1)  # set-up, traffic, teardown and extraction
     summary["sha256"] = {name: sha256_of(out / name) for name in FILES}
-    tmp = out / "run.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
-    tmp.rename(out / "run.json")
+    write_summary(out, summary)
     log.info("run %s: done in %.0f s: %s", cfg.unit, span[1] - span[0], counts)
     return RunResult(out, summary)

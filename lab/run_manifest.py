@@ -12,6 +12,7 @@ Example
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
 from collections import Counter
@@ -39,6 +40,13 @@ def sha256_of(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Write ``run_dir/run.json`` whole or not at all: a unit with a run.json is complete (:mod:`lab.corpus`)."""
+    tmp = Path(run_dir) / "run.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
+    tmp.replace(Path(run_dir) / "run.json")
 
 
 def package_versions(packages: Iterable[str]) -> dict[str, str]:
