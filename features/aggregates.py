@@ -1,0 +1,171 @@
+"""The destination and volume view: per-source and per-victim counts over short time buckets.
+
+A window holds one source's last T flows, so it cannot see what many one-packet flows do together: a scan of
+one probe per port, a flood from spoofed sources, reflection towards one victim. The sensor therefore also
+counts every flow, one-packet flows included, into bounded aggregates per source host and per victim host
+over buckets of a few seconds (packet time), and publishes each finished bucket as an
+:class:`AggregateRecord` on ``tapwatch:aggregates`` (Zeek's scan detector counts distinct ports per source in a
+time window; Suricata's ``threshold``/``rate_filter`` count events per source or destination per interval).
+
+The counts (``docs/alerts.md`` has the table):
+
+* ``unanswered``: flows in which the responder sent nothing; ``rejected``: TCP flows the responder reset
+  before any payload was sent; ``no_payload``: TCP or UDP flows that carried no payload either way (a
+  handshake that was never used, a half-open SYN).
+* ``distinct_ports`` / ``distinct_peers``: destination ports and hosts of a source, or ports and sources of a
+  victim; each set is capped (``capped`` is then true and the counts are lower bounds).
+* ``top_*``: the busiest port, peer and (peer, port) pair of the bucket, with their flows;
+  ``top_src_port`` (victim view): the busiest *source* port of the flows towards the victim (53 or 123 for
+  reflection).
+* ``beacon_*`` (source view): the pair whose connections came most regularly over the recent buckets: how
+  many connections, the median interval and its coefficient of variation (a C2 beacon calls home on a
+  timer; people do not).
+
+>>> rec = AggregateRecord(sensor="s", view=View.SOURCE, key="10.0.0.1", start_ms=0, bucket_ms=10_000)
+>>> AggregateRecord.decode(rec.encode()) == rec
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+from typing import Any
+
+from tapwatch.features.errors import SchemaError
+from tapwatch.features.schema import FlowMeta
+
+AGGREGATE_SCHEMA_VERSION = 1
+AGGREGATES_STREAM = "tapwatch:aggregates"
+
+
+class View(str, Enum):
+    """Whose traffic a bucket counts."""
+
+    SOURCE = "source"
+    """Everything one host started (its ``key`` is the source address)."""
+    VICTIM = "victim"
+    """Everything that reached one host (its ``key`` is the destination address)."""
+
+
+@dataclass(frozen=True)
+class AggregateRecord:
+    """One finished bucket of one host, as it travels on ``tapwatch:aggregates``.
+
+    Parameters
+    ----------
+    sensor, view, key
+        The sensor, the view and the host (source or victim address).
+    start_ms, bucket_ms
+        The bucket: ``[start_ms, start_ms + bucket_ms)`` in packet time (the flows' last packets).
+    first_ms, last_ms
+        The earliest first packet and the latest last packet of the bucket's flows.
+    flows, packets, bytes, tcp, udp, icmp
+        Flows (one-packet ones included), packets and link-layer bytes in both directions, flows per protocol.
+    unanswered, rejected, no_payload
+        See the module docstring.
+    distinct_ports, distinct_peers, capped
+        Distinct destination ports and hosts (victim view: ports of the victim and distinct sources).
+    top_port, top_port_flows, top_peer, top_peer_flows
+        The busiest destination port and peer.
+    pair_peer, pair_port, pair_flows, pair_bytes
+        The busiest (peer, destination port) pair and its flows and bytes.
+    top_src_port, top_src_port_flows
+        Victim view: the busiest source port of the flows towards the victim.
+    beacon_peer, beacon_port, beacon_count, beacon_interval_ms, beacon_cv
+        Source view: the most regular pair over the recent buckets (``beacon_count`` 0: none yet).
+    sample
+        The newest flow of the busiest pair: what an alert names as its representative flow.
+    """
+
+    sensor: str
+    view: View
+    key: str
+    start_ms: int
+    bucket_ms: int
+    first_ms: int = 0
+    last_ms: int = 0
+    flows: int = 0
+    packets: int = 0
+    bytes: int = 0
+    tcp: int = 0
+    udp: int = 0
+    icmp: int = 0
+    unanswered: int = 0
+    rejected: int = 0
+    no_payload: int = 0
+    distinct_ports: int = 0
+    distinct_peers: int = 0
+    capped: bool = False
+    top_port: int = 0
+    top_port_flows: int = 0
+    top_peer: str = ""
+    top_peer_flows: int = 0
+    pair_peer: str = ""
+    pair_port: int = 0
+    pair_flows: int = 0
+    pair_bytes: int = 0
+    top_src_port: int = 0
+    top_src_port_flows: int = 0
+    beacon_peer: str = ""
+    beacon_port: int = 0
+    beacon_count: int = 0
+    beacon_interval_ms: float = 0.0
+    beacon_cv: float = 0.0
+    sample: FlowMeta | None = None
+    version: int = AGGREGATE_SCHEMA_VERSION
+
+    @property
+    def seconds(self) -> float:
+        """The bucket's length in seconds."""
+        return self.bucket_ms / 1000.0
+
+    def counts(self) -> dict[str, Any]:
+        """Every field but the identity and the sample, by name (what rules and summaries read)."""
+        skip = {"sensor", "view", "key", "sample", "version"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def encode(self) -> dict[str, str]:
+        """Flat field map for XADD: the identity as fields, the counts as one JSON object."""
+        out = {"v": str(self.version), "sensor": self.sensor, "view": self.view.value, "key": self.key,
+               "counts": json.dumps(self.counts(), separators=(",", ":"))}  # fmt: skip
+        if self.sample is not None:
+            out["flow"] = self.sample.to_json()
+        return out
+
+    @classmethod
+    def decode(cls, fields_: Mapping[Any, Any]) -> AggregateRecord:
+        """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason."""
+        f = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields_.items()}
+
+        def text(name: str) -> str:
+            if name not in f:
+                raise SchemaError("aggregate", "missing_field", f"field {name!r} is missing")
+            v = f[name]
+            return v.decode() if isinstance(v, bytes) else str(v)
+
+        if text("v") != str(AGGREGATE_SCHEMA_VERSION):
+            raise SchemaError("aggregate", "version", f"unknown aggregate schema version {text('v')!r}")
+        try:
+            view = View(text("view"))
+            counts = json.loads(text("counts"))
+            if not isinstance(counts, dict):
+                raise TypeError("counts is not a JSON object")
+            known = {x.name for x in fields(cls)}
+            unknown = sorted(set(counts) - known)
+            if unknown:
+                raise KeyError(f"unknown counts {unknown}")
+            sample = FlowMeta.from_json(text("flow")) if "flow" in f else None
+            return cls(sensor=text("sensor"), view=view, key=text("key"), sample=sample, **counts)
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+            raise SchemaError("aggregate", "value", str(err)) from err
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the view as its name, the sample as a dict)."""
+        d = asdict(self)
+        d["view"] = self.view.value
+        if self.sample is not None:
+            d["sample"] = json.loads(self.sample.to_json())
+        return d
