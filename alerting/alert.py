@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from tapwatch.alerting.errors import InvalidAlert
 from tapwatch.alerting.signatures import Category, Severity, Signature, is_benign
@@ -80,6 +80,22 @@ def eve_timestamp(ms: int) -> str:
 
 def _num(v: float) -> float | int:
     return int(v) if float(v).is_integer() and abs(v) < 2**53 else round(float(v), 6)
+
+
+class AlertLine(Protocol):
+    """What a sink reads of an alert line: the per-window :class:`Alert` and the episode's line both fit."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def severity(self) -> Severity: ...
+    @property
+    def window_id(self) -> str: ...
+    @property
+    def flow(self) -> FlowMeta: ...
+    @property
+    def signature(self) -> Any: ...
+    def to_json(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ _OPTIONS = {
     "syslog_tcp": "syslog_tcp", "webhook": "webhook_url", "explain": "explain", "explain_samples": "explain_samples",
     "explain_per_second": "explain_per_second", "explain_cpu_share": "explain_cpu_share",
     "consumer": "alerter_consumer", "metrics_port": "metrics_port", "metrics_host": "metrics_host",
-    "reload_poll": "reload_poll_s",
+    "reload_poll": "reload_poll_s", "alert_mode": "alert_mode", "allow_list": "allow_list", "baseline": "baseline",
+    "quiet": "episode_quiet_s",
 }  # fmt: skip
 
 
@@ -50,6 +51,16 @@ def install_signals(stop: threading.Event) -> None:
 @click.option("--card", help="Model card JSON (explanations, benign class, T).")
 @click.option("--onnx", help="ONNX file [default: the card's onnx.file beside the card].")
 @click.option("--threshold-file", help="Suppression/threshold rules in threshold.config vocabulary.")
+@click.option(
+    "--alert-mode",
+    type=click.Choice(["episodes", "flows"]),
+    help="episodes: a line per episode open/update/close [default]; flows: one per window.",
+)
+@click.option("--allow-list", help="Hosts, networks and ports whose episodes are never written.")
+@click.option("--baseline", help="Site baseline: volume thresholds, benign medians, window bars [shipped].")
+@click.option(
+    "--quiet", type=click.FloatRange(0.001, 86_400), help="Seconds without evidence that close an episode [120]."
+)
 @click.option("--stdout/--no-stdout", default=None, help="Write EVE lines to standard output.")
 @click.option("-o", "--file", "alert_file", help="JSON-lines alert file (rotated by size).")
 @click.option("--file-max-bytes", type=click.IntRange(1024), help="Rotate the file at this size [100 MiB].")

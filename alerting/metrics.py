@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tapwatch.alerting.alert import ExplanationStatus
 from tapwatch.alerting.suppress import SuppressReason
+from tapwatch.features.families import ATTACK_FAMILIES
 
 SINK_KINDS = ("stdout", "file", "redis", "syslog_udp", "syslog_tcp", "webhook")
 """The ``sink`` label's closed set: every kind of sink (:mod:`tapwatch.alerting.sinks`) counts under its own."""
@@ -39,6 +40,7 @@ class AlerterMetrics:
         self._decisions(registry)
         self._delivery(registry)
         self._service(registry)
+        self._episodes(registry)
 
     # fmt: off
     def _decisions(self, r: CollectorRegistry) -> None:
@@ -88,4 +90,23 @@ class AlerterMetrics:
         self.bus_up.set(1)  # as the alerter's readiness starts; the loop reports each change after that
         self.stream_length = Gauge("tapwatch_alerting_verdicts_stream_length", "Entries on tapwatch:verdicts.",
                                    registry=r)
+
+    def _episodes(self, r: CollectorRegistry) -> None:
+        self.episode_lines = Counter("tapwatch_alerting_episode_lines", "Episode alert lines written, by family and "
+                                     "state (open, update, close).", ["family", "state"], registry=r)
+        self.evidence = Counter("tapwatch_alerting_evidence", "Evidence handed to the episode tracker, by view and "
+                                "family.", ["view", "family"], registry=r)
+        self.aggregates = Counter("tapwatch_alerting_aggregates", "Aggregate buckets read, by view.", ["view"],
+                                  registry=r)
+        self.episodes_suppressed = Counter("tapwatch_alerting_episodes_suppressed", "Episodes opened but not "
+                                           "written (allow-list, threshold.config), by reason.", ["reason"], registry=r)
+        self.open_episodes = Gauge("tapwatch_alerting_open_episodes", "Episodes open or pending in the store.",
+                                   registry=r)
+        for fam in ATTACK_FAMILIES:
+            for state in ("open", "update", "close"):
+                self.episode_lines.labels(family=fam.value, state=state)
+            for view in ("window", "volume"):
+                self.evidence.labels(view=view, family=fam.value)
+        for view in ("source", "victim"):
+            self.aggregates.labels(view=view)
     # fmt: on

@@ -18,7 +18,7 @@ import urllib.request
 from datetime import UTC, datetime
 from enum import Enum
 
-from tapwatch.alerting.alert import Alert
+from tapwatch.alerting.alert import AlertLine
 from tapwatch.alerting.errors import SinkError
 from tapwatch.alerting.signatures import Severity
 from tapwatch.alerting.sinks import SinkHealth
@@ -61,7 +61,7 @@ def parse_hostport(text: str, option: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def rfc5424(alert: Alert, line: str, facility: int, hostname: str, app: str = "tapwatch") -> bytes:
+def rfc5424(alert: AlertLine, line: str, facility: int, hostname: str, app: str = "tapwatch") -> bytes:
     """One RFC 5424 message: ``<PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG``, the EVE JSON as MSG."""
     pri = facility * 8 + SYSLOG_SEVERITY[alert.severity]
     ts = datetime.fromtimestamp(alert.flow.last_seen_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
@@ -125,7 +125,7 @@ class SyslogSink:
         self._sock = sock
         return sock
 
-    def write(self, alert: Alert, line: str) -> None:
+    def write(self, alert: AlertLine, line: str) -> None:
         msg = rfc5424(alert, line, self.facility, self.hostname)
         try:
             sock = self._connect()
@@ -196,7 +196,7 @@ class WebhookSink:
     def bind_health(self, health: SinkHealth) -> None:
         self.health = health
 
-    def write(self, alert: Alert, line: str) -> None:
+    def write(self, alert: AlertLine, line: str) -> None:
         try:
             self._queue.put_nowait((alert.id, line.encode()))
         except queue.Full as err:

@@ -12,16 +12,23 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Info
 
 from tapwatch.alerting.alerter import Alerter, AlertPolicy
+from tapwatch.alerting.allowlist import AllowList
 from tapwatch.alerting.budget import BudgetConfig, ExplainQueue
+from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
+from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker
 from tapwatch.alerting.errors import ExplainerUnavailable
 from tapwatch.alerting.explain import ExplainConfig, LimeExplainer, ScoreFn, load_onnx_explainer
 from tapwatch.alerting.metrics import AlerterMetrics
+from tapwatch.alerting.narrate import Explain
 from tapwatch.alerting.netsinks import FACILITIES, SyslogSink, Transport, WebhookSink, parse_hostport
 from tapwatch.alerting.reload import CardReloader
-from tapwatch.alerting.settings import AlerterSettings
+from tapwatch.alerting.settings import AlerterSettings, AlertMode
 from tapwatch.alerting.sinks import FileSink, RedisStreamSink, Sink, SinkSet, StdoutSink
 from tapwatch.alerting.suppress import Suppressor, load_threshold_config
+from tapwatch.alerting.volume import VolumeRules
+from tapwatch.bus.state import MemoryStateStore, RedisStateStore, StateStore
 from tapwatch.bus.streams import Bus, RedisBus
+from tapwatch.features.baseline import SiteBaseline, load_baseline, shipped_baseline
 from tapwatch.features.card import ModelCard, card_path_for, load_card
 from tapwatch.features.errors import ConfigError, ModelCardError
 
@@ -121,6 +128,72 @@ def build_alerter(
     return Alerter(bus, card, settings, sinks, metrics, AlertPolicy(suppressor, explainer), reloader)
 
 
+def episode_explainer(
+    settings: AlerterSettings, card: ModelCard | None, score_fn: ScoreFn | None = None
+) -> Explain | None:
+    """LIME run synchronously, once per episode (no queue or budget can skip it), or None when off or impossible."""
+    s = settings
+    if s.explain is False:
+        return None
+    cfg = ExplainConfig(samples=s.explain_samples, top_k=s.explain_top_k, seed=s.explain_seed)
+    try:
+        if card is None:
+            raise ExplainerUnavailable("no model card given (--card)")
+        if score_fn is not None:
+            return LimeExplainer(score_fn, card, cfg).explain
+        return load_onnx_explainer(card, card_path(s) or Path("."), s.onnx, cfg, s.explain_threads).explain
+    except ExplainerUnavailable as err:
+        if s.explain:
+            raise ConfigError("explain", f"explanations were required but are not possible: {err}") from err
+        log.warning("window-view episodes are explained by their scores only: %s", err)
+        return None
+
+
+def load_volume_rules(settings: AlerterSettings) -> VolumeRules:
+    """The volume view's rules with ``--site-baseline`` or the shipped baseline (else the floors, said once)."""
+    path = settings.baseline or shipped_baseline()
+    if path is None:
+        log.warning("no volume baseline installed: the volume view uses its floor thresholds")
+        return VolumeRules(SiteBaseline())
+    return VolumeRules(load_baseline(path))
+
+
+def episode_config(settings: AlerterSettings, baseline: SiteBaseline, model: str | None) -> EpisodeConfig:
+    """The tracker's settings, with the baseline's window-view bars for ``model`` (the card's name)."""
+    s = settings
+    bars = tuple(sorted(baseline.window_open.get(model, {}).items())) if model else ()
+    return EpisodeConfig(quiet_s=s.episode_quiet_s, open_windows=s.episode_open_windows,
+                         open_within_s=s.episode_open_within_s, open_min_score=s.episode_open_min_score,
+                         update_every_s=s.episode_update_s, open_by_family=bars)  # fmt: skip
+
+
+def build_episode_alerter(
+    settings: AlerterSettings,
+    bus: Bus,
+    metrics: AlerterMetrics,
+    card: ModelCard | None = None,
+    score_fn: ScoreFn | None = None,
+    store: StateStore | None = None,
+) -> EpisodeAlerter:
+    """A ready episode alerter on ``bus``; the store defaults to memory (the service passes Redis)."""
+    card = card if card is not None else load_alert_card(settings)
+    rules = load_volume_rules(settings)
+    suppressor = None
+    if settings.threshold_file:
+        config = load_threshold_config(Path(settings.threshold_file))
+        suppressor = Suppressor(config, settings.threshold_max_entries, metrics.threshold_evictions.inc)
+    allow = AllowList.load(settings.allow_list) if settings.allow_list else None
+    medians = rules.baseline.feature_medians or (
+        {f.feature: f.quantiles["p50"] for f in card.feature_stats if "p50" in f.quantiles} if card else {}
+    )
+    explain = episode_explainer(settings, card, score_fn)
+    sinks = build_sinks(settings, bus, metrics)
+    config = episode_config(settings, rules.baseline, card.name if card else None)
+    tracker = EpisodeTracker(store or MemoryStateStore(), config)
+    policy = EpisodePolicy(rules, explain, suppressor, allow, medians)
+    return EpisodeAlerter(bus, settings, sinks, metrics, tracker, card, policy)
+
+
 def build_reloader(settings: AlerterSettings, card: ModelCard | None, explaining: bool) -> CardReloader | None:
     """Hot reload of the card (and of the explainer's model when ``explaining``), when its files are known."""
     path = card_path(settings)
@@ -147,7 +220,12 @@ def run_alerter(settings: AlerterSettings, registry: CollectorRegistry, stop: th
 
     Info("tapwatch_build", "tapwatch build.", registry=registry).info({"version": _version()})
     metrics = AlerterMetrics(registry)
-    alerter = build_alerter(settings, RedisBus(settings.redis_url), metrics)
+    bus = RedisBus(settings.redis_url)
+    alerter: Alerter | EpisodeAlerter
+    if settings.alert_mode is AlertMode.EPISODES:
+        alerter = build_episode_alerter(settings, bus, metrics, store=RedisStateStore(bus.client))
+    else:
+        alerter = build_alerter(settings, bus, metrics)
     http = HealthServer(registry, alerter.ready, settings.metrics_host, settings.metrics_port).start()
     log.info(
         "alerter %s reading %s in group %s", settings.alerter_consumer, settings.verdicts_stream, settings.alerter_group

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
+from enum import Enum
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tapwatch.bus.consumer import ConsumerConfig
 from tapwatch.bus.streams import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM
+from tapwatch.features.aggregates import AGGREGATES_STREAM
 
 # The alerter's consumer loop has no settings for these (no options, no environment variables): Redis down, it
 # retries after 0.1 s, doubling to 5 s; at stop it tries once to finish its work, then leaves it pending (another
@@ -21,6 +24,13 @@ from tapwatch.bus.streams import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM
 LOOP_BACKOFF_INITIAL_S = 0.1
 LOOP_BACKOFF_MAX_S = 5.0
 LOOP_DRAIN_TIMEOUT_S = 0.0
+
+
+class AlertMode(str, Enum):
+    """What the alerter writes."""
+
+    EPISODES = "episodes"
+    FLOWS = "flows"
 
 
 def default_consumer() -> str:
@@ -90,6 +100,31 @@ class AlerterSettings(BaseSettings):
     webhook_backoff_s: float = Field(0.5, gt=0, le=60, description="First retry delay (doubles, capped at 10 s).")
     webhook_timeout_s: float = Field(2.0, gt=0, le=60, description="Per-request timeout of the webhook.")
 
+    alert_mode: AlertMode = Field(
+        AlertMode.EPISODES,
+        description="episodes: one alert line per episode open, "
+        "update and close; flows: the old alert per window over the threshold.",
+    )
+    aggregates_stream: str = Field(AGGREGATES_STREAM, description="Stream of the sensor's aggregate buckets.")
+    baseline: str | None = Field(
+        None,
+        description="Thresholds and benign medians of the volume view "
+        "(JSON); None: the shipped models/site-baseline.json.",
+    )
+    allow_list: str | None = Field(None, description="Hosts, networks and ports whose episodes are never written.")
+    episode_quiet_s: float = Field(
+        120.0, gt=0, le=86_400, description="An episode closes after this long without new evidence."
+    )
+    episode_open_windows: int = Field(
+        3, ge=1, le=10_000, description="Window-view evidence needed to open an episode (within episode_open_within_s)."
+    )
+    episode_open_within_s: float = Field(60.0, gt=0, le=86_400, description="Time the opening windows must fall in.")
+    episode_open_min_score: float = Field(0.0, ge=0, le=1, description="Attack score the opening window needs.")
+    episode_update_s: float = Field(
+        60.0, gt=0, le=86_400, description="First gap between update lines (doubling, at most an hour)."
+    )
+    verdicts_file: str | None = Field(None, description="JSON lines, one per verdict (window), for analysis.")
+
     metrics_host: str = Field("127.0.0.1", description="Address of /metrics, /livez, /readyz.")
     metrics_port: int = Field(9642, ge=0, le=65535, description="Port of /metrics, /livez, /readyz; 0 picks one.")
 
@@ -114,6 +149,10 @@ class AlerterSettings(BaseSettings):
     @property
     def redis_sink_on(self) -> bool:
         return self.redis_sink if self.redis_sink is not None else self.redis_url is not None
+
+    def aggregates_config(self) -> ConsumerConfig:
+        """The consumer loop on the aggregates stream (same group, consumer and read sizes as the verdicts')."""
+        return replace(self.consumer_config(), stream=self.aggregates_stream)
 
     def consumer_config(self) -> ConsumerConfig:
         """The consumer loop's part of the settings: the verdicts stream in group ``alerter_group``.

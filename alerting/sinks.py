@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
-from tapwatch.alerting.alert import Alert
+from tapwatch.alerting.alert import AlertLine
 from tapwatch.alerting.errors import SinkError
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.bus.streams import ALERTS_STREAM, Bus
@@ -33,7 +33,7 @@ class Sink(Protocol):
 
     kind: str
 
-    def write(self, alert: Alert, line: str) -> None:
+    def write(self, alert: AlertLine, line: str) -> None:
         """Hold the alert (``line`` is its EVE JSON, no newline) or raise."""
         ...
 
@@ -115,7 +115,7 @@ class SinkSet:
         """The health record of one of this set's sinks."""
         return self.health[next(i for i, s in enumerate(self.sinks) if s is sink)]
 
-    def emit(self, alert: Alert, line: str | None = None, skip: Sink | None = None) -> int:
+    def emit(self, alert: AlertLine, line: str | None = None, skip: Sink | None = None) -> int:
         """Write to every sink but ``skip`` (one the caller already wrote); return how many hold the alert."""
         line = alert.to_json() if line is None else line
         held = 0
@@ -148,7 +148,7 @@ class StdoutSink:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream
 
-    def write(self, alert: Alert, line: str) -> None:
+    def write(self, alert: AlertLine, line: str) -> None:
         out = self.stream or sys.stdout
         out.write(line + "\n")
         out.flush()
@@ -192,7 +192,7 @@ class FileSink:
             self._size = self._fh.tell()
         return self._fh
 
-    def write(self, alert: Alert, line: str) -> None:
+    def write(self, alert: AlertLine, line: str) -> None:
         data = (line + "\n").encode()
         try:
             fh = self._open()
@@ -257,7 +257,7 @@ class RedisStreamSink:
         self._since_trim = 0
 
     @staticmethod
-    def fields(alert: Alert, line: str) -> dict[str, str | bytes]:
+    def fields(alert: AlertLine, line: str) -> dict[str, str | bytes]:
         """The stream entry of one alert (the alerter also writes it together with the alert's dedup key)."""
         return {
             "eve": line,
@@ -266,7 +266,7 @@ class RedisStreamSink:
             "window_id": alert.window_id,
         }
 
-    def write(self, alert: Alert, line: str) -> None:
+    def write(self, alert: AlertLine, line: str) -> None:
         self.bus.add_many(self.stream, [self.fields(alert, line)])
         self._since_trim += 1
         if self._since_trim >= self.trim_every:

@@ -1,0 +1,264 @@
+"""The episode alerter: verdicts and aggregate buckets → evidence → episodes → alert lines → sinks.
+
+Two consumer loops in group ``alerters``, one on ``tapwatch:verdicts`` (the window view, through
+:func:`~tapwatch.alerting.evidence.from_verdict`) and one on ``tapwatch:aggregates`` (the volume view, through
+:class:`~tapwatch.alerting.volume.VolumeRules`), feed one :class:`~tapwatch.alerting.episodes.EpisodeTracker`.
+Its store is Redis for the service (two alerters open one episode per key; a restarted one continues the open
+ones) and memory for ``detect``/``run``. Each line the tracker returns is explained once per episode
+(:mod:`tapwatch.alerting.narrate`), written to the sinks, and the entries are acked after. Delivery is at least
+once: a verdict delivered twice after a crash counts twice as evidence (a count a little high, never a second
+episode: the store's transaction decides who opens). Malformed entries are dead-lettered with the reason.
+
+Per-window verdicts stay on the verdicts stream for analysis; with ``verdicts_file`` each one is also written as
+a JSON line (``detect --verdicts FILE``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from tapwatch.alerting.alert import Contribution, eve_timestamp
+from tapwatch.alerting.allowlist import AllowList
+from tapwatch.alerting.episode_alert import EpisodeAlert, family_signature
+from tapwatch.alerting.episodes import EpisodeLine, EpisodeTracker, LineState, State
+from tapwatch.alerting.evidence import Evidence, family_of_verdict, from_verdict
+from tapwatch.alerting.metrics import AlerterMetrics
+from tapwatch.alerting.narrate import (
+    Explain,
+    facts_explanation,
+    fallback_explanation,
+    summary_of,
+    window_explanation,
+)
+from tapwatch.alerting.settings import AlerterSettings
+from tapwatch.alerting.sinks import SinkSet
+from tapwatch.alerting.suppress import Suppressor
+from tapwatch.alerting.volume import VolumeRules
+from tapwatch.bus.consumer import Consumer
+from tapwatch.bus.streams import Bus, BusUnavailable, Entry
+from tapwatch.features.aggregates import AggregateRecord
+from tapwatch.features.card import ModelCard
+from tapwatch.features.errors import SchemaError
+from tapwatch.features.families import Family
+from tapwatch.features.schema import FlowMeta, Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpisodePolicy:
+    """What turns evidence into lines besides the tracker: rules, explainer, suppression, words."""
+
+    rules: VolumeRules | None = None
+    explain: Explain | None = None
+    suppressor: Suppressor | None = None
+    allow: AllowList | None = None
+    feature_medians: Mapping[str, float] | None = None
+
+
+class _Events:
+    """The consumer loop's events for one stream: log lines and metrics."""
+
+    def __init__(self, owner: EpisodeAlerter, stream: str) -> None:
+        self.owner, self.stream = owner, stream
+
+    def on_claim(self, entries: list[Entry]) -> None:
+        log.info("alerter: claimed %s entries of %s, first %s", len(entries), self.stream, entries[0][0])
+
+    def on_group(self, missing: str | None) -> None:
+        if missing is not None:
+            self.owner.metrics.group_recreated.inc()
+            log.warning("alerter: %s; recreated the group on %s", missing, self.stream)
+
+    def on_bus(self, down: BusUnavailable | None) -> None:
+        self.owner.metrics.bus_up.set(0 if down is not None else 1)
+        log.warning("alerter: bus %s (%s)", "unreachable" if down else "reachable again", self.stream)
+
+    def on_abandon(self, entries: int) -> None:
+        log.error("alerter: bus unreachable at stop; %s entries of %s stay pending", entries, self.stream)
+
+
+class _Handler:
+    """The batch handler of one stream: decode each entry into evidence, track it, write lines, ack."""
+
+    def __init__(self, owner: EpisodeAlerter, stream: str, decode: Any) -> None:
+        self.owner, self.stream, self.decode = owner, stream, decode
+
+    def tend(self) -> int | None:
+        self.owner.tick()
+        return None
+
+    def handle(self, entries: list[Entry]) -> None:
+        for entry_id, fields in entries:
+            self.owner.take(self.stream, entry_id, fields, self.decode)
+        self.owner.bus.ack(self.stream, self.owner.settings.alerter_group, [eid for eid, _ in entries])
+
+    def finish(self) -> int:
+        return 0
+
+
+class EpisodeAlerter:
+    """Verdicts and aggregates in, episode lines out (see the module docstring).
+
+    Parameters
+    ----------
+    bus, settings, sinks, metrics
+        As for the per-window :class:`~tapwatch.alerting.alerter.Alerter`.
+    tracker
+        The episode tracker over its store.
+    card
+        The model card (its benign class; None: class names decide).
+    policy
+        Rules, explainer, suppression, allow-list, benign medians.
+    """
+
+    def __init__(self, bus: Bus, settings: AlerterSettings, sinks: SinkSet, metrics: AlerterMetrics,
+                 tracker: EpisodeTracker, card: ModelCard | None, policy: EpisodePolicy) -> None:  # fmt: skip
+        self.bus, self.settings, self.sinks, self.metrics = bus, settings, sinks, metrics
+        self.tracker, self.card, self.policy = tracker, card, policy
+        self.tracker.gate = self._gate
+        self._emit_lock = threading.Lock()
+        self._verdicts_out: TextIO | None = open(settings.verdicts_file, "a") if settings.verdicts_file else None  # noqa: SIM115
+        s = settings
+        self.verdict_loop = Consumer(bus, s.consumer_config(), _Handler(self, s.verdicts_stream, self._verdict),
+                                     _Events(self, s.verdicts_stream))  # fmt: skip
+        self.aggregate_loop = Consumer(bus, s.aggregates_config(),
+                                       _Handler(self, s.aggregates_stream, self._aggregate),
+                                       _Events(self, s.aggregates_stream))  # fmt: skip
+        self.lines_written = 0
+
+    # -- loops ------------------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Both loops until ``stop``: the aggregates' in a thread of its own, the verdicts' in this one."""
+        side = threading.Thread(target=self.aggregate_loop.run, args=(stop,), name="tapwatch-alerter-aggregates",
+                                daemon=True)  # fmt: skip
+        side.start()
+        try:
+            self.verdict_loop.run(stop)
+        finally:
+            stop.set()
+            side.join(30)
+
+    def ready(self) -> dict[str, bool]:
+        return {"bus_reachable": self.verdict_loop.connected and self.aggregate_loop.connected}
+
+    def tick(self) -> None:
+        """Close the episodes gone quiet."""
+        for line in self.tracker.tick():
+            self._write(line, None)
+
+    def close(self, end_of_input: bool = False) -> None:
+        """Close every episode when the input ended (a pcap), then the sinks and the verdicts file."""
+        try:
+            for line in self.tracker.close_all() if end_of_input else self.tracker.tick():
+                self._write(line, None)
+        finally:
+            if self._verdicts_out is not None:
+                self._verdicts_out.close()
+                self._verdicts_out = None
+            self.sinks.close()
+
+    # -- entries --------------------------------------------------------------------------------------------------
+
+    def take(self, stream: str, entry_id: str, fields: Mapping[str, Any], decode: Any) -> None:
+        try:
+            evidence = decode(fields)
+        except SchemaError as err:
+            self._dead_letter(stream, entry_id, err.reason, err.detail)
+            return
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+            self._dead_letter(stream, entry_id, "malformed", f"{type(err).__name__}: {err}")
+            return
+        for ev in evidence:
+            self.metrics.evidence.labels(view=ev.view.value, family=ev.family.value).inc()
+            for line in self.tracker.observe(ev):
+                self._write(line, ev)
+
+    def _verdict(self, fields: Mapping[str, Any]) -> list[Evidence]:
+        verdict = Verdict.decode(fields)
+        benign = self.card.benign_class if self.card is not None and self.card.name == verdict.model else None
+        self.metrics.verdicts.labels(outcome="over" if verdict.over_threshold else "below").inc()
+        if self._verdicts_out is not None:
+            self._record_verdict(verdict, benign)
+        ev = from_verdict(verdict, benign)
+        return [ev] if ev is not None else []
+
+    def _aggregate(self, fields: Mapping[str, Any]) -> list[Evidence]:
+        agg = AggregateRecord.decode(fields)
+        self.metrics.aggregates.labels(view=agg.view.value).inc()
+        return self.policy.rules.judge(agg) if self.policy.rules is not None else []
+
+    def _record_verdict(self, v: Verdict, benign: str | None) -> None:
+        found = family_of_verdict(v, benign)
+        f = v.flow
+        row = {"timestamp": eve_timestamp(f.last_seen_ms), "window_id": v.window_id, "key": v.key,
+               "flow_id": f.flow_id, "community_id": f.community_id, "src_ip": f.src_ip, "src_port": f.src_port,
+               "dest_ip": f.dst_ip, "dest_port": f.dst_port, "proto": f.protocol, "model": v.model,
+               "predicted": v.predicted, "score": round(v.score, 6), "threshold": round(v.threshold, 6),
+               "family": found[0].value if found else Family.BENIGN.value, "evidence": found is not None,
+               "valid_rows": v.valid_rows}  # fmt: skip
+        assert self._verdicts_out is not None
+        self._verdicts_out.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+    # -- lines ----------------------------------------------------------------------------------------------------
+
+    def _gate(self, s: State) -> str | None:
+        """The allow-list, then ``threshold.config`` on the family's signature, for a newly opened episode."""
+        rep = FlowMeta.from_json(s["rep"])
+        allow = self.policy.allow
+        peers = [s["entity"], *s["sources"], *s["targets"]][:8]
+        reason: str | None = None
+        if allow is not None and (
+            any(allow.allows_host(p) for p in peers) or allow.allows_port(rep.dst_port, rep.protocol)
+        ):
+            reason = "whitelist"
+        elif self.policy.suppressor is not None:
+            sig = family_signature(Family(s["family"]))
+            found = self.policy.suppressor.check(sig.gid, sig.sid, rep.src_ip, rep.dst_ip, s["last_ms"])
+            reason = found.value if found is not None else None
+        if reason is not None:
+            self.metrics.episodes_suppressed.labels(reason=reason).inc()
+            log.info("episode %s (%s) suppressed: %s", s["id"], s["key"], reason)
+        return reason
+
+    def _explained(self, line: EpisodeLine, ev: Evidence | None) -> tuple[tuple[Contribution, ...], str]:
+        e = line.episode
+        if e.get("explanation") is not None and e.get("summary"):
+            saved = tuple(Contribution(str(c[0]), float(c[1]), float(c[2])) for c in e["explanation"])
+            return saved, str(e["summary"])
+        if e.get("rep_view") == "volume" and e.get("facts"):
+            expl = facts_explanation(e["facts"])
+        else:
+            tensor = ev.tensor if ev is not None else None
+            expl = window_explanation(tensor, self.policy.explain) or fallback_explanation(e)
+        seconds = self.policy.rules.baseline.bucket_s if self.policy.rules is not None else 10.0
+        summary = summary_of(e, expl, seconds, dict(self.policy.feature_medians or {}))
+        self.tracker.save(e["key"], e["id"], {"explanation": [[c.feature, c.value, c.weight] for c in expl],
+                                              "summary": summary})  # fmt: skip
+        return expl, summary
+
+    def _write(self, line: EpisodeLine, ev: Evidence | None) -> None:
+        expl, summary = self._explained(line, ev)
+        alert = EpisodeAlert(line, expl, summary)
+        text = alert.to_json()
+        with self._emit_lock:
+            held = self.sinks.emit(alert, text)
+            self.lines_written += 1
+        self.metrics.episode_lines.labels(family=alert.family.value, state=line.state.value).inc()
+        self.metrics.alerts.labels(**{"class": alert.family.value, "severity": str(int(alert.severity))}).inc()
+        log.info("episode %s %s %s %s -> %s sinks", line.episode["id"], line.state.value, line.episode["key"],
+                 line.episode["flows"], held)  # fmt: skip
+        if line.state is LineState.CLOSE:
+            log.info("episode %s closed after %s lines", line.episode["id"], len(line.episode["lines"]))
+
+    def _dead_letter(self, stream: str, entry_id: str, reason: str, detail: str) -> None:
+        log.warning("entry %s of %s rejected (%s): %s; dead-lettered", entry_id, stream, reason, detail)
+        fields = {"stage": "alerter", "stream": stream, "id": entry_id, "reason": reason, "detail": detail[:1000]}
+        self.bus.add_many(self.settings.dead_stream, [fields])
+        self.metrics.dead.labels(reason=reason).inc()

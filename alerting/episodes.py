@@ -1,0 +1,274 @@
+"""Episodes: evidence about one host and one family, accumulated until it is worth a person's time.
+
+An episode is keyed by (family, role, host): the victim of a flood, the source of anything else
+(:class:`~tapwatch.alerting.evidence.Evidence`). Its life:
+
+* **pending**: window evidence collects until ``open_windows`` pieces fell within ``open_within_s`` (one odd
+  window opens nothing); volume evidence has already crossed a learned threshold over a bucket of many flows,
+  and opens at once.
+* **open**: the episode's first line (``state: open``). Further evidence grows it; an ``update`` line goes out
+  when it grew and the update gap passed: ``update_every_s`` first, doubling up to ``update_max_s``, and never
+  more than ``max_lines_5min`` lines (the close line included) in any five minutes.
+* **closed**: no new evidence for ``quiet_s`` (on the evidence clock: packet time, advanced by the wall clock
+  while no evidence comes): the last line (``state: close``); the next evidence of that key opens a new episode.
+
+An episode that the allow-list or ``threshold.config`` suppresses is tracked as ``suppressed``: it emits nothing
+and is not re-counted until it closes. The state is a JSON object in an
+:class:`~tapwatch.bus.state.StateStore`; every change is one atomic
+:meth:`~tapwatch.bus.state.StateStore.apply`, so two alerters emit each line once.
+
+>>> from tapwatch.bus.state import MemoryStateStore
+>>> from tapwatch.alerting.evidence import Evidence, ViewKind
+>>> from tapwatch.features.families import Family
+>>> from tapwatch.features.schema import ExpiryReason, FlowMeta
+>>> meta = FlowMeta(7, "1:x", "10.0.0.9", 40000, "10.0.0.2", 22, 6, 1000, 2000, 4, 300, ExpiryReason.TCP_FIN, 0, "s")
+>>> t = EpisodeTracker(MemoryStateStore(), EpisodeConfig(open_windows=2))
+>>> ev = Evidence(Family.BRUTEFORCE, ViewKind.WINDOW, "10.0.0.9", 2000, 0.9, meta, "SSH-Patator")
+>>> [line.state.value for line in t.observe(ev)], [line.state.value for line in t.observe(ev)]
+([], ['open'])
+>>> [line.state.value for line in t.close_all()]
+['close']
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from tapwatch.alerting.evidence import Evidence
+from tapwatch.bus.state import State, StateStore
+
+log = logging.getLogger(__name__)
+
+FIVE_MIN_MS = 300_000
+
+
+class LineState(str, Enum):
+    """``episode.state`` of an alert line."""
+
+    OPEN = "open"
+    UPDATE = "update"
+    CLOSE = "close"
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """When episodes open, update and close (``docs/alerts.md``; settings ``TAPWATCH_EPISODE_*``)."""
+
+    quiet_s: float = 120.0
+    open_windows: int = 3
+    open_within_s: float = 60.0
+    open_min_score: float = 0.0
+    update_every_s: float = 60.0
+    update_max_s: float = 3600.0
+    max_lines_5min: int = 10
+    cap: int = 32
+    """Addresses, ports and classes kept by name per episode, with their counts."""
+    distinct_cap: int = 1024
+    """Distinct addresses and ports remembered per episode to count them (beyond it the counts are lower bounds)."""
+    open_by_family: tuple[tuple[str, int], ...] = ()
+    """Per-family window-view bars (the site baseline's), used where higher than ``open_windows``."""
+
+    def windows_to_open(self, family: str) -> int:
+        return max([self.open_windows, *(n for f, n in self.open_by_family if f == family)])
+
+
+@dataclass(frozen=True)
+class EpisodeLine:
+    """One alert line to write: the episode as it stands, and why the line goes out."""
+
+    state: LineState
+    episode: State
+
+
+Gate = Callable[[State], str | None]
+"""Suppression of a newly opened episode: the reason (``whitelist``, ``suppress``, ``threshold``) or None."""
+
+
+def _bump(counts: dict[str, int], name: str, n: int, cap: int) -> None:
+    """Count ``n`` for ``name``, keeping at most ``cap`` names (a new name beyond that replaces the smallest)."""
+    if name in counts or len(counts) < cap:
+        counts[name] = counts.get(name, 0) + n
+        return
+    smallest = min(counts, key=lambda k: counts[k])
+    if counts[smallest] <= n:
+        del counts[smallest]
+        counts[name] = n
+
+
+def _new_state(ev: Evidence) -> State:
+    return {
+        "id": str(uuid.uuid4()), "key": ev.episode_key, "family": ev.family.value, "role": ev.role,
+        "entity": ev.entity, "status": "pending", "first_ms": ev.at_ms, "last_ms": ev.at_ms, "flows": 0,
+        "evidence": 0, "hits": [], "max_score": 0.0, "classes": {}, "sources": {}, "targets": {}, "ports": {},
+        "n_sources": 0, "n_targets": 0, "n_ports": 0, "views": [], "rep": None, "rep_score": -1.0,
+        "model": "", "model_version": "", "facts": [], "lines": [], "next_update_ms": 0, "gap_ms": 0,
+        "grown": False, "explanation": None, "summary": None, "opened_ms": None, "seen_sources": [],
+        "seen_targets": [], "seen_ports": [],
+    }  # fmt: skip
+
+
+def _see(s: State, field: str, names: tuple[str, ...], cap: int) -> int:
+    """Remember up to ``cap`` distinct names of ``field``; return how many are known."""
+    seen = s["seen_" + field]
+    for name in names:
+        if len(seen) < cap and name not in seen:
+            seen.append(name)
+    return len(seen)
+
+
+def _absorb(s: State, ev: Evidence, cap: int, distinct_cap: int = 1024) -> None:
+    """Add one piece of evidence to a state (pure bookkeeping: counts, names, the representative flow)."""
+    s["first_ms"] = min(s["first_ms"], ev.flow.first_seen_ms or ev.at_ms)
+    s["last_ms"] = max(s["last_ms"], ev.at_ms)
+    s["flows"] += ev.flows
+    s["evidence"] += 1
+    s["max_score"] = max(s["max_score"], round(ev.score, 6))
+    _bump(s["classes"], ev.detail, 1, cap)
+    for field, names, n in (("sources", ev.sources, ev.n_sources), ("targets", ev.targets, ev.n_targets)):
+        for name in names:
+            _bump(s[field], name, max(1, ev.flows // max(1, len(names))), cap)
+        s["n_" + field] = max(s["n_" + field], _see(s, field, names, distinct_cap), n)
+    for port in ev.ports:
+        _bump(s["ports"], str(port), 1, cap)
+    s["n_ports"] = max(s["n_ports"], _see(s, "ports", tuple(str(p) for p in ev.ports), distinct_cap), ev.n_ports)
+    if ev.view.value not in s["views"]:
+        s["views"].append(ev.view.value)
+    if ev.score >= s["rep_score"]:  # the strongest piece names the episode's flow (ties: the newest)
+        s["rep"], s["rep_score"] = ev.flow.to_json(), ev.score
+        s["rep_view"], s["rep_detail"] = ev.view.value, ev.detail
+        s["model"], s["model_version"] = ev.model, ev.model_version
+        if ev.facts:
+            s["facts"] = [[f.name, f.value, f.median, f.weight, f.text] for f in ev.facts]
+    s["grown"] = True
+
+
+class EpisodeTracker:
+    """Turn evidence into episode lines over an :class:`StateStore`.
+
+    Parameters
+    ----------
+    store
+        Where the states live (in memory, or Redis for the service).
+    config
+        When episodes open, update and close.
+    gate
+        Suppression of newly opened episodes (allow-list, ``threshold.config``); None suppresses nothing.
+    wall
+        The wall clock (seconds), which advances the evidence clock while no evidence comes.
+    """
+
+    def __init__(
+        self, store: StateStore, config: EpisodeConfig | None = None, gate: Gate | None = None,
+        wall: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.config = config or EpisodeConfig()
+        self.gate = gate
+        self.wall = wall
+        self._clock_ms = 0
+        self._clock_wall = wall()
+        self.suppressed: dict[str, int] = {}
+
+    def now_ms(self) -> int:
+        """The evidence clock: the newest evidence time, plus the wall time since it came."""
+        return self._clock_ms + int((self.wall() - self._clock_wall) * 1000)
+
+    def _advance(self, at_ms: int) -> None:
+        if at_ms > self._clock_ms:
+            self._clock_ms, self._clock_wall = at_ms, self.wall()
+
+    def observe(self, ev: Evidence) -> list[EpisodeLine]:
+        """Add one piece of evidence; return the lines it causes (a close of a quiet episode, an open, an update)."""
+        self._advance(ev.at_ms)
+        now = self.now_ms()
+        return self.store.apply(ev.episode_key, lambda s: self._step(s, ev, now))
+
+    def _step(self, s: State | None, ev: Evidence, now: int) -> tuple[State | None, list[EpisodeLine]]:
+        c = self.config
+        lines: list[EpisodeLine] = []
+        if s is not None and now - s["last_ms"] >= c.quiet_s * 1000 and ev.at_ms - s["last_ms"] >= c.quiet_s * 1000:
+            lines += self._closing(s)
+            s = None
+        s = _new_state(ev) if s is None else {k: (list(v) if isinstance(v, list) else v) for k, v in s.items()}
+        _absorb(s, ev, c.cap, c.distinct_cap)
+        if s["status"] == "pending":
+            need = c.windows_to_open(s["family"])
+            if ev.view.value == "window":
+                s["hits"] = [h for h in s["hits"] if ev.at_ms - h <= c.open_within_s * 1000] + [ev.at_ms]
+                s["hits"] = s["hits"][-need:]
+            ready = ev.view.value == "volume" or (len(s["hits"]) >= need and ev.score >= c.open_min_score)
+            if ready:
+                lines += self._opening(s, now)
+        elif s["status"] == "open" and s["grown"] and now >= s["next_update_ms"] and self._room(s, now, 2):
+            lines.append(self._line(s, LineState.UPDATE, now))
+        return s, lines
+
+    def _opening(self, s: State, now: int) -> list[EpisodeLine]:
+        reason = self.gate(s) if self.gate is not None else None
+        s["opened_ms"] = now
+        if reason is not None:
+            s["status"] = "suppressed"
+            s["suppressed"] = reason
+            return []
+        s["status"] = "open"
+        s["gap_ms"] = int(self.config.update_every_s * 1000)
+        return [self._line(s, LineState.OPEN, now)]
+
+    def _room(self, s: State, now: int, keep: int) -> bool:
+        """True when a line fits in the five-minute budget with ``keep - 1`` lines left over (for the close)."""
+        recent = [t for t in s["lines"] if now - t < FIVE_MIN_MS]
+        return len(recent) + keep <= self.config.max_lines_5min
+
+    def _line(self, s: State, state: LineState, now: int) -> EpisodeLine:
+        s["lines"] = [t for t in s["lines"] if now - t < FIVE_MIN_MS] + [now]
+        s["grown"] = False
+        if state is LineState.UPDATE:
+            s["gap_ms"] = min(int(s["gap_ms"] * 2), int(self.config.update_max_s * 1000))
+        s["next_update_ms"] = now + s["gap_ms"]
+        return EpisodeLine(state, dict(s))
+
+    def _closing(self, s: State) -> list[EpisodeLine]:
+        if s["status"] == "suppressed":
+            self.suppressed[s["suppressed"]] = self.suppressed.get(s["suppressed"], 0) + 1
+            return []
+        if s["status"] != "open":
+            return []  # never opened: nothing was said, nothing to close
+        s = dict(s)
+        return [EpisodeLine(LineState.CLOSE, {**s, "lines": s["lines"] + [s["last_ms"]]})]
+
+    def tick(self) -> list[EpisodeLine]:
+        """Close every episode quiet for ``quiet_s`` on the evidence clock; drop pending ones as quiet."""
+        now = self.now_ms()
+        quiet = self.config.quiet_s * 1000
+        lines: list[EpisodeLine] = []
+        for key in self.store.keys():  # noqa: SIM118 (a store, not a dict)
+            lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: now - st["last_ms"] >= quiet))
+        return lines
+
+    def close_all(self) -> list[EpisodeLine]:
+        """Close every episode (the end of a pcap: nothing more will come)."""
+        lines: list[EpisodeLine] = []
+        for key in self.store.keys():  # noqa: SIM118 (a store, not a dict)
+            lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: True))
+        return lines
+
+    def _close_if(self, s: State | None, due: Callable[[State], bool]) -> tuple[State | None, list[EpisodeLine]]:
+        if s is None or not due(s):
+            return s, []
+        return None, self._closing(s)
+
+    def save(self, key: str, episode_id: str, values: dict[str, Any]) -> None:
+        """Store computed values (explanation, summary) on the episode ``episode_id`` if it is still that one."""
+
+        def put(s: State | None) -> tuple[State | None, None]:
+            if s is None or s["id"] != episode_id:
+                return s, None
+            return {**s, **values}, None
+
+        self.store.apply(key, put)

@@ -1,0 +1,162 @@
+"""The volume view's rules: aggregate buckets past thresholds learned from benign traffic become evidence.
+
+Rules, not a trained classifier: each threshold is a high quantile of the same count over *benign* buckets (a
+false-alert budget), never fitted to attacks, so a site can learn its own from its own benign traffic and
+nothing about the lab's attacks is built in. Zeek's scan detector and Suricata's ``threshold``/``rate_filter``
+are the models; ``docs/alerts.md`` lists each rule.
+
+Source view (who does it):
+
+* **scan**: ``distinct_ports >= scan_ports`` (vertical) or ``distinct_peers >= scan_hosts`` (horizontal), with at
+  least half the flows unanswered or reset;
+* **repeated service use** (password guessing; on a web port a web attack): one (peer, port) pair gets
+  ``pair_flows`` flows or more in a bucket, fewer than a flood's;
+* **beacon**: a pair whose connections came at least ``beacon_min`` times at a regular interval (coefficient of
+  variation at most ``beacon_cv``).
+
+Victim view (whom it hits): **dos** when ``flows >= dos_flows`` or ``packets >= dos_packets`` and the traffic
+goes to one service (at least half the flows to its busiest port) or is ICMP; named a SYN, UDP, ICMP or
+connection flood, *distributed* past ``dos_sources`` distinct sources, *reflection* when UDP answers from a
+well-known service port arrive unasked.
+
+>>> from tapwatch.features.aggregates import AggregateRecord, View
+>>> rules = VolumeRules(SiteBaseline())
+>>> agg = AggregateRecord(sensor="s", view=View.SOURCE, key="10.0.0.9", start_ms=0, bucket_ms=10_000, flows=900,
+...                       unanswered=880, distinct_ports=900, distinct_peers=1, top_peer="10.0.0.2", last_ms=9_000)
+>>> [(e.family.value, e.detail) for e in rules.judge(agg)]
+[('scan', 'vertical port scan')]
+"""
+
+from __future__ import annotations
+
+from tapwatch.alerting.evidence import Evidence, Fact, ViewKind
+from tapwatch.features.aggregates import AggregateRecord, View
+from tapwatch.features.baseline import FAIL_RATIO, SERVICE_SHARE, SiteBaseline
+from tapwatch.features.families import Family
+from tapwatch.features.schema import ExpiryReason, FlowMeta
+
+WEB_PORTS = frozenset({80, 443, 8000, 8008, 8080, 8443, 8888})
+REFLECT_PORTS = frozenset({19, 53, 111, 123, 137, 161, 389, 1900, 3702, 5353, 11211})
+
+
+class VolumeRules:
+    """Judge aggregate buckets (see the module docstring)."""
+
+    def __init__(self, baseline: SiteBaseline) -> None:
+        self.baseline = baseline
+        self._periodic = frozenset(baseline.periodic)
+
+    def judge(self, agg: AggregateRecord) -> list[Evidence]:
+        if agg.flows <= 0:
+            return []
+        source = agg.view is View.SOURCE
+        found = [self._scan(agg), self._pair(agg), self._beacon(agg)] if source else [self._dos(agg)]
+        return [e for e in found if e is not None]
+
+    def _fact(self, agg: AggregateRecord, name: str, value: float, thr: str, text: str) -> Fact:
+        limit = self.baseline.threshold(thr)
+        return Fact(name, float(value), self.baseline.median(agg.view, name), round(value / limit, 3) if limit else 0.0,
+                    text)  # fmt: skip
+
+    def _scan(self, agg: AggregateRecord) -> Evidence | None:
+        fail = (agg.unanswered + agg.rejected) / agg.flows
+        ports, hosts = self.baseline.threshold("scan_ports"), self.baseline.threshold("scan_hosts")
+        if fail < FAIL_RATIO or (agg.distinct_ports < ports and agg.distinct_peers < hosts):
+            return None
+        vertical = agg.distinct_ports / ports >= agg.distinct_peers / hosts
+        facts = (
+            self._fact(agg, "distinct_ports", agg.distinct_ports, "scan_ports",
+                       "{value} destination ports in {seconds} s (benign hosts here: {median})"),
+            self._fact(agg, "distinct_peers", agg.distinct_peers, "scan_hosts",
+                       "{value} hosts (benign: {median})"),
+            Fact("unanswered_or_reset", round(fail, 3), None, round(fail, 3), "{percent} unanswered or reset"),
+        )  # fmt: skip
+        score = min(1.0, max(agg.distinct_ports / ports, agg.distinct_peers / hosts) / 2)
+        detail = "vertical port scan" if vertical else "horizontal scan"
+        return self._evidence(agg, Family.SCAN, detail, score, facts)
+
+    def _pair(self, agg: AggregateRecord) -> Evidence | None:
+        limit = self.baseline.threshold("pair_flows")
+        if agg.pair_flows < limit or agg.pair_flows >= self.baseline.threshold("dos_flows"):
+            return None
+        web = agg.pair_port in WEB_PORTS
+        family = Family.WEBATTACK if web else Family.BRUTEFORCE
+        detail = "repeated web requests" if web else "repeated logins to one service"
+        facts = (
+            self._fact(agg, "pair_flows", agg.pair_flows, "pair_flows",
+                       "{value} connections to " + f"{agg.pair_peer} port {agg.pair_port}"
+                       + " in {seconds} s (benign hosts here: {median})"),
+            Fact("bytes_per_connection", round(agg.pair_bytes / max(1, agg.pair_flows), 1), None, 0.0,
+                 "{value} bytes per connection"),
+        )  # fmt: skip
+        return self._evidence(agg, family, detail, min(1.0, agg.pair_flows / limit / 2), facts)
+
+    def _beacon(self, agg: AggregateRecord) -> Evidence | None:
+        if agg.beacon_count < self.baseline.threshold("beacon_min"):
+            return None
+        if agg.beacon_cv > self.baseline.threshold("beacon_cv"):
+            return None
+        if f"{agg.beacon_peer}:{agg.beacon_port}" in self._periodic:
+            return None  # a service the site's benign clients poll on a timer
+        facts = (
+            Fact("beacon_count", agg.beacon_count, None, 1.0,
+                 "{value} connections to " + f"{agg.beacon_peer} port {agg.beacon_port}"),
+            Fact("beacon_interval_s", round(agg.beacon_interval_ms / 1000, 2), None, 1.0, "every {value} s"),
+            self._fact(agg, "beacon_cv", round(agg.beacon_cv, 3), "beacon_cv",
+                       "with {value} relative jitter (people are irregular; the most regular benign pair here: "
+                       "{median})"),
+        )  # fmt: skip
+        return self._evidence(agg, Family.BOTNET, "periodic beacon", 0.9, facts)
+
+    def _dos(self, agg: AggregateRecord) -> Evidence | None:
+        flows_thr, pkts_thr = self.baseline.threshold("dos_flows"), self.baseline.threshold("dos_packets")
+        if agg.flows < flows_thr and agg.packets < pkts_thr:
+            return None
+        if agg.top_port_flows / agg.flows < SERVICE_SHARE and agg.icmp / agg.flows < SERVICE_SHARE:
+            return None  # many ports of one host: a scan's victim, judged in the source view
+        facts = (
+            self._fact(agg, "flows", agg.flows, "dos_flows",
+                       "{value} connections to " + f"{agg.key} port {agg.top_port}" + " in {seconds} s "
+                       "(benign hosts here receive {median})"),
+            self._fact(agg, "packets", agg.packets, "dos_packets", "{value} packets (benign: {median})"),
+            self._fact(agg, "distinct_peers", agg.distinct_peers, "dos_sources",
+                       "from {value} sources (benign: {median})"),
+        )  # fmt: skip
+        score = min(1.0, max(agg.flows / flows_thr, agg.packets / pkts_thr) / 2)
+        return self._evidence(agg, Family.DOS, self._flood_kind(agg), score, facts)
+
+    def _flood_kind(self, agg: AggregateRecord) -> str:
+        n = agg.flows
+        if agg.udp / n >= SERVICE_SHARE and agg.top_src_port in REFLECT_PORTS and agg.unanswered / n >= FAIL_RATIO:
+            kind = f"reflection from port {agg.top_src_port}"
+        elif agg.icmp / n >= SERVICE_SHARE:
+            kind = "ICMP flood"
+        elif agg.udp / n >= SERVICE_SHARE:
+            kind = "UDP flood"
+        elif agg.tcp / n >= SERVICE_SHARE and agg.no_payload / n >= 0.8:
+            kind = "SYN flood"
+        else:
+            kind = "connection flood"
+        many = agg.distinct_peers >= self.baseline.threshold("dos_sources")
+        return f"distributed {kind}" if many and not kind.startswith("reflection") else kind
+
+    def _evidence(self, agg: AggregateRecord, family: Family, detail: str, score: float,
+                  facts: tuple[Fact, ...]) -> Evidence:  # fmt: skip
+        flow = agg.sample or _stand_in(agg)
+        source_view = agg.view is View.SOURCE
+        return Evidence(
+            family=family, view=ViewKind.VOLUME, entity=agg.key, at_ms=agg.last_ms or agg.start_ms + agg.bucket_ms,
+            score=round(max(0.5, score), 6), flow=flow, detail=detail, flows=agg.flows,
+            sources=(agg.key,) if source_view else ((agg.top_peer,) if agg.top_peer else ()),
+            targets=((agg.top_peer,) if agg.top_peer else ()) if source_view else (agg.key,),
+            ports=(agg.pair_port if source_view else agg.top_port,),
+            n_sources=1 if source_view else agg.distinct_peers, n_targets=agg.distinct_peers if source_view else 1,
+            n_ports=agg.distinct_ports, facts=facts, model="volume-rules", model_version="1",
+        )  # fmt: skip
+
+
+def _stand_in(agg: AggregateRecord) -> FlowMeta:
+    """A flow for an aggregate without a sample (none is missing in practice: the sensor always sets one)."""
+    src, dst = (agg.key, agg.top_peer or agg.key) if agg.view is View.SOURCE else (agg.top_peer or agg.key, agg.key)
+    return FlowMeta(0, "", src, 0, dst, agg.top_port, 6, agg.first_ms, agg.last_ms, agg.packets, agg.bytes,
+                    ExpiryReason.END_OF_CAPTURE, 0, agg.sensor)  # fmt: skip

@@ -1,0 +1,136 @@
+"""Shared state by key: in the process (``detect``/``run``) or in Redis (services), changed atomically.
+
+The alerter's episodes live here (:mod:`tapwatch.alerting.episodes`). A state changes only through
+:meth:`StateStore.apply`: read the state of one key, compute the new state and what to do about it, write it
+back, all as one atomic step. In memory that is a lock; in Redis an optimistic transaction (WATCH the key, MULTI,
+SET, EXEC; retried when another process changed the key in between), so two alerters on one verdict stream open
+one episode per key and emit each line once, and a restarted alerter finds the episodes that were open. A state
+is a JSON object; Redis keeps it under ``<prefix>:<key>`` with an expiry renewed at each change (an abandoned
+key cleans itself up) and the live keys in the set ``<prefix>s``.
+
+>>> store = MemoryStateStore()
+>>> store.apply("scan|source|10.0.0.1", lambda s: ({"n": (s or {}).get("n", 0) + 1}, "done"))
+'done'
+>>> store.get("scan|source|10.0.0.1"), store.keys()
+({'n': 1}, ['scan|source|10.0.0.1'])
+>>> store.apply("scan|source|10.0.0.1", lambda s: (None, None)); store.keys()
+[]
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import redis
+
+from tapwatch.bus.streams import BusUnavailable
+
+T = TypeVar("T")
+State = dict[str, Any]
+Update = Callable[[State | None], tuple[State | None, T]]
+
+EPISODE_PREFIX = "tapwatch:episode"
+MAX_RETRIES = 50
+"""Transactions retried after a concurrent change; two alerters on one key converge in a few."""
+
+
+class StateStore(Protocol):
+    """Atomic read-modify-write of JSON states by key."""
+
+    def apply(self, key: str, fn: Update[T]) -> T:
+        """Give ``fn`` the state of ``key`` (None: none); store what it returns first (None: delete) and return
+        the second, atomically. ``fn`` may run more than once (Redis retries): it must have no side effects."""
+        ...
+
+    def get(self, key: str) -> State | None: ...
+
+    def keys(self) -> list[str]:
+        """Every key that holds a state."""
+        ...
+
+
+class MemoryStateStore:
+    """States in this process (the embedded ``detect``/``run``), behind one lock."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, State] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, key: str, fn: Update[T]) -> T:
+        with self._lock:
+            new, out = fn(self._states.get(key))
+            if new is None:
+                self._states.pop(key, None)
+            else:
+                self._states[key] = new
+            return out
+
+    def get(self, key: str) -> State | None:
+        with self._lock:
+            return self._states.get(key)
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._states)
+
+
+class RedisStateStore:
+    """States in Redis, shared by every process of a deployment.
+
+    Parameters
+    ----------
+    client
+        A redis-py client (the bus has one: ``RedisBus.client``).
+    prefix
+        Key prefix: state ``<prefix>:<key>``, the set of live keys ``<prefix>s``.
+    ttl_s
+        Expiry of each state, renewed at every change: longer than any quiet period, so only abandoned
+        states (every alerter gone) expire.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = EPISODE_PREFIX, ttl_s: int = 86_400) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.members = prefix + "s"
+        self.ttl_s = ttl_s
+
+    def apply(self, key: str, fn: Update[T]) -> T:
+        name = f"{self.prefix}:{key}"
+        try:
+            for _ in range(MAX_RETRIES):
+                with self.client.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(name)
+                        raw = pipe.get(name)
+                        new, out = fn(json.loads(raw) if raw is not None else None)
+                        pipe.multi()
+                        if new is None:
+                            pipe.delete(name)
+                            pipe.srem(self.members, key)
+                        else:
+                            pipe.set(name, json.dumps(new, separators=(",", ":")), ex=self.ttl_s)
+                            pipe.sadd(self.members, key)
+                        pipe.execute()
+                        return out
+                    except redis.WatchError:
+                        continue  # another alerter changed this episode between our read and our write
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as err:
+            raise BusUnavailable(f"redis: {self.prefix} {key}: {err}") from err
+        raise BusUnavailable(f"redis: {self.prefix} {key}: still contended after {MAX_RETRIES} attempts")
+
+    def get(self, key: str) -> State | None:
+        try:
+            raw = self.client.get(f"{self.prefix}:{key}")
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            raise BusUnavailable(f"redis: {self.prefix} {key}: {err}") from err
+        return json.loads(raw) if raw is not None else None
+
+    def keys(self) -> list[str]:
+        try:
+            members = self.client.smembers(self.members)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            raise BusUnavailable(f"redis: {self.members}: {err}") from err
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
