@@ -49,6 +49,8 @@ _OPTIONS = {
     "batch_size": ("settings", "batch_size"), "metrics_port": ("settings", "metrics_port"),
     "metrics_host": ("settings", "metrics_host"), "threshold_file": ("alerter", "threshold_file"),
     "explain": ("alerter", "explain"), "explain_per_second": ("alerter", "explain_per_second"),
+    "verdicts": ("alerter", "verdicts_file"), "allow_list": ("alerter", "allow_list"),
+    "baseline": ("alerter", "baseline"), "alert_mode": ("alerter", "alert_mode"),
 }  # fmt: skip
 
 
@@ -119,6 +121,11 @@ def _common(fn: Any) -> Any:
         click.option("--card", type=click.Path(dir_okay=False, path_type=Path),
                      help="Model card JSON [default: NAME.card.json or NAME.json beside the model]."),
         click.option("--threshold-file", help="Suppression/threshold rules in threshold.config vocabulary."),
+        click.option("--allow-list", help="Hosts, networks and ports whose episodes are never written."),
+        click.option("--baseline", help="Site baseline: volume thresholds, benign medians, window bars [shipped]."),
+        click.option("--verdicts", help="Also write every window's verdict as a JSON line to this file."),
+        click.option("--alert-mode", type=click.Choice(["episodes", "flows"]),
+                     help="episodes: a line per episode open/update/close [default]; flows: one per window."),
         click.option("--explain/--no-explain", default=None,
                      help="Require / switch off LIME explanations [default: when the card allows]."),
         click.option("--explain-per-second", type=click.FloatRange(0), help="Explanations per second [10]."),

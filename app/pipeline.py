@@ -26,15 +26,18 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tapwatch.alerting.alerter import Alerter
+from tapwatch.alerting.episode_alerter import EpisodeAlerter
 from tapwatch.alerting.explain import onnx_score_fn
 from tapwatch.alerting.metrics import AlerterMetrics
-from tapwatch.alerting.service import build_alerter
-from tapwatch.alerting.settings import AlerterSettings
+from tapwatch.alerting.service import build_alerter, build_episode_alerter
+from tapwatch.alerting.settings import AlerterSettings, AlertMode
 from tapwatch.app.summary import Summary
 from tapwatch.bus.bounded import BoundedMemoryBus, StageFailed
+from tapwatch.bus.state import MemoryStateStore
 from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.service import CaptureSettings, Pipeline, build_pipeline
+from tapwatch.features.aggregates import AGGREGATES_STREAM
 from tapwatch.features.errors import ConfigError
 from tapwatch.features.schema import FlowRecord
 from tapwatch.inference.config import WorkerConfig
@@ -157,7 +160,9 @@ class Embedded:
             raise ConfigError("stream_maxlen", f"must be >= backlog + batch_size ({s.backlog + s.batch_size})")
         self.model = model
         self.registry = registry
-        self.bus = BoundedMemoryBus({WINDOWS_STREAM: s.backlog, VERDICTS_STREAM: s.backlog})
+        # Aggregates come a few per bucket of 10 s, far fewer than windows: the same bound never makes the sensor wait.
+        self.bus = BoundedMemoryBus({WINDOWS_STREAM: s.backlog, VERDICTS_STREAM: s.backlog,
+                                     AGGREGATES_STREAM: s.backlog})  # fmt: skip
         self.pipeline: Pipeline = build_pipeline(config.capture, self.bus, model.card, CaptureMetrics(registry))
         worker_config = WorkerConfig(batch_size=s.batch_size, block_ms=STAGE_BLOCK_MS, consumer="embedded")
         self.worker = Worker(self.bus, model, worker_config, InferenceMetrics(registry))
@@ -165,7 +170,13 @@ class Embedded:
             update={"redis_url": None, "redis_sink": False, "block_ms": STAGE_BLOCK_MS, "alerter_consumer": "embedded"}
         )
         score = onnx_score_fn(model.session, model.card)  # the worker's session: the model is loaded once
-        self.alerter: Alerter = build_alerter(alerter_settings, self.bus, AlerterMetrics(registry), model.card, score)
+        metrics = AlerterMetrics(registry)
+        self.alerter: Alerter | EpisodeAlerter
+        if alerter_settings.alert_mode is AlertMode.EPISODES:
+            self.alerter = build_episode_alerter(alerter_settings, self.bus, metrics, model.card, score,
+                                                 MemoryStateStore())  # fmt: skip
+        else:
+            self.alerter = build_alerter(alerter_settings, self.bus, metrics, model.card, score)
         self.stages = [
             StageThread("worker", self.worker.run, self.bus),
             StageThread("alerter", self.alerter.run, self.bus),
@@ -199,10 +210,14 @@ class Embedded:
             self.bus.wait_drained(WINDOWS_STREAM)
             worker.finish()
             self.bus.wait_drained(VERDICTS_STREAM)
+            self.bus.wait_drained(AGGREGATES_STREAM)
         finally:
             for stage in self.stages:
                 stage.finish()
-            self.alerter.close()
+            if isinstance(self.alerter, EpisodeAlerter):
+                self.alerter.close(end_of_input=True)  # the episodes live in this process: close them all
+            else:
+                self.alerter.close()
         for stage in self.stages:
             if stage.error is not None:
                 raise stage.error
