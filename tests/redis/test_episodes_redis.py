@@ -1,0 +1,93 @@
+"""Episode state in a real Redis: two alerters on one verdict stream open one episode per (host, family) and
+write each line once; a restarted alerter continues the episodes that were open; the store's transaction holds
+under contention."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
+from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker
+from tapwatch.alerting.metrics import AlerterMetrics
+from tapwatch.alerting.sinks import FileSink, SinkSet
+from tapwatch.alerting.volume import VolumeRules
+from tapwatch.bus.state import RedisStateStore
+from tapwatch.bus.streams import VERDICTS_STREAM, RedisBus
+from tapwatch.features.baseline import SiteBaseline
+from tests.support.alerting import put, read_jsonl, settings, verdict
+
+CLASSES = ("BENIGN", "SSH-Patator", "Portscan")
+
+
+def alerter(url: str, out: Path, name: str) -> EpisodeAlerter:
+    bus = RedisBus(url)
+    m = AlerterMetrics(CollectorRegistry())
+    s = settings(redis_url=url, alerter_consumer=name, read_count=4)
+    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
+    return EpisodeAlerter(bus, s, SinkSet([FileSink(out)], m), m, tracker, None,
+                          EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
+
+
+def attack(first: int, n: int, src: str, cls: str, t0: int = 1_700_000_000_000) -> list[Any]:
+    """``n`` verdicts predicting ``cls`` (the first attack class of the list takes the argmax) from ``src``."""
+    classes = ("BENIGN", cls, *(c for c in CLASSES[1:] if c != cls))
+    return [verdict(i, 0.97, classes=classes, src=src, last_seen_ms=t0 + i * 100) for i in range(first, first + n)]
+
+
+def acked_all(bus: RedisBus) -> bool:
+    groups = bus.client.xinfo_groups(VERDICTS_STREAM)
+    return bool(groups) and groups[0]["lag"] == 0 and groups[0]["pending"] == 0
+
+
+def test_two_alerters_on_one_stream_open_one_episode_per_host_and_family(redis_server: Any, tmp_path: Path) -> None:
+    bus = RedisBus(redis_server.url)
+    put(bus, *attack(1, 40, "10.0.0.9", "SSH-Patator"), *attack(100, 40, "10.0.0.9", "Portscan"),
+        *attack(200, 40, "10.0.0.7", "Portscan"))  # fmt: skip
+    outs = [tmp_path / "a1.jsonl", tmp_path / "a2.jsonl"]
+    alerters = [alerter(redis_server.url, out, f"a{i}") for i, out in enumerate(outs, 1)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=a.verdict_loop.run, args=(stop,)) for a in alerters]
+    for t in threads:
+        t.start()
+    while not acked_all(bus):
+        threading.Event().wait(0.05)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    for a in alerters:
+        a.close(end_of_input=False)
+    lines = list(read_jsonl(*outs))
+    opened = sorted((x["ml"]["family"], x["episode"]["host"]) for x in lines if x["episode"]["state"] == "open")
+    assert opened == [("bruteforce", "10.0.0.9"), ("scan", "10.0.0.7"), ("scan", "10.0.0.9")]
+    assert all(list(read_jsonl(out)) for out in outs) or len(lines) == 3  # both took part (or one took all)
+    store = RedisStateStore(bus.client)
+    keys = store.keys()
+    assert sorted(keys) == ["bruteforce|source|10.0.0.9", "scan|source|10.0.0.7", "scan|source|10.0.0.9"]
+    assert sum(store.get(k)["evidence"] for k in keys) == 120  # type: ignore[index]  # each verdict once
+
+
+def test_a_restarted_alerter_continues_the_open_episodes(redis_server: Any, tmp_path: Path) -> None:
+    out = tmp_path / "alerts.jsonl"
+    bus = RedisBus(redis_server.url)
+    first = alerter(redis_server.url, out, "a1")
+    put(bus, *attack(1, 10, "10.0.0.9", "SSH-Patator"))
+    while first.verdict_loop.step():
+        pass
+    opened = list(read_jsonl(out))
+    assert [x["episode"]["state"] for x in opened] == ["open"]
+    del first  # the process is gone; its episode stays in Redis
+
+    second = alerter(redis_server.url, out, "a2")
+    put(bus, *attack(11, 10, "10.0.0.9", "SSH-Patator"))
+    while second.verdict_loop.step():
+        pass
+    second.close(end_of_input=True)  # as at the end of the input: the episode's close line
+    lines = list(read_jsonl(out))
+    assert [x["episode"]["state"] for x in lines] == ["open", "close"]
+    assert len({x["episode"]["id"] for x in lines}) == 1  # one episode across the restart
+    assert lines[-1]["episode"]["flows"] == 20 and lines[-1]["episode"]["lines"] == 2
+    assert RedisStateStore(bus.client).keys() == []  # closed and removed

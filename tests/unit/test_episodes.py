@@ -1,0 +1,235 @@
+"""Episodes from evidence: what opens one, what it writes, when it closes; the volume view's rules; the EVE line.
+
+The episode alerter on the in-memory bus end to end is here too; on Redis (two alerters, a restart):
+tests/redis/test_episodes_redis.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tapwatch.alerting.allowlist import AllowList
+from tapwatch.alerting.episode_alert import EpisodeAlert
+from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
+from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker, LineState
+from tapwatch.alerting.evidence import Evidence, ViewKind, from_verdict
+from tapwatch.alerting.metrics import AlerterMetrics
+from tapwatch.alerting.sinks import FileSink, SinkSet
+from tapwatch.alerting.volume import VolumeRules
+from tapwatch.bus.state import MemoryStateStore
+from tapwatch.bus.streams import DEAD_STREAM, MemoryBus
+from tapwatch.features.aggregates import AGGREGATES_STREAM, AggregateRecord, View
+from tapwatch.features.baseline import SiteBaseline
+from tapwatch.features.errors import ConfigError
+from tapwatch.features.families import Family
+from tapwatch.features.schema import FlowMeta
+from tests.support.alerting import meta, put, read_jsonl, settings, verdict
+
+T0 = 1_700_000_000_000
+CLASSES = ("BENIGN", "SSH-Patator", "DoS Hulk", "Portscan")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def window_ev(t_ms: int, family: Family = Family.BRUTEFORCE, src: str = "10.0.0.9", dst: str = "10.0.0.2",
+              score: float = 0.95) -> Evidence:  # fmt: skip
+    m = meta(1, src=src, dst=dst, last_seen_ms=t_ms)
+    return Evidence(family, ViewKind.WINDOW, dst if family.by_victim else src, t_ms, score, m, "SSH-Patator",
+                    sources=(src,), targets=(dst,), ports=(22,), n_sources=1, n_targets=1, n_ports=1)  # fmt: skip
+
+
+def tracker(**kw: Any) -> tuple[EpisodeTracker, Clock]:
+    clock = Clock()
+    return EpisodeTracker(MemoryStateStore(), EpisodeConfig(**kw), wall=clock), clock
+
+
+def states(lines: list[Any]) -> list[str]:
+    return [line.state.value for line in lines]
+
+
+def test_a_single_odd_window_opens_nothing_and_is_forgotten_after_the_quiet_period() -> None:
+    t, _ = tracker(open_windows=3, quiet_s=60)
+    assert t.observe(window_ev(T0)) == []
+    assert t.observe(window_ev(T0 + 61_000 * 2)) == []  # the first one fell out of the minute: still one
+    assert states(t.close_all()) == []  # never opened: nothing to close
+
+
+def test_an_episode_opens_updates_at_a_bounded_rate_and_closes_after_quiet() -> None:
+    t, clock = tracker(open_windows=3, quiet_s=120, update_every_s=60)
+    lines = []
+    for i in range(0, 20 * 60):  # one window a second for 20 minutes
+        lines += t.observe(window_ev(T0 + i * 1000))
+    clock.t = 500.0  # half an hour of wall time without evidence
+    lines += t.tick()
+    assert states(lines)[0] == "open" and states(lines)[-1] == "close"
+    assert set(states(lines[1:-1])) == {"update"}
+    # updates after 1, 2, 4, 8 minutes (the gap doubles): 6 lines in 20 minutes, never 10 in five minutes
+    assert len(lines) == 6
+    times = [line.episode["lines"][-1] for line in lines]
+    assert all(sum(1 for u in times if 0 <= u - s < 300_000) <= 10 for s in times)
+    last = lines[-1].episode
+    assert last["flows"] == 1200 and last["evidence"] == 1200 and len({line.episode["id"] for line in lines}) == 1
+
+
+def test_another_family_of_the_same_host_is_another_episode_and_dos_is_keyed_by_its_victim() -> None:
+    t, _ = tracker(open_windows=1)
+    a = t.observe(window_ev(T0, Family.BRUTEFORCE, src="10.0.0.9", dst="10.0.0.2"))
+    b = t.observe(window_ev(T0, Family.SCAN, src="10.0.0.9", dst="10.0.0.2"))
+    c = t.observe(window_ev(T0, Family.DOS, src="10.0.0.9", dst="10.0.0.2"))
+    d = t.observe(window_ev(T0, Family.DOS, src="10.0.0.10", dst="10.0.0.2"))  # another flooder, same victim
+    keys = [x[0].episode["key"] for x in (a, b, c)]
+    assert keys == ["bruteforce|source|10.0.0.9", "scan|source|10.0.0.9", "dos|victim|10.0.0.2"]
+    assert d == [] and t.store.get("dos|victim|10.0.0.2")["n_sources"] == 2  # type: ignore[index]
+
+
+def test_evidence_after_the_quiet_period_opens_a_new_episode() -> None:
+    t, _ = tracker(open_windows=1, quiet_s=60)
+    first = t.observe(window_ev(T0))
+    second = t.observe(window_ev(T0 + 90_000))
+    assert states(second) == ["close", "open"]
+    assert second[0].episode["id"] == first[0].episode["id"] != second[1].episode["id"]
+
+
+def test_verdicts_that_the_model_calls_benign_are_no_evidence_whatever_their_score() -> None:
+    # seq2seq-cic's threshold of 0.119 let windows through whose most probable class was BENIGN
+    low = verdict(1, score=0.3, classes=CLASSES, threshold=0.119)  # P(benign) 0.7, the argmax
+    assert low.over_threshold and low.predicted == "BENIGN"
+    assert from_verdict(low, "BENIGN") is None
+    high = verdict(2, score=0.99, classes=("BENIGN", "DoS Hulk"))
+    ev = from_verdict(high, "BENIGN")
+    assert ev is not None and ev.family is Family.DOS and ev.entity == high.flow.dst_ip
+
+
+def agg(view: View, key: str, **counts: Any) -> AggregateRecord:
+    return AggregateRecord(sensor="s", view=view, key=key, start_ms=T0, bucket_ms=10_000, last_ms=T0 + 9_000,
+                           sample=meta(1, last_seen_ms=T0 + 9_000), **counts)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("record", "family", "detail"),
+    [
+        (agg(View.SOURCE, "10.0.0.9", flows=1000, unanswered=990, distinct_ports=1000, distinct_peers=1),
+         Family.SCAN, "vertical port scan"),
+        (agg(View.SOURCE, "10.0.0.9", flows=254, rejected=250, distinct_ports=1, distinct_peers=254),
+         Family.SCAN, "horizontal scan"),
+        (agg(View.VICTIM, "10.0.0.2", flows=20_000, tcp=20_000, no_payload=20_000, unanswered=20_000,
+             distinct_peers=4096, capped=True, top_port=80, top_port_flows=20_000),
+         Family.DOS, "distributed SYN flood"),
+        (agg(View.VICTIM, "10.0.0.2", flows=900, udp=900, unanswered=900, distinct_peers=300, top_port=4444,
+             top_port_flows=900, top_src_port=53, top_src_port_flows=900), Family.DOS, "reflection from port 53"),
+        (agg(View.VICTIM, "10.0.0.2", flows=600, udp=600, unanswered=600, distinct_peers=1, top_port=9,
+             top_port_flows=600), Family.DOS, "UDP flood"),
+        (agg(View.SOURCE, "10.0.0.9", flows=60, pair_flows=60, pair_port=22, pair_peer="10.0.0.2", pair_bytes=60_000,
+             distinct_ports=1, distinct_peers=1), Family.BRUTEFORCE, "repeated logins to one service"),
+        (agg(View.SOURCE, "10.0.0.9", flows=60, pair_flows=60, pair_port=80, pair_peer="10.0.0.2",
+             distinct_ports=1, distinct_peers=1), Family.WEBATTACK, "repeated web requests"),
+        (agg(View.SOURCE, "10.0.0.9", flows=1, beacon_count=9, beacon_cv=0.12, beacon_interval_ms=5000,
+             beacon_peer="10.0.0.66", beacon_port=8443), Family.BOTNET, "periodic beacon"),
+    ],
+)  # fmt: skip
+def test_the_volume_rules_name_each_kind_of_traffic(record: AggregateRecord, family: Family, detail: str) -> None:
+    found = VolumeRules(SiteBaseline()).judge(record)
+    assert [(e.family, e.detail) for e in found] == [(family, detail)]
+    assert found[0].view is ViewKind.VOLUME and found[0].facts
+
+
+def test_the_volume_rules_leave_a_scans_victim_and_ordinary_traffic_alone() -> None:
+    rules = VolumeRules(SiteBaseline(periodic=["10.0.0.3:123"]))
+    victim_of_scan = agg(View.VICTIM, "10.0.0.2", flows=1000, tcp=1000, rejected=990, distinct_ports=1000,
+                         top_port=80, top_port_flows=1, distinct_peers=1)  # fmt: skip
+    browsing = agg(View.SOURCE, "10.0.0.7", flows=40, distinct_ports=2, distinct_peers=12, pair_flows=9)
+    ntp = agg(View.SOURCE, "10.0.0.7", flows=1, beacon_count=12, beacon_cv=0.01, beacon_peer="10.0.0.3",
+              beacon_port=123)  # fmt: skip
+    assert rules.judge(victim_of_scan) == rules.judge(browsing) == rules.judge(ntp) == []
+
+
+def test_an_alert_line_is_eve_shaped_with_the_episode_family_explanation_and_summary() -> None:
+    t, _ = tracker(open_windows=1)
+    rules = VolumeRules(SiteBaseline(medians={"victim": {"flows": 3.0, "packets": 20.0, "distinct_peers": 1.0}}))
+    flood = agg(View.VICTIM, "10.0.0.2", flows=20_000, packets=40_000, tcp=20_000, no_payload=20_000,
+                distinct_peers=4096, top_port=80, top_port_flows=20_000, top_peer="198.51.100.7")  # fmt: skip
+    (ev,) = rules.judge(flood)
+    (line,) = t.observe(ev)
+    facts = line.episode["facts"]
+    alert = EpisodeAlert(line, tuple(), "x")
+    eve = json.loads(alert.to_json())
+    assert eve["event_type"] == "alert" and eve["src_ip"] == "198.51.100.7" and eve["dest_ip"] == "10.0.0.2"
+    assert eve["alert"]["signature_id"] == 9_200_002 and eve["alert"]["category"] == "Attempted Denial of Service"
+    assert eve["alert"]["severity"] == 1  # a large, certain flood
+    ep = eve["episode"]
+    assert ep["state"] == "open" and ep["sources"] == 4096 and ep["flows"] == 20_000
+    assert ep["first_seen"].endswith("Z") and ep["last_seen"] >= ep["first_seen"]
+    assert eve["ml"]["family"] == "dos" and eve["ml"]["class"] == "distributed SYN flood"
+    assert [f[0] for f in facts] == ["flows", "packets", "distinct_peers"]
+
+
+def make_alerter(bus: MemoryBus, out: Path, policy: EpisodePolicy | None = None, **kw: Any) -> EpisodeAlerter:
+    m = AlerterMetrics(CollectorRegistry())
+    s = settings(episode_open_windows=2, **kw)
+    tracker_ = EpisodeTracker(MemoryStateStore(), EpisodeConfig(open_windows=2))
+    return EpisodeAlerter(bus, s, SinkSet([FileSink(out)], m), m, tracker_, None,
+                          policy or EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
+
+
+def drain_both(a: EpisodeAlerter) -> None:
+    while a.verdict_loop.step() + a.aggregate_loop.step():
+        pass
+
+
+def test_the_episode_alerter_writes_episode_lines_with_explanations_and_dead_letters_junk(tmp_path: Path) -> None:
+    bus, out, verdicts = MemoryBus(), tmp_path / "alerts.jsonl", tmp_path / "verdicts.jsonl"
+    a = make_alerter(bus, out, verdicts_file=str(verdicts))
+    put(bus, *(verdict(i, 0.97, classes=("BENIGN", "SSH-Patator"), src="10.0.0.9") for i in range(1, 6)))
+    put(bus, verdict(9, 0.2, classes=("BENIGN", "SSH-Patator"), src="10.0.0.7"))
+    scan = agg(View.SOURCE, "10.0.0.50", flows=500, unanswered=500, distinct_ports=500, distinct_peers=1)
+    bus.add_many(AGGREGATES_STREAM, [scan.encode(), {"v": "1", "view": "sideways"}])
+    drain_both(a)
+    a.close(end_of_input=True)
+    lines = list(read_jsonl(out))
+    assert [(x["ml"]["family"], x["episode"]["state"]) for x in lines] == [
+        ("bruteforce", "open"),
+        ("scan", "open"),
+        ("bruteforce", "close"),
+        ("scan", "close"),
+    ]
+    assert all(x["ml"]["explanation"] and x["ml"]["summary"] for x in lines)
+    assert "500 destination ports" in lines[1]["ml"]["summary"]
+    assert len(list(read_jsonl(verdicts))) == 6  # every verdict, one line each
+    bus.ensure_group(DEAD_STREAM, "t")
+    dead = bus.read_group(DEAD_STREAM, "t", "t", 10, 1)
+    assert [(f["stream"], f["reason"]) for _, f in dead] == [(AGGREGATES_STREAM.encode(), b"value")]
+
+
+def test_the_allow_list_silences_an_episode_and_counts_it(tmp_path: Path) -> None:
+    bus, out = MemoryBus(), tmp_path / "alerts.jsonl"
+    policy = EpisodePolicy(rules=VolumeRules(SiteBaseline()), allow=AllowList.parse("10.0.0.0/28\nport 9999"))
+    a = make_alerter(bus, out, policy)
+    put(bus, *(verdict(i, 0.97, classes=("BENIGN", "SSH-Patator"), src="10.0.0.9") for i in range(1, 6)))
+    drain_both(a)
+    a.close(end_of_input=True)
+    assert list(read_jsonl(out)) == []
+    assert a.metrics.registry.get_sample_value("tapwatch_alerting_episodes_suppressed_total",
+                                               {"reason": "whitelist"}) == 1  # fmt: skip
+
+
+def test_a_bad_allow_list_names_its_line() -> None:
+    with pytest.raises(ConfigError, match="allow-list line 2: 'port 70000'"):
+        AllowList.parse("10.0.0.1\nport 70000")
+
+
+def test_a_flow_meta_survives_the_state_round_trip() -> None:
+    t, _ = tracker(open_windows=1)
+    (line,) = t.observe(window_ev(T0))
+    assert FlowMeta.from_json(line.episode["rep"]).last_seen_ms == T0
+    assert line.state is LineState.OPEN
