@@ -51,7 +51,8 @@ class CaptureConfig:
     idle_timeout_s
         A flow with no packet for this long is closed (on the capture clock; live also on the wall clock).
     emit_single_packet_flows
-        CICFlowMeter writes no one-packet flow (the corrected CSVs hold none); they are counted, not emitted.
+        CICFlowMeter writes no one-packet flow (the corrected CSVs hold none); they are always counted, and
+        emitted only when this is set (the sensor sets it for its aggregates and keeps them out of windows).
     termination_linger_s
         A TCP flow ready for termination (RST, or FINs both ways and the last ACK) takes later packets, as
         CICFlowMeter does, until a SYN or until no packet came for this long; then it is closed.
@@ -121,9 +122,10 @@ class RecordBuilder:
         m.packets.inc(r.packets)
         m.bytes.inc(r.bytes)
         self._flows_by_reason[r.reason].inc()
-        if r.packets < 2 and not self.config.emit_single_packet_flows:
+        if r.packets < 2:
             m.single_packet.inc()
-            return None
+            if not self.config.emit_single_packet_flows:
+                return None
         self._seq += 1
         cid = self.community_id(r)
         meta = FlowMeta(
