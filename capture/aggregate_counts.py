@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import statistics
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tapwatch.features.aggregates import AggregateRecord, View
 from tapwatch.features.contract import feature_index
@@ -34,9 +36,10 @@ _BWD_RST = feature_index("Bwd RST Flags")
 _FWD_BYTES = feature_index("Total Length of Fwd Packet")
 _BWD_BYTES = feature_index("Total Length of Bwd Packet")
 _TCP, _UDP, _ICMP = 6, 17, (1, 58)
+_T = TypeVar("_T", int, str)
 
 
-def _count(counter: dict[object, int], value: object, cap: int) -> bool:
+def _count(counter: dict[_T, int], value: _T, cap: int) -> bool:
     """Count ``value`` if it is held or there is room for it; False when the set is full and it is new."""
     n = counter.get(value)
     if n is not None:
@@ -48,7 +51,7 @@ def _count(counter: dict[object, int], value: object, cap: int) -> bool:
     return True
 
 
-def _top(counter: dict[object, int]) -> tuple[object, int]:
+def _top(counter: dict[_T, int]) -> tuple[_T | None, int]:
     """The most counted value (the first one counted among equals), or (None, 0)."""
     if not counter:
         return None, 0
@@ -97,20 +100,21 @@ class Bucket:
         Cap of each distinct set; past it ``capped`` is set and new values are no longer held.
     """
 
-    __slots__ = ("capped", "first_ms", "flows", "last_ms", "max_distinct", "pairs", "peers", "ports", "src_ports",
-                 "sums", "view")  # fmt: skip
+    __slots__ = ("capped", "first_ms", "flows", "last_ms", "max_distinct", "pairs", "peers", "ports", "source",
+                 "src_ports", "sums", "view")  # fmt: skip
 
     def __init__(self, view: View, max_distinct: int) -> None:
         self.view = view
+        self.source = view is View.SOURCE
         self.max_distinct = max_distinct
         self.flows = 0
         self.first_ms, self.last_ms = 0, 0
         # packets, bytes, tcp, udp, icmp, unanswered, rejected, no_payload
         self.sums = [0] * 8
         self.capped = False
-        self.ports: dict[object, int] = {}
-        self.peers: dict[object, int] = {}
-        self.src_ports: dict[object, int] = {}
+        self.ports: dict[int, int] = {}
+        self.peers: dict[str, int] = {}
+        self.src_ports: dict[int, int] = {}
         self.pairs: dict[tuple[str, int], _Pair] = {}
 
     def add(self, m: FlowMeta, counts: tuple[int, ...]) -> None:
@@ -120,12 +124,11 @@ class Bucket:
         if m.last_seen_ms > self.last_ms:
             self.last_ms = m.last_seen_ms
         self.flows += 1
-        self.sums = [a + b for a, b in zip(self.sums, counts, strict=True)]
-        source = self.view is View.SOURCE
-        peer = m.dst_ip if source else m.src_ip
+        self.sums = list(map(operator.add, self.sums, counts))
+        peer = m.dst_ip if self.source else m.src_ip
         cap = self.max_distinct
         held = _count(self.ports, m.dst_port, cap) & _count(self.peers, peer, cap)
-        if not source:
+        if not self.source:
             held &= _count(self.src_ports, m.src_port, cap)
         pair = self.pairs.get((peer, m.dst_port))
         if pair is None and len(self.pairs) < cap:
@@ -151,9 +154,9 @@ class Bucket:
             first_ms=self.first_ms, last_ms=self.last_ms, flows=self.flows, packets=packets, bytes=bytes_,
             tcp=tcp, udp=udp, icmp=icmp, unanswered=unanswered, rejected=rejected, no_payload=no_payload,
             distinct_ports=len(self.ports), distinct_peers=len(self.peers), capped=self.capped,
-            top_port=int(port or 0), top_port_flows=port_flows, top_peer=str(peer or ""), top_peer_flows=peer_flows,
+            top_port=port or 0, top_port_flows=port_flows, top_peer=peer or "", top_peer_flows=peer_flows,
             pair_peer=pair_peer, pair_port=pair_port, pair_flows=pair.flows if pair else 0,
-            pair_bytes=pair.bytes if pair else 0, top_src_port=int(src_port or 0),
+            pair_bytes=pair.bytes if pair else 0, top_src_port=src_port or 0,
             top_src_port_flows=src_port_flows, beacon_peer=b.peer, beacon_port=b.port, beacon_count=b.count,
             beacon_interval_ms=b.interval_ms, beacon_cv=b.cv, sample=pair.newest if pair else None,
         )  # fmt: skip

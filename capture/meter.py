@@ -108,10 +108,21 @@ class RecordBuilder:
         self.config = config
         self.metrics = metrics
         self._seq = 0
+        self._single_seq = 0
         self._flows_by_reason = {reason.value: metrics.flows.labels(reason=reason.value) for reason in ExpiryReason}
 
     def community_id(self, r: FlowResult) -> str:
         return community_id(r.protocol, r.src_ip, r.dst_ip, r.src_port, r.dst_port, r.icmp)
+
+    def _next_seq(self, packets: int) -> int:
+        """One-packet flows are numbered apart (negative): a flow of two packets or more gets the same id whether
+        or not one-packet flows are emitted, so `capture` (which emits them for its aggregates) and `detect` name
+        the same flow alike."""
+        if packets < 2:
+            self._single_seq -= 1
+            return self._single_seq
+        self._seq += 1
+        return self._seq
 
     def build(self, r: FlowResult, capture_end_ms: int | None = None) -> FlowRecord | None:
         """Count the flow; return its record, or None for a one-packet flow (unless configured)."""
@@ -126,10 +137,9 @@ class RecordBuilder:
             m.single_packet.inc()
             if not self.config.emit_single_packet_flows:
                 return None
-        self._seq += 1
         cid = self.community_id(r)
         meta = FlowMeta(
-            flow_id=make_flow_id(self.config.sensor, cid, r.first_ms, self._seq),
+            flow_id=make_flow_id(self.config.sensor, cid, r.first_ms, self._next_seq(r.packets)),
             community_id=cid,
             src_ip=r.src_ip,
             src_port=r.src_port,

@@ -242,7 +242,8 @@ def probes_pcap(tmp_path: Path) -> Path:
 def test_one_packet_flows_reach_the_aggregates_and_windows_only_when_asked(
     tmp_path: Path, single_packet_flows: bool
 ) -> None:
-    records, aggs, windows, metrics = sensor_run(probes_pcap(tmp_path), single_packet_flows)
+    pcap = probes_pcap(tmp_path)
+    records, aggs, windows, metrics = sensor_run(pcap, single_packet_flows)
     check_counts(records, aggs, metrics)
     assert len(records) == 42 and total(metrics, "tapwatch_capture_single_packet_flows_total") == 40
     (scanner,) = [a for a in aggs if a.view is View.SOURCE and a.key == "10.9.0.66"]
@@ -250,3 +251,6 @@ def test_one_packet_flows_reach_the_aggregates_and_windows_only_when_asked(
     assert scanner.no_payload == 41 and scanner.start_ms == T0_MS // 10_000 * 10_000
     expected = 42 if single_packet_flows else 2
     assert len(windows) == expected and Counter(w.flow.packets >= 2 for w in windows)[True] == 2
+    # a flow of 2+ packets keeps its id whether or not one-packet flows are emitted (flows, detect, capture agree)
+    plain = PcapSource([str(pcap)], CaptureConfig(sensor="t"), CaptureMetrics(CollectorRegistry()))
+    assert [r.meta.flow_id for r in plain] == [r.meta.flow_id for r in records if r.meta.packets >= 2]
