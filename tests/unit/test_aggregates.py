@@ -254,3 +254,22 @@ def test_one_packet_flows_reach_the_aggregates_and_windows_only_when_asked(
     # a flow of 2+ packets keeps its id whether or not one-packet flows are emitted (flows, detect, capture agree)
     plain = PcapSource([str(pcap)], CaptureConfig(sensor="t"), CaptureMetrics(CollectorRegistry()))
     assert [r.meta.flow_id for r in plain] == [r.meta.flow_id for r in records if r.meta.packets >= 2]
+
+
+def test_aggregates_can_be_turned_off_and_are_set_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    bus, metrics = MemoryBus(), CaptureMetrics(CollectorRegistry())
+    pipe = build_pipeline(CaptureSettings(aggregates=False), bus, identity_card(10), metrics)
+    assert pipe.aggregator is None and pipe.source_config(CaptureConfig(sensor="t")).emit_single_packet_flows is False
+    pipe.feed([flow("10.0.0.1", VICTIM, 80, 1_000, packets=2), flow("10.0.0.1", VICTIM, 81, 1_000)])
+    assert pipe.close().sent == 1 and bus.length(AGGREGATES_STREAM) == 0
+    monkeypatch.setenv("TAPWATCH_AGGREGATE_BUCKET_S", "30")
+    monkeypatch.setenv("TAPWATCH_AGGREGATES_STREAM", "site:aggregates")
+    pipe = build_pipeline(CaptureSettings(), bus, identity_card(10), metrics)
+    assert pipe.aggregator is not None and pipe.aggregator.bucket_ms == 30_000
+    assert pipe.source_config(CaptureConfig(sensor="s9")).emit_single_packet_flows and pipe.aggregator.sensor == "s9"
+    pipe.feed([flow("10.0.0.1", VICTIM, 80, 1_000)])
+    pipe.close()
+    assert bus.length("site:aggregates") == 2 and bus.length(WINDOWS_STREAM) == 1  # a one-packet flow: no window
+    monkeypatch.setenv("TAPWATCH_AGGREGATE_BUCKET_S", "0.5")
+    with pytest.raises(ValueError, match="aggregate_bucket_s"):
+        CaptureSettings()
