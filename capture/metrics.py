@@ -55,6 +55,25 @@ class CaptureMetrics:
             "tapwatch_features_evicted_keys", "Window keys evicted by the live-key cap (LRU).", registry=registry
         )
         self.live_keys = Gauge("tapwatch_features_live_keys", "Window keys held.", registry=registry)
+        self._aggregate_metrics(registry)
+        self.bus_sent = Counter("tapwatch_bus_sent_windows", "Windows written to the bus.", registry=registry)
+        self.bus_dropped = Counter(
+            "tapwatch_bus_dropped_windows",
+            "Windows dropped before reaching the bus, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("buffer_full", "trimmed"):
+            self.bus_dropped.labels(reason=reason)
+        self.bus_buffered = Gauge(
+            "tapwatch_bus_buffered_windows", "Windows waiting for the bus (Redis unreachable).", registry=registry
+        )
+        self.bus_connected = Gauge("tapwatch_bus_connected", "1 while the bus is reachable.", registry=registry)
+        self.build = Info("tapwatch_build", "tapwatch build.", registry=registry)
+        self.build.info({"version": BUILD_VERSION})
+
+    def _aggregate_metrics(self, registry: CollectorRegistry) -> None:
+        """The destination/volume view's (see :mod:`tapwatch.capture.aggregates`)."""
         self.aggregates = Counter(
             "tapwatch_capture_aggregates", "Aggregate records (finished buckets) published, by view.", ["view"],
             registry=registry,
@@ -77,18 +96,3 @@ class CaptureMetrics:
         )
         for reason in ("buffer_full", "trimmed"):
             self.bus_dropped_aggregates.labels(reason=reason)
-        self.bus_sent = Counter("tapwatch_bus_sent_windows", "Windows written to the bus.", registry=registry)
-        self.bus_dropped = Counter(
-            "tapwatch_bus_dropped_windows",
-            "Windows dropped before reaching the bus, by reason.",
-            ["reason"],
-            registry=registry,
-        )
-        for reason in ("buffer_full", "trimmed"):
-            self.bus_dropped.labels(reason=reason)
-        self.bus_buffered = Gauge(
-            "tapwatch_bus_buffered_windows", "Windows waiting for the bus (Redis unreachable).", registry=registry
-        )
-        self.bus_connected = Gauge("tapwatch_bus_connected", "1 while the bus is reachable.", registry=registry)
-        self.build = Info("tapwatch_build", "tapwatch build.", registry=registry)
-        self.build.info({"version": BUILD_VERSION})
