@@ -51,7 +51,8 @@ class CaptureConfig:
     idle_timeout_s
         A flow with no packet for this long is closed (on the capture clock; live also on the wall clock).
     emit_single_packet_flows
-        CICFlowMeter writes no one-packet flow (the corrected CSVs hold none); they are counted, not emitted.
+        CICFlowMeter writes no one-packet flow (the corrected CSVs hold none); they are always counted, and
+        emitted only when this is set (the sensor sets it for its aggregates and keeps them out of windows).
     termination_linger_s
         A TCP flow ready for termination (RST, or FINs both ways and the last ACK) takes later packets, as
         CICFlowMeter does, until a SYN or until no packet came for this long; then it is closed.
@@ -107,10 +108,21 @@ class RecordBuilder:
         self.config = config
         self.metrics = metrics
         self._seq = 0
+        self._single_seq = 0
         self._flows_by_reason = {reason.value: metrics.flows.labels(reason=reason.value) for reason in ExpiryReason}
 
     def community_id(self, r: FlowResult) -> str:
         return community_id(r.protocol, r.src_ip, r.dst_ip, r.src_port, r.dst_port, r.icmp)
+
+    def _next_seq(self, packets: int) -> int:
+        """One-packet flows are numbered apart (negative): a flow of two packets or more gets the same id whether
+        or not one-packet flows are emitted, so `capture` (which emits them for its aggregates) and `detect` name
+        the same flow alike."""
+        if packets < 2:
+            self._single_seq -= 1
+            return self._single_seq
+        self._seq += 1
+        return self._seq
 
     def build(self, r: FlowResult, capture_end_ms: int | None = None) -> FlowRecord | None:
         """Count the flow; return its record, or None for a one-packet flow (unless configured)."""
@@ -121,13 +133,13 @@ class RecordBuilder:
         m.packets.inc(r.packets)
         m.bytes.inc(r.bytes)
         self._flows_by_reason[r.reason].inc()
-        if r.packets < 2 and not self.config.emit_single_packet_flows:
+        if r.packets < 2:
             m.single_packet.inc()
-            return None
-        self._seq += 1
+            if not self.config.emit_single_packet_flows:
+                return None
         cid = self.community_id(r)
         meta = FlowMeta(
-            flow_id=make_flow_id(self.config.sensor, cid, r.first_ms, self._seq),
+            flow_id=make_flow_id(self.config.sensor, cid, r.first_ms, self._next_seq(r.packets)),
             community_id=cid,
             src_ip=r.src_ip,
             src_port=r.src_port,

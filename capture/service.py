@@ -1,4 +1,5 @@
-"""``tapwatch capture``: packets → flow records → per-host windows → ``tapwatch:windows``.
+"""``tapwatch capture``: packets → flow records → per-host windows → ``tapwatch:windows``, and every flow
+(one-packet flows included) → per-source and per-victim buckets → ``tapwatch:aggregates``.
 
 With ``--redis`` windows go to Redis (pipelined XADD, bounded by XTRIM); without it they go to the
 in-memory bus (the embedded mode's). Metrics and health are served while it runs. With pcap input every
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,15 +21,18 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tapwatch.bus.publish import Publisher, PublisherConfig, PublisherCounts
+from tapwatch.bus.publish import Hook, Publisher, PublisherConfig, PublisherCounts
 from tapwatch.bus.streams import WINDOWS_STREAM, Bus, MemoryBus, RedisBus
+from tapwatch.capture.aggregates import Aggregator, AggregatorConfig
 from tapwatch.capture.meter import CaptureConfig, LiveSource, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.options import capture_config, timeout_options
+from tapwatch.features.aggregates import AGGREGATES_STREAM, AggregateRecord
 from tapwatch.features.card import ModelCard, identity_card, load_card
 from tapwatch.features.cli import run_guarded
 from tapwatch.features.errors import BadInputError, ModelCardError
 from tapwatch.features.health import HealthServer
+from tapwatch.features.schema import FlowRecord
 from tapwatch.features.window import Windower, WindowKey
 
 log = logging.getLogger(__name__)
@@ -45,25 +51,82 @@ class CaptureSettings(BaseSettings):
     max_keys: int = Field(100_000, ge=1, description="Cap on window keys held (LRU eviction, counted).")
     metrics_host: str = Field("127.0.0.1", description="Address of /metrics, /livez, /readyz.")
     metrics_port: int = Field(9640, ge=0, le=65535, description="Port of /metrics, /livez, /readyz; 0 picks one.")
+    aggregates: bool = Field(True, description="Count every flow into per-source and per-victim buckets and "
+                             "publish each finished bucket (the destination/volume view).")  # fmt: skip
+    aggregate_bucket_s: float = Field(
+        10.0, ge=1, le=600, description="Aggregate bucket length, seconds of packet time."
+    )
+    aggregate_max_keys: int = Field(50_000, ge=1, description="Hosts per view with open aggregate buckets (LRU "
+                                    "eviction of the least recently updated, counted).")  # fmt: skip
+    aggregates_stream: str = Field(AGGREGATES_STREAM, description="Stream that receives aggregate records.")
+    aggregates_maxlen: int = Field(100_000, ge=100, description="Approximate bound of the aggregates stream (XTRIM ~).")
 
 
 @dataclass
 class Pipeline:
-    """The sensor's stages after capture, wired once."""
+    """The sensor's stages after capture, wired once.
+
+    Every record feeds the aggregator (when there is one), whose finished buckets go to their own stream;
+    windows are built only from flows of two packets or more, as CICFlowMeter cut the training data, unless
+    ``single_packet_windows`` (the user's ``--single-packet-flows``). Read the source with
+    :meth:`source_config` so that it yields one-packet flows for the aggregates.
+    """
 
     windower: Windower
     publisher: Publisher
     metrics: CaptureMetrics
+    aggregator: Aggregator | None = None
+    aggregate_publisher: Publisher | None = None
+    single_packet_windows: bool = False
 
-    def feed(self, source: Any) -> None:
+    def source_config(self, config: CaptureConfig) -> CaptureConfig:
+        """The config to read the source with: the user's choice of one-packet flows goes to the windows (and
+        the sensor name to the aggregates); with aggregates on, the source yields every flow."""
+        self.single_packet_windows = config.emit_single_packet_flows
+        if self.aggregator is None:
+            return config
+        self.aggregator.sensor = config.sensor
+        return replace(config, emit_single_packet_flows=True)
+
+    def feed(self, source: Iterable[FlowRecord]) -> None:
+        """Aggregate and window every record; at the end, publish every open aggregate bucket."""
+        aggregator = self.aggregator
         for record in source:
-            entry = self.windower.add(record)
-            self.metrics.windows.inc()
-            self.publisher.publish(entry.encode())
+            if aggregator is not None:
+                self._publish_aggregates(aggregator.add(record))
+            if record.meta.packets >= 2 or self.single_packet_windows:
+                entry = self.windower.add(record)
+                self.metrics.windows.inc()
+                self.publisher.publish(entry.encode())
+        if aggregator is not None:
+            self._publish_aggregates(aggregator.flush())
         self.metrics.live_keys.set(len(self.windower))
 
+    def _publish_aggregates(self, records: list[AggregateRecord]) -> None:
+        publisher = self.aggregate_publisher
+        if self.aggregator is None or publisher is None:
+            return
+        self.metrics.aggregate_keys.set(len(self.aggregator))
+        if not records:
+            return
+        for rec in records:
+            self.metrics.aggregates.labels(view=rec.view.value).inc()
+            publisher.publish(rec.encode())
+        # Buckets finish in bursts, once per bucket length: send the burst now rather than leave a partial
+        # batch waiting a whole bucket for the next one.
+        publisher.flush_once()
 
-def build_pipeline(settings: CaptureSettings, bus: Bus, card: ModelCard, metrics: CaptureMetrics) -> Pipeline:
+    def close(self, timeout_s: float = 10.0) -> PublisherCounts:
+        """Close the window publisher, then the aggregates one; return the window publisher's counts."""
+        deadline = time.monotonic() + timeout_s
+        counts = self.publisher.close(timeout_s)
+        if self.aggregate_publisher is not None:
+            agg = self.aggregate_publisher.close(max(1.0, deadline - time.monotonic()))
+            log.info("aggregates: %s", agg)
+        return counts
+
+
+def _window_events(metrics: CaptureMetrics) -> Hook:
     def on_event(kind: str, n: int) -> None:
         if kind == "sent":
             metrics.bus_sent.inc(n)
@@ -74,10 +137,37 @@ def build_pipeline(settings: CaptureSettings, bus: Bus, card: ModelCard, metrics
         elif kind == "connected":
             metrics.bus_connected.set(n)
 
+    return on_event
+
+
+def _aggregate_events(metrics: CaptureMetrics) -> Hook:
+    """Only the losses: the window publisher already reports the bus's state, and the records published are
+    counted by view as they are handed over."""
+
+    def on_event(kind: str, n: int) -> None:
+        if kind in ("buffer_full", "unreachable", "trimmed"):
+            metrics.bus_dropped_aggregates.labels(reason=kind).inc(n)
+
+    return on_event
+
+
+def build_pipeline(
+    settings: CaptureSettings, bus: Bus, card: ModelCard, metrics: CaptureMetrics, single_packet_windows: bool = False
+) -> Pipeline:
+    """The sensor's stages on ``bus``: windows to ``settings.stream``, aggregates to ``settings.aggregates_stream``."""
     metrics.bus_connected.set(1)
     windower = Windower(card, settings.window_key, settings.max_keys, on_evict=metrics.evicted_keys.inc)
     cfg = PublisherConfig(stream=settings.stream, maxlen=settings.stream_maxlen, buffer_limit=settings.buffer_limit)
-    return Pipeline(windower, Publisher(bus, cfg, on_event), metrics)
+    pipe = Pipeline(windower, Publisher(bus, cfg, _window_events(metrics)), metrics)
+    pipe.single_packet_windows = single_packet_windows
+    if settings.aggregates:
+        agg_config = AggregatorConfig(bucket_s=settings.aggregate_bucket_s, max_keys=settings.aggregate_max_keys)
+        pipe.aggregator = Aggregator(agg_config, CaptureConfig().sensor, metrics.aggregate_evicted_keys.inc)
+        agg_cfg = PublisherConfig(
+            settings.aggregates_stream, settings.aggregates_maxlen, buffer_limit=settings.buffer_limit
+        )
+        pipe.aggregate_publisher = Publisher(bus, agg_cfg, _aggregate_events(metrics))
+    return pipe
 
 
 def load_model_card(path: str | None) -> ModelCard:
@@ -101,6 +191,7 @@ def run_capture(
     card = load_model_card(settings.card)
     bus: Bus = RedisBus(settings.redis_url) if settings.redis_url else MemoryBus()
     pipe = build_pipeline(settings, bus, card, metrics)
+    config = pipe.source_config(config)
     source: Any = LiveSource(interface, config, metrics) if interface else PcapSource(pcaps, config, metrics)
     if interface:  # live: send each window at once; a quiet link would leave a partial batch waiting
         pipe.publisher.config = replace(pipe.publisher.config, batch=1)
@@ -123,7 +214,7 @@ def run_capture(
                 code = 2
     finally:
         running["capture"] = False
-        counts = pipe.publisher.close()
+        counts = pipe.close()
         http.stop()
     log.info("capture done: %s", counts)
     return code, counts
