@@ -9,8 +9,10 @@ An episode is keyed by (family, role, host): the victim of a flood, the source o
 * **open**: the episode's first line (``state: open``). Further evidence grows it; an ``update`` line goes out
   when it grew and the update gap passed: ``update_every_s`` first, doubling up to ``update_max_s``, and never
   more than ``max_lines_5min`` lines (the close line included) in any five minutes.
-* **closed**: no new evidence for ``quiet_s`` (on the evidence clock: packet time, advanced by the wall clock
-  while no evidence comes): the last line (``state: close``); the next evidence of that key opens a new episode.
+* **closed**: no new evidence for ``quiet_s`` on the evidence clock (the newest packet time seen, advanced by the
+  wall clock while no evidence comes): the last line (``state: close``); the next evidence of that key opens a new
+  episode. Quiet is measured from when evidence last *arrived* on that clock, not from its own packet time: the
+  sensor's meters run in parallel, and a busy one hands over its flows minutes behind the others.
 
 An episode that the allow-list or ``threshold.config`` suppresses is tracked as ``suppressed``: it emits nothing
 and is not re-counted until it closes. The state is a JSON object in an
@@ -124,9 +126,11 @@ def _see(s: State, field: str, names: tuple[str, ...], cap: int) -> int:
 
 def _absorb(s: State, ev: Evidence, cap: int, distinct_cap: int = 1024) -> None:
     """Add one piece of evidence to a state (pure bookkeeping: counts, names, the representative flow)."""
-    s["first_ms"] = min(s["first_ms"], ev.flow.first_seen_ms or ev.at_ms)
+    s["first_ms"] = min(s["first_ms"], ev.at_ms)  # the first evidence, not the first packet of a long flow
     s["last_ms"] = max(s["last_ms"], ev.at_ms)
-    s["flows"] += ev.flows
+    by_view = s.setdefault("view_flows", {})
+    by_view[ev.view.value] = by_view.get(ev.view.value, 0) + ev.flows
+    s["flows"] = max(by_view.values())  # both views count the same flows: the larger count, not the sum
     s["evidence"] += 1
     s["max_score"] = max(s["max_score"], round(ev.score, 6))
     _bump(s["classes"], ev.detail, 1, cap)
@@ -192,11 +196,12 @@ class EpisodeTracker:
     def _step(self, s: State | None, ev: Evidence, now: int) -> tuple[State | None, list[EpisodeLine]]:
         c = self.config
         lines: list[EpisodeLine] = []
-        if s is not None and now - s["last_ms"] >= c.quiet_s * 1000 and ev.at_ms - s["last_ms"] >= c.quiet_s * 1000:
+        if s is not None and now - s["touched_ms"] >= c.quiet_s * 1000:
             lines += self._closing(s)
             s = None
         s = _new_state(ev) if s is None else {k: (list(v) if isinstance(v, list) else v) for k, v in s.items()}
         _absorb(s, ev, c.cap, c.distinct_cap)
+        s["touched_ms"] = max(now, s.get("touched_ms", 0))
         if s["status"] == "pending":
             need = c.windows_to_open(s["family"])
             if ev.view.value == "window":
@@ -243,12 +248,12 @@ class EpisodeTracker:
         return [EpisodeLine(LineState.CLOSE, {**s, "lines": s["lines"] + [s["last_ms"]]})]
 
     def tick(self) -> list[EpisodeLine]:
-        """Close every episode quiet for ``quiet_s`` on the evidence clock; drop pending ones as quiet."""
+        """Close every episode that got no evidence for ``quiet_s`` of the evidence clock; drop pending ones."""
         now = self.now_ms()
         quiet = self.config.quiet_s * 1000
         lines: list[EpisodeLine] = []
         for key in self.store.keys():  # noqa: SIM118 (a store, not a dict)
-            lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: now - st["last_ms"] >= quiet))
+            lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: now - st["touched_ms"] >= quiet))
         return lines
 
     def close_all(self) -> list[EpisodeLine]:

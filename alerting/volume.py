@@ -29,6 +29,8 @@ well-known service port arrive unasked.
 
 from __future__ import annotations
 
+import ipaddress
+
 from tapwatch.alerting.evidence import Evidence, Fact, ViewKind
 from tapwatch.features.aggregates import AggregateRecord, View
 from tapwatch.features.baseline import FAIL_RATIO, SERVICE_SHARE, SiteBaseline
@@ -53,10 +55,11 @@ class VolumeRules:
         found = [self._scan(agg), self._pair(agg), self._beacon(agg)] if source else [self._dos(agg)]
         return [e for e in found if e is not None]
 
-    def _fact(self, agg: AggregateRecord, name: str, value: float, thr: str, text: str) -> Fact:
-        limit = self.baseline.threshold(thr)
-        return Fact(name, float(value), self.baseline.median(agg.view, name), round(value / limit, 3) if limit else 0.0,
-                    text)  # fmt: skip
+    def _fact(self, agg: AggregateRecord, name: str, value: float, thr: str, text: str,
+              port: int | None = None) -> Fact:  # fmt: skip
+        limit = self.baseline.threshold(thr, port)
+        median = self.baseline.median(agg.view, name if port is None else thr, port)
+        return Fact(name, float(value), median, round(value / limit, 3) if limit else 0.0, text)
 
     def _scan(self, agg: AggregateRecord) -> Evidence | None:
         fail = (agg.unanswered + agg.rejected) / agg.flows
@@ -64,20 +67,25 @@ class VolumeRules:
         if fail < FAIL_RATIO or (agg.distinct_ports < ports and agg.distinct_peers < hosts):
             return None
         vertical = agg.distinct_ports / ports >= agg.distinct_peers / hosts
-        facts = (
+        spread = (
             self._fact(agg, "distinct_ports", agg.distinct_ports, "scan_ports",
-                       "{value} destination ports in {seconds} s (benign hosts here: {median})"),
+                       "{value} destination ports" + (f" of {agg.top_peer}" if agg.distinct_peers == 1 else "")
+                       + " in {seconds} s (benign hosts here: {median})")
+            if vertical else
             self._fact(agg, "distinct_peers", agg.distinct_peers, "scan_hosts",
-                       "{value} hosts (benign: {median})"),
-            Fact("unanswered_or_reset", round(fail, 3), None, round(fail, 3), "{percent} unanswered or reset"),
+                       "{value} hosts" + f" on port {agg.top_port}" + " in {seconds} s (benign hosts here: {median})")
         )  # fmt: skip
+        facts = (
+            spread,
+            Fact("unanswered_or_reset", round(fail, 3), None, round(fail, 3), "{percent} unanswered or reset"),
+        )
         score = min(1.0, max(agg.distinct_ports / ports, agg.distinct_peers / hosts) / 2)
         detail = "vertical port scan" if vertical else "horizontal scan"
         return self._evidence(agg, Family.SCAN, detail, score, facts)
 
     def _pair(self, agg: AggregateRecord) -> Evidence | None:
-        limit = self.baseline.threshold("pair_flows")
-        if agg.pair_flows < limit or agg.pair_flows >= self.baseline.threshold("dos_flows"):
+        limit = self.baseline.threshold("pair_flows", agg.pair_port)
+        if agg.pair_flows < limit or agg.pair_flows >= self.baseline.threshold("dos_flows", agg.pair_port):
             return None
         web = agg.pair_port in WEB_PORTS
         family = Family.WEBATTACK if web else Family.BRUTEFORCE
@@ -85,7 +93,7 @@ class VolumeRules:
         facts = (
             self._fact(agg, "pair_flows", agg.pair_flows, "pair_flows",
                        "{value} connections to " + f"{agg.pair_peer} port {agg.pair_port}"
-                       + " in {seconds} s (benign hosts here: {median})"),
+                       + " in {seconds} s (benign hosts here: {median})", agg.pair_port),
             Fact("bytes_per_connection", round(agg.pair_bytes / max(1, agg.pair_flows), 1), None, 0.0,
                  "{value} bytes per connection"),
         )  # fmt: skip
@@ -96,8 +104,10 @@ class VolumeRules:
             return None
         if agg.beacon_cv > self.baseline.threshold("beacon_cv"):
             return None
-        if f"{agg.beacon_peer}:{agg.beacon_port}" in self._periodic:
-            return None  # a service the site's benign clients poll on a timer
+        if f"{agg.beacon_peer}:{agg.beacon_port}" in self._periodic or not _beacon_peer(
+            agg.beacon_peer, agg.beacon_port
+        ):
+            return None  # a service the site's benign clients poll on a timer, or ICMP / link-local housekeeping
         facts = (
             Fact("beacon_count", agg.beacon_count, None, 1.0,
                  "{value} connections to " + f"{agg.beacon_peer} port {agg.beacon_port}"),
@@ -109,7 +119,8 @@ class VolumeRules:
         return self._evidence(agg, Family.BOTNET, "periodic beacon", 0.9, facts)
 
     def _dos(self, agg: AggregateRecord) -> Evidence | None:
-        flows_thr, pkts_thr = self.baseline.threshold("dos_flows"), self.baseline.threshold("dos_packets")
+        port = agg.top_port
+        flows_thr, pkts_thr = self.baseline.threshold("dos_flows", port), self.baseline.threshold("dos_packets", port)
         if agg.flows < flows_thr and agg.packets < pkts_thr:
             return None
         if agg.top_port_flows / agg.flows < SERVICE_SHARE and agg.icmp / agg.flows < SERVICE_SHARE:
@@ -117,8 +128,8 @@ class VolumeRules:
         facts = (
             self._fact(agg, "flows", agg.flows, "dos_flows",
                        "{value} connections to " + f"{agg.key} port {agg.top_port}" + " in {seconds} s "
-                       "(benign hosts here receive {median})"),
-            self._fact(agg, "packets", agg.packets, "dos_packets", "{value} packets (benign: {median})"),
+                       "(benign hosts here receive {median})", port),
+            self._fact(agg, "packets", agg.packets, "dos_packets", "{value} packets (benign: {median})", port),
             self._fact(agg, "distinct_peers", agg.distinct_peers, "dos_sources",
                        "from {value} sources (benign: {median})"),
         )  # fmt: skip
@@ -153,6 +164,16 @@ class VolumeRules:
             n_sources=1 if source_view else agg.distinct_peers, n_targets=agg.distinct_peers if source_view else 1,
             n_ports=agg.distinct_ports, facts=facts, model="volume-rules", model_version="1",
         )  # fmt: skip
+
+
+def _beacon_peer(peer: str, port: int) -> bool:
+    """False for what talks on a timer by design: ICMP (port 0: neighbour discovery, router solicitations) and
+    link-local or multicast peers."""
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return port != 0 and not (addr.is_link_local or addr.is_multicast)
 
 
 def _stand_in(agg: AggregateRecord) -> FlowMeta:

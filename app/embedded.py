@@ -171,7 +171,7 @@ def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
         config = replace(config, alerter=config.alerter.model_copy(update={"alert_file_max_bytes": 2**62}))
     model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
     embedded = Embedded(model, config, CollectorRegistry())  # a registry of its own: nothing serves it
-    source = PcapSource(list(pcaps), capture_config(**kw), embedded.pipeline.metrics)
+    source = PcapSource(list(pcaps), embedded.pipeline.source_config(capture_config(**kw)), embedded.pipeline.metrics)
     summary = embedded.process(source)
     for problem in source.problems:
         click.echo(f"tapwatch: error: {problem.line('its readable part was processed')}", err=True)
@@ -224,7 +224,7 @@ def run_command(interface: str, output: str, **kw: Any) -> None:
         # write costs nothing, and a live window must not wait for 63 more flows before it is scored.
         publisher = embedded.pipeline.publisher
         publisher.config = replace(publisher.config, batch=1)
-        source = LiveSource(interface, capture_config(**kw), embedded.pipeline.metrics)
+        source = LiveSource(interface, embedded.pipeline.source_config(capture_config(**kw)), embedded.pipeline.metrics)
 
         def ready() -> dict[str, bool]:
             return {**embedded.ready(), "capture_running": embedded.capturing.is_set() and source.running.is_set()}

@@ -138,16 +138,22 @@ def match(lines: list[dict[str, Any]], attacks: list[Attack], slack_s: float) ->
             false_lines += len(ep_lines)
             false_eps += 1
             continue
-        owner = max(owners, key=lambda a: min(last, a.end_ms) - max(first, a.start_ms))
-        r = results[owner.id]
-        r.detected = True
         fam = ep_lines[0]["ml"]["family"]
-        r.named = r.named or fam == owner.family.value
-        r.families.append(fam)
-        r.lines += len(ep_lines)
-        seen = min(_ms(x["episode"]["last_seen"]) for x in ep_lines)
-        delay = max(0.0, (seen - owner.start_ms) / 1000)
-        r.delay_s = delay if r.delay_s is None else min(r.delay_s, delay)
+        named = [a for a in owners if a.family.value == fam]
+        # An episode may cover several attacks on one host (a scan, then another scan): each of its family is
+        # credited, with all the episode's lines (an upper bound per attack); else the one it overlaps most.
+        credited = named or [max(owners, key=lambda a: min(last, a.end_ms) - max(first, a.start_ms))]
+        times = sorted(_ms(x["timestamp"].replace("+0000", "+00:00")) for x in ep_lines)
+        for owner in credited:
+            r = results[owner.id]
+            r.detected = True
+            r.named = r.named or fam == owner.family.value
+            r.families.append(fam)
+            r.lines += len(ep_lines)
+            # the first line the operator got once the attack had begun (an open episode may only update later)
+            after = [t for t in times if t >= owner.start_ms]
+            delay = (after[0] - owner.start_ms) / 1000 if after else 0.0
+            r.delay_s = delay if r.delay_s is None else min(r.delay_s, delay)
     return list(results.values()), false_lines, false_eps
 
 

@@ -160,10 +160,16 @@ class Embedded:
             raise ConfigError("stream_maxlen", f"must be >= backlog + batch_size ({s.backlog + s.batch_size})")
         self.model = model
         self.registry = registry
-        # Aggregates come a few per bucket of 10 s, far fewer than windows: the same bound never makes the sensor wait.
-        self.bus = BoundedMemoryBus({WINDOWS_STREAM: s.backlog, VERDICTS_STREAM: s.backlog,
-                                     AGGREGATES_STREAM: s.backlog})  # fmt: skip
-        self.pipeline: Pipeline = build_pipeline(config.capture, self.bus, model.card, CaptureMetrics(registry))
+        episodes = config.alerter.alert_mode is AlertMode.EPISODES
+        capture = config.capture if episodes else config.capture.model_copy(update={"aggregates": False})
+        if capture.aggregates_maxlen < s.backlog:
+            raise ConfigError("aggregates_maxlen", f"must be >= backlog ({s.backlog})")
+        # The episode alerter reads the aggregates (a few per 10 s bucket and host, far fewer than windows): the
+        # same bound as the windows'. Per-window alerts read none, so the sensor makes none (a bound nobody
+        # drains would stop the sensor).
+        bounds = {WINDOWS_STREAM: s.backlog, VERDICTS_STREAM: s.backlog}
+        self.bus = BoundedMemoryBus({**bounds, AGGREGATES_STREAM: s.backlog} if capture.aggregates else bounds)
+        self.pipeline: Pipeline = build_pipeline(capture, self.bus, model.card, CaptureMetrics(registry))
         worker_config = WorkerConfig(batch_size=s.batch_size, block_ms=STAGE_BLOCK_MS, consumer="embedded")
         self.worker = Worker(self.bus, model, worker_config, InferenceMetrics(registry))
         alerter_settings = config.alerter.model_copy(
@@ -206,11 +212,12 @@ class Embedded:
         """Drain in pipeline order (see the module docstring); a failed stage stops the others."""
         worker = self.stages[0]
         try:
-            self.pipeline.publisher.close()
+            self.pipeline.close()
             self.bus.wait_drained(WINDOWS_STREAM)
             worker.finish()
             self.bus.wait_drained(VERDICTS_STREAM)
-            self.bus.wait_drained(AGGREGATES_STREAM)
+            if AGGREGATES_STREAM in self.bus.bounds:
+                self.bus.wait_drained(AGGREGATES_STREAM)
         finally:
             for stage in self.stages:
                 stage.finish()

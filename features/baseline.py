@@ -36,6 +36,10 @@ FLOORS: dict[str, float] = {
 }  # fmt: skip
 """The least each threshold may be, whatever the benign traffic (15 distinct ports: Zeek's scan default)."""
 
+SERVICE_RULES = frozenset({"pair_flows", "dos_flows", "dos_packets"})
+"""Counts whose thresholds are learned per destination port: 500 HTTPS connections in 10 s are a busy office, 500
+SSH logins are password guessing."""
+
 
 class SiteBaseline(BaseModel):
     """What benign traffic looks like at a site: the volume view's thresholds and benign medians, and the window
@@ -56,10 +60,22 @@ class SiteBaseline(BaseModel):
     source: dict[str, Any] = Field(default_factory=dict)
     """What it was learned from: files, sha256s, flows, buckets, budget, command."""
 
-    def threshold(self, name: str) -> float:
+    services: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """destination port -> the per-service rules' thresholds (``SERVICE_RULES``) learned for that port; a port the
+    benign traffic never used has the floors (heavy use of a service nobody uses is itself the anomaly)."""
+    service_medians: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """destination port -> the same counts' benign medians."""
+
+    def threshold(self, name: str, port: int | None = None) -> float:
+        """The threshold of rule count ``name``; for a per-service count, the one learned for ``port``."""
+        if port is not None and name in SERVICE_RULES:
+            return float(self.services.get(str(port), {}).get(name, FLOORS[name]))
         return float(self.thresholds.get(name, FLOORS.get(name, 0.0)))
 
-    def median(self, view: View, name: str) -> float | None:
+    def median(self, view: View, name: str, port: int | None = None) -> float | None:
+        if port is not None and name in SERVICE_RULES:
+            v = self.service_medians.get(str(port), {}).get(name)
+            return None if v is None else float(v)
         v = self.medians.get(view.value, {}).get(name)
         return None if v is None else float(v)
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from tapwatch.capture.aggregates import AggregatorConfig
-from tapwatch.capture.csvreplay import aggregates_of, records_from_flows_csv
+from tapwatch.capture.aggregates import AggregatorConfig, aggregates_of
+from tapwatch.capture.csvreplay import records_from_flows_csv
 from tapwatch.features.aggregates import AggregateRecord, View
 from tapwatch.features.baseline import BEACON_CV, FAIL_RATIO, FLOORS, SERVICE_SHARE, SiteBaseline
 from tapwatch.features.contract import FEATURE_NAMES
@@ -73,6 +73,34 @@ def volume_thresholds(aggs: list[AggregateRecord], budget: float, margin: float)
     out["beacon_min"] = FLOORS["beacon_min"]
     out["beacon_cv"] = BEACON_CV
     return out
+
+
+def _service_counts(aggs: list[AggregateRecord]) -> dict[str, dict[str, list[float]]]:
+    """port -> per-service count -> its values over the benign buckets (pairs by their port, victims by their
+    busiest port when the bucket is about one service)."""
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for a in aggs:
+        if not a.flows:
+            continue
+        if a.view is View.SOURCE and a.pair_flows:
+            out[str(a.pair_port)]["pair_flows"].append(a.pair_flows)
+        elif a.view is View.VICTIM and a.top_port_flows / a.flows >= SERVICE_SHARE:
+            out[str(a.top_port)]["dos_flows"].append(a.flows)
+            out[str(a.top_port)]["dos_packets"].append(a.packets)
+    return out
+
+
+def service_thresholds(
+    aggs: list[AggregateRecord], budget: float, margin: float
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per destination port: each per-service count's threshold (as :func:`volume_thresholds`) and median."""
+    thresholds: dict[str, dict[str, float]] = {}
+    meds: dict[str, dict[str, float]] = {}
+    for port, counts in sorted(_service_counts(aggs).items()):
+        thresholds[port] = {n: float(max(FLOORS[n], math.ceil(_quantile(v, budget) * margin) + 1))
+                            for n, v in counts.items()}  # fmt: skip
+        meds[port] = {n: float(np.median(v)) for n, v in counts.items()}
+    return thresholds, meds
 
 
 def medians(aggs: list[AggregateRecord]) -> dict[str, dict[str, float]]:
@@ -133,6 +161,7 @@ def learn(paths: list[Path], model: Model | None, budget: float, margin: float, 
     per_file = [list(benign_records([p])) for p in paths]
     aggs = [a for recs in per_file for a in aggregates_of(recs, AggregatorConfig(bucket_s=bucket_s))]
     thresholds = volume_thresholds(aggs, budget, margin)
+    services, service_medians = service_thresholds(aggs, budget, margin)
     feats = np.asarray([r.values for recs in per_file for r in recs], dtype=float)
     bars = {}
     if model is not None:
@@ -145,7 +174,8 @@ def learn(paths: list[Path], model: Model | None, budget: float, margin: float, 
         "command": "python -m tapwatch.models.baseline " + " ".join(sys.argv[1:]),
     }  # fmt: skip
     return SiteBaseline(
-        bucket_s=bucket_s, thresholds=thresholds, medians=medians(aggs),
+        bucket_s=bucket_s, thresholds=thresholds, medians=medians(aggs), services=services,
+        service_medians=service_medians,
         feature_medians={n: float(v) for n, v in zip(FEATURE_NAMES, np.median(feats, axis=0), strict=True)}
         if len(feats) else {},
         periodic=periodic_services(aggs, BEACON_CV, thresholds["beacon_min"]), window_open=bars, source=source,

@@ -24,12 +24,36 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_tiny_model(tmp_path_factory.mktemp("model"), e2e_model_spec()).paths
 
 
-def test_detect_writes_the_alerts_and_a_summary_that_adds_up(model: tuple[Path, Path], tmp_path: Path) -> None:
+def test_detect_writes_episodes_with_families_explanations_and_every_verdict(model: tuple[Path, Path],
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    out, verdicts = tmp_path / "alerts.jsonl", tmp_path / "verdicts.jsonl"
+    proc = tapwatch("detect", str(SAMPLE), "--model", str(model[0]), "-o", str(out), "--sensor", SENSOR,
+                    "--verdicts", str(verdicts))  # fmt: skip
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    s = summary_of(err)
+    expected = expected_windows([SAMPLE], model[0], SENSOR)
+    assert len(read_jsonl(verdicts)) == int(s["windows"]) == len(expected)  # one verdict line per window
+    lines = read_jsonl(out)
+    assert lines and all(x["event_type"] == "alert" for x in lines)
+    by_episode: dict[str, list[str]] = {}
+    for x in lines:
+        by_episode.setdefault(x["episode"]["id"], []).append(x["episode"]["state"])
+        assert x["ml"]["family"] in {"scan", "dos", "bruteforce", "webattack", "botnet"}
+        assert x["ml"]["explanation"] and x["ml"]["summary"] and x["alert"]["signature_id"] // 1000 == 9200
+    assert all(states[0] == "open" and states[-1] == "close" and len(states) <= 10 for states in by_episode.values())
+    scans = [x for x in lines if x["ml"]["family"] == "scan"]
+    assert scans and scans[0]["src_ip"] == "10.211.0.1" and scans[-1]["episode"]["ports"] >= 100  # the nmap scan
+    assert "volume" in scans[-1]["ml"]["views"]  # one-probe-per-port: the destination view saw it
+    assert sum(per_class(s["alerts"]).values()) == len(lines)
+
+
+def test_detect_per_window_alerts_and_a_summary_that_adds_up(model: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "alerts.jsonl"
     out.write_text("stale line from an earlier run\n")
     # A deadline no busy test machine misses: the budget's first explanations are then always there.
     proc = tapwatch("detect", str(SAMPLE), "--model", str(model[0]), "-o", str(out), "--sensor", SENSOR,
-                    env={"TAPWATCH_EXPLAIN_DEADLINE_MS": "20000"})  # fmt: skip
+                    "--alert-mode", "flows", env={"TAPWATCH_EXPLAIN_DEADLINE_MS": "20000"})  # fmt: skip
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     s = summary_of(err)

@@ -202,8 +202,10 @@ class Services:
                 "TAPWATCH_BACKOFF_MAX_S": "0.5", "TAPWATCH_STATS_INTERVAL_S": "0.5"}  # fmt: skip
         return self._add(Service(name, argv, self.tmp / f"{name}.log", {**base, **env}))
 
-    def alerter(self, card: Path, out: Path, *extra: str, **env: str) -> Service:
-        argv = ["alerter", "--redis", self.url, "--card", str(card), "-o", str(out), "--consumer", "a1", *extra]
+    def alerter(self, card: Path, out: Path, *extra: str, mode: str = "flows", **env: str) -> Service:
+        """The alerter; per window (``flows``) by default: the invariants of tests/e2e/test_e2e.py are per window."""
+        argv = ["alerter", "--redis", self.url, "--card", str(card), "-o", str(out), "--consumer", "a1",
+                "--alert-mode", mode, *extra]  # fmt: skip
         base = {"TAPWATCH_BLOCK_MS": "200", "TAPWATCH_CLAIM_IDLE_MS": "1000", "TAPWATCH_CLAIM_INTERVAL_S": "0.5"}
         return self._add(Service("alerter", argv, self.tmp / "alerter.log", {**base, **env}))
 
