@@ -34,6 +34,7 @@ and is not re-counted until it closes. The state is a JSON object in an
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import uuid
@@ -199,7 +200,7 @@ class EpisodeTracker:
         if s is not None and now - s["touched_ms"] >= c.quiet_s * 1000:
             lines += self._closing(s)
             s = None
-        s = _new_state(ev) if s is None else {k: (list(v) if isinstance(v, list) else v) for k, v in s.items()}
+        s = _new_state(ev) if s is None else copy.deepcopy(s)  # the stored state stays as it was until written
         _absorb(s, ev, c.cap, c.distinct_cap)
         s["touched_ms"] = max(now, s.get("touched_ms", 0))
         if s["status"] == "pending":
@@ -236,7 +237,7 @@ class EpisodeTracker:
         if state is LineState.UPDATE:
             s["gap_ms"] = min(int(s["gap_ms"] * 2), int(self.config.update_max_s * 1000))
         s["next_update_ms"] = now + s["gap_ms"]
-        return EpisodeLine(state, dict(s))
+        return EpisodeLine(state, copy.deepcopy(s))  # a snapshot: later evidence must not change a line
 
     def _closing(self, s: State) -> list[EpisodeLine]:
         if s["status"] == "suppressed":
@@ -244,8 +245,7 @@ class EpisodeTracker:
             return []
         if s["status"] != "open":
             return []  # never opened: nothing was said, nothing to close
-        s = dict(s)
-        return [EpisodeLine(LineState.CLOSE, {**s, "lines": s["lines"] + [s["last_ms"]]})]
+        return [EpisodeLine(LineState.CLOSE, {**copy.deepcopy(s), "lines": [*s["lines"], s["last_ms"]]})]
 
     def tick(self) -> list[EpisodeLine]:
         """Close every episode that got no evidence for ``quiet_s`` of the evidence clock; drop pending ones."""

@@ -39,7 +39,8 @@ def number(v: float | None) -> str:
     """
     if v is None:
         return "n/a"
-    if float(v).is_integer():
+    v = round(float(v), 2)  # float32 features: 0.99999994 is 1
+    if v.is_integer():
         return f"{int(v):,}"
     return f"{v:,.2f}"
 

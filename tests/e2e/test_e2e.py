@@ -313,3 +313,24 @@ def test_a_replaced_model_is_picked_up_and_a_broken_one_refused(e2e: E2E) -> Non
     assert alert_versions == {"2"}
     assert worker.ready()
     assert "model reload refused" in worker.log.read_text()
+
+
+def test_the_alerter_service_writes_episodes_from_the_windows_and_the_aggregates(e2e: E2E) -> None:
+    """Episodes as a service: capture → Redis → a worker → the episode alerter, which reads both streams; the sample's
+    nmap scan is one scan episode that the volume view saw, closed after its quiet period on the wall clock."""
+    e2e.services.worker("w1", e2e.model)
+    e2e.services.alerter(e2e.card, e2e.out, "--no-explain", "--quiet", "1", mode="episodes")
+    e2e.services.wait_ready()
+    e2e.feed(SAMPLE)
+
+    def scan_closed() -> bool:
+        return any(a["ml"]["family"] == "scan" and a["episode"]["state"] == "close" for a in e2e.alerts())
+
+    wait_for(scan_closed, 60, "the scan episode's close line")
+    lines = [a for a in e2e.alerts() if a["ml"]["family"] == "scan"]
+    assert lines[0]["episode"]["state"] == "open" and len({a["episode"]["id"] for a in lines}) == 1
+    assert lines[-1]["src_ip"] == "10.211.0.1" and "volume" in lines[-1]["ml"]["views"]
+    assert all(a["ml"]["explanation"] and a["ml"]["summary"] for a in e2e.alerts())
+    groups = {g["name"].decode(): g for g in e2e.client.xinfo_groups("tapwatch:aggregates")}
+    assert e2e.client.xlen("tapwatch:aggregates") > 0 and groups["alerters"]["pending"] == 0
+    assert e2e.client.scard("tapwatch:episodes") == 0  # closed episodes leave no state behind
