@@ -51,7 +51,7 @@ class FamilySignature:
 
 def family_signature(family: Family) -> FamilySignature:
     """``signature_id`` 9,200,000 + the family's index (scan 1, dos 2, bruteforce 3, webattack 4, botnet 5)."""
-    return FamilySignature(FAMILY_SID_BASE + family.index, f"TAPWATCH {family.title}", family)
+    return FamilySignature(FAMILY_SID_BASE + family.number, f"TAPWATCH {family.label}", family)
 
 
 def severity_of(episode: dict[str, Any]) -> Severity:

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from tapwatch.alerting.alert import Contribution, eve_timestamp
 from tapwatch.alerting.allowlist import AllowList
 from tapwatch.alerting.episode_alert import EpisodeAlert, family_signature
-from tapwatch.alerting.episodes import EpisodeLine, EpisodeTracker, LineState, State
+from tapwatch.alerting.episodes import EpisodeLine, EpisodeTracker, LineState
 from tapwatch.alerting.evidence import Evidence, family_of_verdict, from_verdict
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.narrate import (
@@ -40,6 +40,7 @@ from tapwatch.alerting.sinks import SinkSet
 from tapwatch.alerting.suppress import Suppressor
 from tapwatch.alerting.volume import VolumeRules
 from tapwatch.bus.consumer import Consumer
+from tapwatch.bus.state import State
 from tapwatch.bus.streams import Bus, BusUnavailable, Entry
 from tapwatch.features.aggregates import AggregateRecord
 from tapwatch.features.card import ModelCard

@@ -81,7 +81,7 @@ def summary_of(
     """One or two sentences: who, what, and the numbers with the benign median beside each."""
     family = Family(episode["family"])
     who = ("against " if episode["role"] == "victim" else "from ") + episode["entity"]
-    head = f"{family.title} {who} ({episode.get('rep_detail', '')})"
+    head = f"{family.label} {who} ({episode.get('rep_detail', '')})"
     if episode.get("rep_view") == "volume" and episode.get("facts"):
         return head + ": " + "; ".join(_fact_text(f, seconds) for f in episode["facts"]) + "."
     windows = episode["evidence"]

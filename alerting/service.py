@@ -188,8 +188,8 @@ def build_episode_alerter(
     )
     explain = episode_explainer(settings, card, score_fn)
     sinks = build_sinks(settings, bus, metrics)
-    config = episode_config(settings, rules.baseline, card.name if card else None)
-    tracker = EpisodeTracker(store or MemoryStateStore(), config)
+    tracker_config = episode_config(settings, rules.baseline, card.name if card else None)
+    tracker = EpisodeTracker(store or MemoryStateStore(), tracker_config)
     policy = EpisodePolicy(rules, explain, suppressor, allow, medians)
     return EpisodeAlerter(bus, settings, sinks, metrics, tracker, card, policy)
 

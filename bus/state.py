@@ -103,7 +103,7 @@ class RedisStateStore:
             for _ in range(MAX_RETRIES):
                 with self.client.pipeline(transaction=True) as pipe:
                     try:
-                        pipe.watch(name)
+                        pipe.watch(name)  # type: ignore[no-untyped-call]
                         raw = pipe.get(name)
                         new, out = fn(json.loads(raw) if raw is not None else None)
                         pipe.multi()

@@ -33,7 +33,7 @@ class Family(str, Enum):
         return _TEXT[self][0]
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:
         """A short name for signatures and summaries, e.g. ``Network scan``."""
         return _TEXT[self][1]
 
@@ -44,7 +44,7 @@ class Family(str, Enum):
         return self is Family.DOS
 
     @property
-    def index(self) -> int:
+    def number(self) -> int:
         """Stable 1..5 (0 for benign): the family's place in signature ids. Append only; never renumber."""
         return _INDEX[self]
 

@@ -25,7 +25,7 @@ import logging
 import math
 import sys
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def benign_records(paths: Iterable[Path]) -> Iterator[FlowRecord]:
                 yield record
 
 
-def _quantile(values: list[float], budget: float) -> float:
+def _quantile(values: Sequence[float], budget: float) -> float:
     return float(np.quantile(np.asarray(values, dtype=float), 1 - budget)) if values else 0.0
 
 
