@@ -17,7 +17,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from tapwatch.features.aggregates import View
 from tapwatch.features.errors import ConfigError
@@ -81,11 +81,17 @@ class SiteBaseline(BaseModel):
 
 
 def load_baseline(path: str | Path) -> SiteBaseline:
-    """Read a baseline file; :class:`ConfigError` naming the file on any problem."""
+    """Read a baseline file; :class:`ConfigError` naming the file and the first problem, on one line."""
     try:
         return SiteBaseline.model_validate(json.loads(Path(path).read_text()))
-    except (OSError, ValueError) as err:
-        raise ConfigError("baseline", f"{path}: {err}") from err
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the file"
+        raise ConfigError("baseline", f"{path}: {where}: {first['msg']}") from err
+    except OSError as err:
+        raise ConfigError("baseline", f"{path}: {err.strerror or err}") from err
+    except ValueError as err:  # not JSON
+        raise ConfigError("baseline", f"{path}: not a JSON site baseline ({err})") from err
 
 
 def shipped_baseline() -> Path | None:

@@ -90,6 +90,9 @@ def test_run_on_loopback_serves_health_and_flushes_on_sigterm(model: tuple[Path,
     assert earlier == {"earlier": "run appends, never truncates"}
     assert alerts and {a["dest_port"] for a in alerts} == {server.port}
     assert len(alerts) == sum(per_class(s["alerts"]).values())
+    # Episodes: the first line went out live, as the episode opened; the shutdown closes it (state in memory).
+    assert alerts[0]["episode"]["state"] == "open" and alerts[-1]["episode"]["state"] == "close"
+    assert len({a["episode"]["id"] for a in alerts}) == 1 and alerts[-1]["episode"]["flows"] >= 3
     assert before[("tapwatch_capture_packets_total", ())] > 0
     assert before[("tapwatch_capture_read_packets_total", ())] > 0  # counted live from the meter (issue 10)
     # Scored live, before the stop: the class of those first windows depends on their timing on a shared machine.

@@ -52,7 +52,11 @@ def test_a_baseline_round_trips_and_a_broken_one_names_its_file(learned: SiteBas
     path.write_text(learned.model_dump_json())
     assert load_baseline(path) == learned
     path.write_text('{"thresholds": "many"}')
-    with pytest.raises(ConfigError, match=r"site-baseline\.json"):
+    with pytest.raises(ConfigError) as err:
+        load_baseline(path)
+    assert str(err.value).endswith("site-baseline.json: thresholds: Input should be a valid dictionary")
+    path.write_text("not json")
+    with pytest.raises(ConfigError, match="not a JSON site baseline"):
         load_baseline(path)
 
 
