@@ -150,9 +150,10 @@ class EpisodeAlerter:
         return {"bus_reachable": self.verdict_loop.connected and self.aggregate_loop.connected}
 
     def tick(self) -> None:
-        """Close the episodes gone quiet."""
+        """Close the episodes gone quiet; count what is still tracked."""
         for line in self.tracker.tick():
             self._write(line, None)
+        self.metrics.open_episodes.set(len(self.tracker.store.keys()))
 
     def close(self, end_of_input: bool = False) -> None:
         """Close every episode when the input ended (a pcap), then the sinks and the verdicts file."""

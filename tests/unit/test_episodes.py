@@ -195,6 +195,7 @@ def test_the_episode_alerter_writes_episode_lines_with_explanations_and_dead_let
     scan = agg(View.SOURCE, "10.0.0.50", flows=500, unanswered=500, distinct_ports=500, distinct_peers=1)
     bus.add_many(AGGREGATES_STREAM, [scan.encode(), {"v": "1", "view": "sideways"}])
     drain_both(a)
+    assert a.metrics.registry.get_sample_value("tapwatch_alerting_open_episodes") == 2  # both still open
     a.close(end_of_input=True)
     lines = list(read_jsonl(out))
     assert [(x["ml"]["family"], x["episode"]["state"]) for x in lines] == [
