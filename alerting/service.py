@@ -78,13 +78,12 @@ def load_alert_card(settings: AlerterSettings) -> ModelCard | None:
         raise ConfigError("card" if settings.card else "onnx", str(err)) from err
 
 
-def build_explainer(
-    settings: AlerterSettings, card: ModelCard | None, metrics: AlerterMetrics | None, score_fn: ScoreFn | None = None
-) -> ExplainQueue | None:
-    """The explanation queue, or None when explanations are off or (with ``explain`` unset) impossible.
-
-    ``score_fn`` lets the embedded mode reuse the worker's session instead of loading the ONNX file twice.
-    """
+def lime_explainer(
+    settings: AlerterSettings, card: ModelCard | None, score_fn: ScoreFn | None, without: str
+) -> LimeExplainer | None:
+    """LIME over the card's model, or None when explanations are off or (with ``explain`` unset) impossible, logged
+    with ``without`` (what goes out unexplained). ``score_fn`` lets the embedded mode reuse the worker's session
+    instead of loading the ONNX file twice."""
     s = settings
     if s.explain is False:
         return None
@@ -93,16 +92,33 @@ def build_explainer(
         if card is None:
             raise ExplainerUnavailable("no model card given (--card)")
         if score_fn is not None:
-            explainer = LimeExplainer(score_fn, card, cfg)
-        else:
-            explainer = load_onnx_explainer(card, card_path(s) or Path("."), s.onnx, cfg, s.explain_threads)
+            return LimeExplainer(score_fn, card, cfg)
+        return load_onnx_explainer(card, card_path(s) or Path("."), s.onnx, cfg, s.explain_threads)
     except ExplainerUnavailable as err:
         if s.explain:
             raise ConfigError("explain", f"explanations were required but are not possible: {err}") from err
-        log.warning("alerts go out without explanations: %s", err)
+        log.warning("%s: %s", without, err)
         return None
+
+
+def build_explainer(
+    settings: AlerterSettings, card: ModelCard | None, metrics: AlerterMetrics | None, score_fn: ScoreFn | None = None
+) -> ExplainQueue | None:
+    """The per-window alerts' explanation queue (a budget), or None (see :func:`lime_explainer`)."""
+    explainer = lime_explainer(settings, card, score_fn, "alerts go out without explanations")
+    if explainer is None:
+        return None
+    s = settings
     budget = BudgetConfig(s.explain_per_second, s.explain_queue, s.explain_deadline_ms, s.explain_cpu_share)
     return ExplainQueue(explainer, budget, metrics)
+
+
+def build_suppressor(settings: AlerterSettings, metrics: AlerterMetrics) -> Suppressor | None:
+    """``threshold.config`` suppression from ``--threshold-file``, or None."""
+    if not settings.threshold_file:
+        return None
+    config = load_threshold_config(Path(settings.threshold_file))
+    return Suppressor(config, settings.threshold_max_entries, metrics.threshold_evictions.inc)
 
 
 def build_alerter(
@@ -114,10 +130,7 @@ def build_alerter(
 ) -> Alerter:
     """A ready alerter on ``bus``; ``card`` defaults to the settings' card file."""
     card = card if card is not None else load_alert_card(settings)
-    suppressor = None
-    if settings.threshold_file:
-        config = load_threshold_config(Path(settings.threshold_file))
-        suppressor = Suppressor(config, settings.threshold_max_entries, metrics.threshold_evictions.inc)
+    suppressor = build_suppressor(settings, metrics)
     sinks = build_sinks(settings, bus, metrics)
     try:
         explainer = build_explainer(settings, card, metrics, score_fn)
@@ -132,21 +145,8 @@ def episode_explainer(
     settings: AlerterSettings, card: ModelCard | None, score_fn: ScoreFn | None = None
 ) -> Explain | None:
     """LIME run synchronously, once per episode (no queue or budget can skip it), or None when off or impossible."""
-    s = settings
-    if s.explain is False:
-        return None
-    cfg = ExplainConfig(samples=s.explain_samples, top_k=s.explain_top_k, seed=s.explain_seed)
-    try:
-        if card is None:
-            raise ExplainerUnavailable("no model card given (--card)")
-        if score_fn is not None:
-            return LimeExplainer(score_fn, card, cfg).explain
-        return load_onnx_explainer(card, card_path(s) or Path("."), s.onnx, cfg, s.explain_threads).explain
-    except ExplainerUnavailable as err:
-        if s.explain:
-            raise ConfigError("explain", f"explanations were required but are not possible: {err}") from err
-        log.warning("window-view episodes are explained by their scores only: %s", err)
-        return None
+    explainer = lime_explainer(settings, card, score_fn, "window-view episodes are explained by their scores only")
+    return explainer.explain if explainer is not None else None
 
 
 def load_volume_rules(settings: AlerterSettings) -> VolumeRules:
@@ -178,10 +178,7 @@ def build_episode_alerter(
     """A ready episode alerter on ``bus``; the store defaults to memory (the service passes Redis)."""
     card = card if card is not None else load_alert_card(settings)
     rules = load_volume_rules(settings)
-    suppressor = None
-    if settings.threshold_file:
-        config = load_threshold_config(Path(settings.threshold_file))
-        suppressor = Suppressor(config, settings.threshold_max_entries, metrics.threshold_evictions.inc)
+    suppressor = build_suppressor(settings, metrics)
     allow = AllowList.load(settings.allow_list) if settings.allow_list else None
     medians = rules.baseline.feature_medians or (
         {f.feature: f.quantiles["p50"] for f in card.feature_stats if "p50" in f.quantiles} if card else {}
