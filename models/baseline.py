@@ -20,7 +20,6 @@ its own. The file records its inputs (paths, sha256s, rows), the budget and the 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import sys
@@ -40,6 +39,7 @@ from tapwatch.features.families import Family, family_of_class
 from tapwatch.features.schema import FlowRecord
 from tapwatch.features.window import Windower
 from tapwatch.inference.model import Model, load_model
+from tapwatch.models.training.export import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,6 @@ def window_bars(records: list[FlowRecord], model: Model, batch: int = 256) -> di
     return {f.value: best.get(f.value, 0) + 1 for f in Family if f is not Family.BENIGN}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def learn(paths: list[Path], model: Model | None, budget: float, margin: float, bucket_s: float) -> SiteBaseline:
     """The baseline of the benign flows in ``paths`` (see the module docstring)."""
     per_file = [list(benign_records([p])) for p in paths]
@@ -168,7 +160,7 @@ def learn(paths: list[Path], model: Model | None, budget: float, margin: float, 
         found = [window_bars(recs, model) for recs in per_file]
         bars = {model.card.name: {f: max(b[f] for b in found) for f in found[0]}} if found else {}
     source: dict[str, Any] = {
-        "files": [{"path": str(p), "sha256": _sha256(p), "benign_flows": len(r)}
+        "files": [{"path": str(p), "sha256": sha256_file(p), "benign_flows": len(r)}
                   for p, r in zip(paths, per_file, strict=True)],
         "buckets": len(aggs), "budget": budget, "margin": margin, "model": model.card.name if model else None,
         "command": "python -m tapwatch.models.baseline " + " ".join(sys.argv[1:]),
