@@ -137,3 +137,20 @@ def test_the_scenario_refuses_to_start_when_a_lab_name_is_taken(before: dict[str
     finally:
         subprocess.run(["ip", "netns", "delete", "twtsb-c1"], check=True)
     assert _lab_users() <= before["users"]
+
+
+def test_the_episodes_report_measures_the_fresh_run(run: dict[str, Any], tmp_path: Path) -> None:
+    """The short version of ``python -m tapwatch.app.episodes_report`` in CI: ``tapwatch detect`` with the shipped
+    model and site baseline on a run that shaped neither; its scan is a scan episode and every line is explained."""
+    from tapwatch.app.episodes_report import lab_run, render
+
+    result = lab_run(run["out"], tmp_path, slack_s=150, reuse=False)
+    attacks = {r.attack: r for r in result.results}
+    assert len(attacks) == len(read_episodes(run["out"] / "episodes.csv")) - sum(
+        1 for ep in read_episodes(run["out"] / "episodes.csv") if ep.family is Family.BENIGN
+    )
+    scans = [r for r in attacks.values() if r.family == "scan"]
+    assert scans and all(r.detected and r.named for r in scans), scans
+    assert result.detect.lines and all(x["ml"]["explanation"] and x["ml"]["summary"] for x in result.detect.lines)
+    report = {"command": "test", "machine": "test", "versions": "test", "seconds": 0.0}
+    assert "| scan | 1 | 1 | 1 |" in render(report, [result], [], [])
