@@ -92,9 +92,16 @@ def read_attacks(path: Path) -> list[Attack]:
     return out
 
 
-def benign_flows(flows_csv: Path) -> int:
+def flow_counts(flows_csv: Path) -> tuple[int, dict[str, int]]:
+    """Benign flows, and flows per episode id (an attack without flows was not captured: the lab's capture budget
+    ran out before it, or the tool failed)."""
+    per: dict[str, int] = {}
+    benign = 0
     with flows_csv.open(newline="") as fh:
-        return sum(1 for row in csv.DictReader(fh) if row.get("family", "benign") == "benign")
+        for row in csv.DictReader(fh):
+            per[row.get("episode_id", "")] = per.get(row.get("episode_id", ""), 0) + 1
+            benign += row.get("family", "benign") == "benign"
+    return benign, per
 
 
 def run_detect(pcap: Path, out: Path, reuse: bool = False) -> Detect:
@@ -212,15 +219,18 @@ class LabRun:
     false_lines: int
     false_episodes: int
     false_before: int
+    not_captured: list[str]
 
 
 def lab_run(run: Path, work: Path, slack_s: float, reuse: bool) -> LabRun:
     d = run_detect(run / "capture.pcap", work / run.name, reuse)
     attacks = read_attacks(run / "episodes.csv")
+    benign, per_episode = flow_counts(run / "flows.csv")
     results, fl, fe = match(d.lines, attacks, slack_s)
-    return LabRun(
-        run.name, d, benign_flows(run / "flows.csv"), results, fl, fe, false_windows(d.over, attacks, slack_s)
-    )
+    before = false_windows(d.over, attacks, slack_s)
+    missing = [a.id for a in attacks if not per_episode.get(a.id)]
+    kept = [r for r in results if r.attack not in missing]
+    return LabRun(run.name, d, benign, kept, fl, fe, before, missing)
 
 
 def manifest_rows(manifest: Path, categories: set[str], limit: int | None) -> list[dict[str, str]]:
@@ -328,6 +338,13 @@ def render(report: dict[str, Any], runs: list[LabRun], real: list[Detect], attac
             fams = ", ".join(sorted({x["ml"]["family"] for x in d.lines})) or "none"
             md.append(f"| `{row['file']}` | {row['description'][:70]} | {d.flows} | "
                       f"{len({x['episode']['id'] for x in d.lines})} | {fams} | {len(d.lines)} |")  # fmt: skip
+    gone = [f"`{r.name}`: {', '.join(r.not_captured)}" for r in runs if r.not_captured]
+    if gone:
+        md += [
+            "",
+            "Attacks left out because the run's capture holds no flow of theirs (the lab's packet budget ran "
+            "out first, or the tool failed): " + "; ".join(gone) + ".",
+        ]
     md += ["", "## Every lab attack", "", *_attack_rows(runs)]
     return "\n".join(md) + "\n"
 
@@ -371,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                                "false_episodes": r.false_episodes, "before_windows_over": r.detect.windows_over,
                                "before_false": r.false_before,
                                "flows": r.detect.flows, "detect_seconds": r.detect.seconds,
-                               "attacks": [asdict(a) for a in r.results]} for r in runs],
+                               "attacks": [asdict(a) for a in r.results],
+                               "not_captured": r.not_captured} for r in runs],
             "real_benign": [{"pcap": d.pcap, "flows": d.flows, "lines": len(d.lines), "before": d.windows_over}
                             for d in real],
             "real_attack": [{"pcap": d.pcap, "flows": d.flows, "lines": len(d.lines),
