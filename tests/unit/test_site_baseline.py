@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tapwatch.alerting.volume import VolumeRules
-from tapwatch.app.episodes_report import Attack, match, wilson
+from tapwatch.app.episodes_match import Attack, match, wilson
 from tapwatch.features.aggregates import AggregateRecord, View
 from tapwatch.features.baseline import FLOORS, SiteBaseline, load_baseline
 from tapwatch.features.errors import ConfigError
