@@ -1,7 +1,8 @@
 """Matching alert lines to the lab's attacks, for :mod:`tapwatch.app.episodes_report`.
 
-An alert line belongs to an attack when its episode is about the attacker (or, for a flood, its victim) and its
-time overlaps the attack's, plus a slack for flows that expire late. Lines that belong to no attack are false;
+An alert line belongs to an attack when its episode is about the attacker and names one of the attack's victims as
+its target (or, for a flood, is about its victim), and its time overlaps the attack's, plus a slack for flows that
+expire late. Lines that belong to no attack are false;
 so are the previous release's per-window alerts on flows of no attack.
 
 >>> [round(x, 4) for x in wilson(0, 1000)]
@@ -86,12 +87,14 @@ def ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def _involves(line: dict[str, Any], a: Attack) -> bool:
-    ep = line["episode"]
-    hosts = {ep["host"], line["src_ip"], line["dest_ip"]}
+def _involves(lines: list[dict[str, Any]], a: Attack) -> bool:
+    """An episode about a flood's victim involves the attack on that victim; one about a source, the attack from
+    that source *on one of its victims* (a line names it as the target): an attacker host is often a busy client
+    too, and an episode about its other traffic is no detection of its attack."""
+    ep = lines[0]["episode"]
     if ep["key"] == "victim":
-        return ep["host"] in a.victims or bool(hosts & a.attackers)
-    return ep["host"] in a.attackers
+        return ep["host"] in a.victims or any(x["src_ip"] in a.attackers for x in lines)
+    return ep["host"] in a.attackers and any(x["dest_ip"] in a.victims for x in lines)
 
 
 def match(lines: list[dict[str, Any]], attacks: list[Attack], slack_s: float) -> tuple[list[AttackResult], int, int]:
@@ -103,7 +106,7 @@ def match(lines: list[dict[str, Any]], attacks: list[Attack], slack_s: float) ->
     false_lines = false_eps = 0
     for ep_lines in by_episode.values():
         first, last = ms(ep_lines[0]["episode"]["first_seen"]), ms(ep_lines[-1]["episode"]["last_seen"])
-        owners = [a for a in attacks if _involves(ep_lines[0], a)
+        owners = [a for a in attacks if _involves(ep_lines, a)
                   and first <= a.end_ms + slack_s * 1000 and last >= a.start_ms]  # fmt: skip
         if not owners:
             false_lines += len(ep_lines)
