@@ -178,7 +178,6 @@ class EpisodeTracker:
         self.wall = wall
         self._clock_ms = 0
         self._clock_wall = wall()
-        self.suppressed: dict[str, int] = {}
 
     def now_ms(self) -> int:
         """The evidence clock: the newest evidence time, plus the wall time since it came."""
@@ -240,11 +239,8 @@ class EpisodeTracker:
         return EpisodeLine(state, copy.deepcopy(s))  # a snapshot: later evidence must not change a line
 
     def _closing(self, s: State) -> list[EpisodeLine]:
-        if s["status"] == "suppressed":
-            self.suppressed[s["suppressed"]] = self.suppressed.get(s["suppressed"], 0) + 1
-            return []
         if s["status"] != "open":
-            return []  # never opened: nothing was said, nothing to close
+            return []  # never opened, or suppressed (counted when it opened): nothing was said, nothing to close
         return [EpisodeLine(LineState.CLOSE, {**copy.deepcopy(s), "lines": [*s["lines"], s["last_ms"]]})]
 
     def tick(self) -> list[EpisodeLine]:
