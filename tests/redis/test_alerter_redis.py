@@ -96,8 +96,10 @@ def test_tapwatch_alerter_command(redis_server: Any, model: TinyModel, tmp_path:
     bus = RedisBus(redis_server.url)
     put(bus, verdict(1, 0.2), verdict(2, 0.9, tensor=alert_windows(model, 1)[0]), verdict(3, src="192.168.0.5"),
         verdict(4, 0.95, classes=("BENIGN", "DoS Hulk")))  # fmt: skip
-    proc = tapwatch("-v", "alerter", "--redis", redis_server.url, "--card", str(model.card_path), "-o", str(out),
-                    "--threshold-file", str(rules), "--metrics-port", str(port), "--explain",
+    # the per-window alerter (its ids, dedup and explanation budget are what this test is about)
+    proc = tapwatch("-v", "alerter", "--alert-mode", "flows", "--redis", redis_server.url, "--card",
+                    str(model.card_path), "-o", str(out), "--threshold-file", str(rules), "--metrics-port", str(port),
+                    "--explain",
                     env={"TAPWATCH_EXPLAIN_DEADLINE_MS": "10000", "TAPWATCH_BLOCK_MS": "100"})  # fmt: skip
     try:
         deadline = time.monotonic() + 30
