@@ -28,6 +28,8 @@ CONNECTIONS = 25
 # timestamp); ``none`` cannot, so its median may reach this floor rather than 0.2 ms. Measured 0.16-0.26 ms on an
 # idle machine; the floor leaves room for a CI run sharing the two cores (a wake-up costs more when they are busy),
 # while still telling "microseconds" from the 1 ms of ``lan``.
+SCHED_MS = 0.4
+"""Scheduling delay a loaded machine may add to the userspace forwarder, in ms."""
 NONE_FLOOR_MS = 0.6
 LOSSY_SEED = 29  # its loss RNGs drop frame 3 of A->B and frame 15 of B->A: losses within the first connections
 
@@ -50,12 +52,15 @@ def test_handshake_rtt_matches_profile(profile: Profile, tmp_path: Path) -> None
     # Karn's rule leaves out a handshake whose SYN or SYN/ACK was retransmitted (lossy only)
     assert len(rtts) >= (CONNECTIONS - 3 if profile is Profile.LOSSY else CONNECTIONS)
     got, path = summarize(rtts), profile.path
-    tolerance = NONE_FLOOR_MS if profile is Profile.NONE else max(0.1 * path.rtt_ms, 0.2)
+    # SCHED_MS: on the 2 shared cores a busy neighbour adds a few tenths of a millisecond of scheduling to the
+    # userspace forwarder (lan measured 1.1 ms median, 0.53 ms p90 jitter in a CI run beside other work); the
+    # profiles stay apart (none 0.2, lan 1, wan 40 ms)
+    tolerance = NONE_FLOOR_MS if profile is Profile.NONE else max(0.1 * path.rtt_ms, SCHED_MS)
     assert abs(got.median_ms - path.rtt_ms) <= tolerance, got
     if path.jitter_ms:  # RTT uniform per direction: p90 |RTT - median| about 0.68 x jitter
         assert 0.3 * path.jitter_ms <= got.jitter_p90_ms <= 1.2 * path.jitter_ms + 0.5, got
     else:
-        assert got.jitter_p90_ms <= 0.5, got
+        assert got.jitter_p90_ms <= 2 * SCHED_MS, got
     stats = dp.wire.stats
     assert stats is not None and stats["forwarded"] > 4 * CONNECTIONS and stats["capped"] == 0
     assert (stats["lost"] > 0) is (profile is Profile.LOSSY), stats

@@ -64,7 +64,9 @@ def test_each_clients_handshake_rtt_at_the_tap_is_its_links_profile(tmp_path: Pa
         for address in (host.ipv4, host.ipv6):
             assert len(rtts[address]) == CONNECTIONS, address
             got, want = summarize(rtts[address]), profile.path.rtt_ms
-            assert abs(got.median_ms - want) <= max(0.1 * want, 0.2), (name, address, got)
+            # 0.4 ms: scheduling a loaded machine adds to the userspace forwarder (1.24 ms for lan's 1.0 in a CI
+            # run beside other work); none, lan and wan stay apart (0.2, 1, 40 ms)
+            assert abs(got.median_ms - want) <= max(0.1 * want, 0.4), (name, address, got)
     for name in ("c1", "c2"):
         stats = linker.stats[name]
         assert stats is not None and stats["forwarded"] >= 2 * 3 * 2 * CONNECTIONS and stats["capped"] == 0, stats
