@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -49,6 +50,9 @@ from tapwatch.features.families import Family
 from tapwatch.features.schema import FlowMeta, Verdict
 
 log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+"""Seconds between two looks for quiet episodes."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class EpisodeAlerter:
                                        _Handler(self, s.aggregates_stream, self._aggregate),
                                        _Events(self, s.aggregates_stream))  # fmt: skip
         self.lines_written = 0
+        self._next_tick = 0.0
 
     # -- loops ------------------------------------------------------------------------------------------------------
 
@@ -150,7 +155,12 @@ class EpisodeAlerter:
         return {"bus_reachable": self.verdict_loop.connected and self.aggregate_loop.connected}
 
     def tick(self) -> None:
-        """Close the episodes gone quiet; count what is still tracked."""
+        """Close the episodes gone quiet; count what is still tracked. Both loops call it at every step: once a
+        second is enough (a quiet period is minutes), and spares Redis a scan of the episodes per batch."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + TICK_S
         for line in self.tracker.tick():
             self._write(line, None)
         self.metrics.open_episodes.set(len(self.tracker.store.keys()))
