@@ -11,8 +11,9 @@ Source view (who does it):
   least half the flows unanswered or reset;
 * **repeated service use** (password guessing; on a web port a web attack): one (peer, port) pair gets
   ``pair_flows`` flows or more in a bucket, fewer than a flood's;
-* **beacon**: a pair whose connections came at least ``beacon_min`` times at a regular interval (coefficient of
-  variation at most ``beacon_cv``).
+* **beacon**: a pair whose connections came at least ``beacon_min`` times in a run at a regular interval
+  (coefficient of variation at most ``beacon_cv``) of a second or more (the sensor's ``beacons``, most regular
+  first; the first one that is not a service the site polls on a timer).
 
 Victim view (whom it hits): **dos** when ``flows >= dos_flows`` or ``packets >= dos_packets`` and the traffic
 goes to one service (at least half the flows to its busiest port) or is ICMP; named a SYN, UDP, ICMP or
@@ -100,23 +101,22 @@ class VolumeRules:
         return self._evidence(agg, family, detail, min(1.0, agg.pair_flows / limit / 2), facts)
 
     def _beacon(self, agg: AggregateRecord) -> Evidence | None:
-        if agg.beacon_count < self.baseline.threshold("beacon_min"):
-            return None
-        if agg.beacon_cv > self.baseline.threshold("beacon_cv"):
-            return None
-        if f"{agg.beacon_peer}:{agg.beacon_port}" in self._periodic or not _beacon_peer(
-            agg.beacon_peer, agg.beacon_port
-        ):
-            return None  # a service the site's benign clients poll on a timer, or ICMP / link-local housekeeping
-        facts = (
-            Fact("beacon_count", agg.beacon_count, None, 1.0,
-                 "{value} connections to " + f"{agg.beacon_peer} port {agg.beacon_port}"),
-            Fact("beacon_interval_s", round(agg.beacon_interval_ms / 1000, 2), None, 1.0, "every {value} s"),
-            self._fact(agg, "beacon_cv", round(agg.beacon_cv, 3), "beacon_cv",
-                       "with {value} relative jitter (people are irregular; the most regular benign pair here: "
-                       "{median})"),
-        )  # fmt: skip
-        return self._evidence(agg, Family.BOTNET, "periodic beacon", 0.9, facts)
+        count, cv = self.baseline.threshold("beacon_min"), self.baseline.threshold("beacon_cv")
+        for b in agg.beacons:  # most regular first
+            if b.count < count or b.cv > cv:
+                continue
+            if f"{b.peer}:{b.port}" in self._periodic or not _beacon_peer(b.peer, b.port):
+                continue  # a service the site's benign clients poll on a timer, or ICMP / link-local housekeeping
+            facts = (
+                Fact("beacon_count", b.count, None, 1.0, "{value} connections to " + f"{b.peer} port {b.port}"),
+                Fact("beacon_interval_s", round(b.interval_ms / 1000, 2), None, 1.0, "every {value} s"),
+                self._fact(agg, "beacon_cv", round(b.cv, 3), "beacon_cv",
+                           "with {value} relative jitter (people are irregular; the most regular benign pair here: "
+                           "{median})"),
+            )  # fmt: skip
+            return self._evidence(agg, Family.BOTNET, "periodic beacon", 0.9, facts,
+                                  pair=(b.peer, b.port, b.count, b.sample))  # fmt: skip
+        return None
 
     def _dos(self, agg: AggregateRecord) -> Evidence | None:
         port = agg.top_port
@@ -151,18 +151,25 @@ class VolumeRules:
         many = agg.distinct_peers >= self.baseline.threshold("dos_sources")
         return f"distributed {kind}" if many and not kind.startswith("reflection") else kind
 
-    def _evidence(self, agg: AggregateRecord, family: Family, detail: str, score: float,
-                  facts: tuple[Fact, ...]) -> Evidence:  # fmt: skip
-        flow = agg.sample or _stand_in(agg)
+    def _evidence(self, agg: AggregateRecord, family: Family, detail: str, score: float, facts: tuple[Fact, ...],
+                  pair: tuple[str, int, int, FlowMeta | None] | None = None) -> Evidence:  # fmt: skip
+        """Evidence about the bucket's host; ``pair`` (peer, port, flows, a flow of it) narrows a source's
+        evidence to one pair (a beacon is about its C2, not the host's busiest peer)."""
         source_view = agg.view is View.SOURCE
+        flow = agg.sample or _stand_in(agg)
+        if pair is None:
+            targets = ((agg.top_peer,) if agg.top_peer else ()) if source_view else (agg.key,)
+            ports, flows = (agg.pair_port if source_view else agg.top_port,), agg.flows
+            n_targets, n_ports = (agg.distinct_peers if source_view else 1), agg.distinct_ports
+        else:
+            peer, port, flows, sample = pair
+            flow, targets, ports, n_targets, n_ports = sample or flow, (peer,), (port,), 1, 1
         return Evidence(
             family=family, view=ViewKind.VOLUME, entity=agg.key, at_ms=agg.last_ms or agg.start_ms + agg.bucket_ms,
-            score=round(max(0.5, score), 6), flow=flow, detail=detail, flows=agg.flows,
+            score=round(max(0.5, score), 6), flow=flow, detail=detail, flows=flows,
             sources=(agg.key,) if source_view else ((agg.top_peer,) if agg.top_peer else ()),
-            targets=((agg.top_peer,) if agg.top_peer else ()) if source_view else (agg.key,),
-            ports=(agg.pair_port if source_view else agg.top_port,),
-            n_sources=1 if source_view else agg.distinct_peers, n_targets=agg.distinct_peers if source_view else 1,
-            n_ports=agg.distinct_ports, facts=facts, model="volume-rules", model_version="1",
+            targets=targets, ports=ports, n_sources=1 if source_view else agg.distinct_peers, n_targets=n_targets,
+            n_ports=n_ports, facts=facts, model="volume-rules", model_version="1",
         )  # fmt: skip
 
 

@@ -3,17 +3,23 @@
 :class:`Bucket` counts the flows of one host (source or victim) over one bucket into a bounded state: every
 distinct set (ports, peers, (peer, port) pairs, source ports) holds at most ``max_distinct`` values, and the
 counters behind the ``top_*`` fields are those sets' values, so a bucket never grows past
-``4 × max_distinct`` entries however many flows it counts. :class:`BeaconTracker` keeps the last few flow
+``4 × max_distinct`` entries however many flows it counts. :class:`BeaconTracker` keeps the recent run of flow
 start times of each (source, destination, port) pair across buckets, LRU-bounded, and finds the most regular
-pair of a source. :mod:`tapwatch.capture.aggregates` drives both.
+pairs of a source. A pair's run starts again when a connection comes much later than the run's usual interval
+(the bot slept, or the earlier starts were a burst of page loads): the minutes between two beacon episodes
+must not hide either. :mod:`tapwatch.capture.aggregates` drives both.
 
 >>> from tapwatch.features.aggregates import View
 >>> tracker = BeaconTracker(history=16, min_count=3, max_pairs=10)
 >>> for t in (0, 5_000, 10_000, 15_000):
 ...     tracker.add("10.0.0.1", "192.0.2.1", 443, t)
->>> b = tracker.best("10.0.0.1", [("192.0.2.1", 443)])
+>>> (b,) = tracker.regular("10.0.0.1", [("192.0.2.1", 443)])
 >>> (b.peer, b.port, b.count, b.interval_ms, b.cv)
 ('192.0.2.1', 443, 4, 5000.0, 0.0)
+>>> for t in (900_000, 905_000, 910_000):  # a quarter of an hour later: a new run
+...     tracker.add("10.0.0.1", "192.0.2.1", 443, t)
+>>> [(b.count, b.cv) for b in tracker.regular("10.0.0.1", [("192.0.2.1", 443)])]
+[(3, 0.0)]
 """
 
 from __future__ import annotations
@@ -24,10 +30,9 @@ import operator
 import statistics
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TypeVar
 
-from tapwatch.features.aggregates import AggregateRecord, View
+from tapwatch.features.aggregates import AggregateRecord, Beacon, View
 from tapwatch.features.contract import feature_index
 from tapwatch.features.schema import FlowMeta, FlowRecord
 
@@ -139,7 +144,8 @@ class Bucket:
             pair.add(m)
         self.capped |= not held
 
-    def record(self, sensor: str, key: str, start_ms: int, bucket_ms: int, beacon: Beacon | None) -> AggregateRecord:
+    def record(self, sensor: str, key: str, start_ms: int, bucket_ms: int,
+               beacons: tuple[Beacon, ...] = ()) -> AggregateRecord:  # fmt: skip
         """The finished bucket as the record the sensor publishes."""
         port, port_flows = _top(self.ports)
         peer, peer_flows = _top(self.peers)
@@ -147,7 +153,6 @@ class Bucket:
         pair_peer, pair_port, pair = "", 0, None
         if self.pairs:
             (pair_peer, pair_port), pair = max(self.pairs.items(), key=lambda kv: kv[1].flows)
-        b = beacon or Beacon("", 0, 0, 0.0, 0.0)
         packets, bytes_, tcp, udp, icmp, unanswered, rejected, no_payload = self.sums
         return AggregateRecord(
             sensor=sensor, view=self.view, key=key, start_ms=start_ms, bucket_ms=bucket_ms,
@@ -157,20 +162,8 @@ class Bucket:
             top_port=port or 0, top_port_flows=port_flows, top_peer=peer or "", top_peer_flows=peer_flows,
             pair_peer=pair_peer, pair_port=pair_port, pair_flows=pair.flows if pair else 0,
             pair_bytes=pair.bytes if pair else 0, top_src_port=src_port or 0,
-            top_src_port_flows=src_port_flows, beacon_peer=b.peer, beacon_port=b.port, beacon_count=b.count,
-            beacon_interval_ms=b.interval_ms, beacon_cv=b.cv, sample=pair.newest if pair else None,
+            top_src_port_flows=src_port_flows, beacons=beacons, sample=pair.newest if pair else None,
         )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Beacon:
-    """The most regular pair of a source: its peer and port, starts held, median interval and its CV."""
-
-    peer: str
-    port: int
-    count: int
-    interval_ms: float
-    cv: float
 
 
 def regularity(starts: Iterable[int]) -> tuple[float, float] | None:
@@ -193,23 +186,32 @@ def regularity(starts: Iterable[int]) -> tuple[float, float] | None:
 
 
 class BeaconTracker:
-    """The last ``history`` flow start times of each (source, destination, port) pair, across buckets.
+    """The recent run of flow start times of each (source, destination, port) pair, across buckets.
 
     Parameters
     ----------
     history
-        Start times kept per pair (the newest ones).
+        Start times kept per pair (the newest ones of its run).
     min_count
-        Starts a pair needs before it can be reported.
+        Starts a pair's run needs before it can be reported.
     max_pairs
         Pairs held; the least recently seen one is forgotten first (a spoofed flood makes one pair per
         flow and must not grow this).
+    min_interval_ms
+        Shortest median interval reported: connections a second apart or closer are a burst (a page and its
+        resources, a retry loop), not a timer.
+    restart
+        A start more than ``restart`` times the run's median interval after its newest start begins a new run.
+        A jitter of ± 50 % keeps consecutive intervals within a factor of 3.
     """
 
-    def __init__(self, history: int, min_count: int, max_pairs: int) -> None:
+    def __init__(self, history: int, min_count: int, max_pairs: int, min_interval_ms: float = 1_000.0,
+                 restart: float = 4.0) -> None:  # fmt: skip
         self.history = history
         self.min_count = min_count
         self.max_pairs = max_pairs
+        self.min_interval_ms = min_interval_ms
+        self.restart = restart
         self._starts: OrderedDict[tuple[str, str, int], deque[int]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -224,16 +226,26 @@ class BeaconTracker:
                 self._starts.popitem(last=False)
         else:
             self._starts.move_to_end(key)
+            newest = max(starts)
+            if len(starts) >= 2 and start_ms - newest > self.restart * max(1.0, _median_gap(starts)):
+                starts.clear()  # the run is over: the next one starts here
         starts.append(start_ms)
 
-    def best(self, src: str, pairs: Iterable[tuple[str, int]]) -> Beacon | None:
-        """Among ``pairs`` (peer, port) of ``src``, the one with enough starts and the lowest CV."""
-        found: Beacon | None = None
+    def regular(self, src: str, pairs: Iterable[tuple[str, int]], limit: int = 4) -> list[Beacon]:
+        """Among ``pairs`` (peer, port) of ``src``, those whose run has enough starts at a median interval of at
+        least ``min_interval_ms``: the ``limit`` most regular (lowest CV) first, without their samples."""
+        found: list[Beacon] = []
         for peer, port in pairs:
             starts = self._starts.get((src, peer, port))
             if starts is None or len(starts) < self.min_count:
                 continue
             reg = regularity(starts)
-            if reg is not None and (found is None or reg[1] < found.cv):
-                found = Beacon(peer, port, len(starts), reg[0], reg[1])
-        return found
+            if reg is not None and reg[0] >= self.min_interval_ms:
+                found.append(Beacon(peer, port, len(starts), reg[0], reg[1]))
+        found.sort(key=lambda b: b.cv)
+        return found[:limit]
+
+
+def _median_gap(starts: Iterable[int]) -> float:
+    ordered = sorted(starts)
+    return float(statistics.median(b - a for a, b in itertools.pairwise(ordered)))

@@ -34,10 +34,10 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tapwatch.capture.aggregate_counts import BeaconTracker, Bucket, flow_counts
-from tapwatch.features.aggregates import AggregateRecord, View
+from tapwatch.features.aggregates import AggregateRecord, Beacon, View
 from tapwatch.features.errors import ConfigError
 from tapwatch.features.schema import FlowRecord
 
@@ -60,6 +60,8 @@ class AggregatorConfig:
         Cap of each distinct set of a bucket (ports, peers, pairs, source ports); counts past it are lower bounds.
     beacon_history, beacon_min
         Flow start times kept per (source, destination, port) pair; starts needed before a pair can be a beacon.
+    beacon_min_interval_s, max_beacons
+        Shortest median interval of a beacon (closer connections are a burst); regular pairs a record carries.
     max_pairs
         Pairs whose start times are kept (LRU).
     """
@@ -70,6 +72,8 @@ class AggregatorConfig:
     max_distinct: int = 4096
     beacon_history: int = 16
     beacon_min: int = 6
+    beacon_min_interval_s: float = 1.0
+    max_beacons: int = 4
     max_pairs: int = 100_000
 
     def __post_init__(self) -> None:
@@ -80,6 +84,8 @@ class AggregatorConfig:
             "max_distinct": (self.max_distinct >= 1, "must be >= 1"),
             "beacon_history": (self.beacon_history >= 3, "must be >= 3"),
             "beacon_min": (3 <= self.beacon_min <= self.beacon_history, "must be in 3..beacon_history"),
+            "beacon_min_interval_s": (self.beacon_min_interval_s >= 0, "must be >= 0"),
+            "max_beacons": (self.max_beacons >= 0, "must be >= 0"),
             "max_pairs": (self.max_pairs >= 1, "must be >= 1"),
         }
         for name, (ok, why) in checks.items():
@@ -112,7 +118,8 @@ class Aggregator:
         self._due: dict[int, dict[tuple[View, str], None]] = {}
         self._starts: list[int] = []
         self._watermark = _NEVER
-        self._beacons = BeaconTracker(config.beacon_history, config.beacon_min, config.max_pairs)
+        self._beacons = BeaconTracker(config.beacon_history, config.beacon_min, config.max_pairs,
+                                      config.beacon_min_interval_s * 1000)
 
     def __len__(self) -> int:
         """Hosts holding open buckets, both views."""
@@ -158,8 +165,11 @@ class Aggregator:
             bucket = buckets.pop(start)
             if not buckets:
                 del keys[key]
-            beacon = self._beacons.best(key, bucket.pairs) if view is View.SOURCE else None
-            out.append(bucket.record(self.sensor, key, start, self.bucket_ms, beacon))
+            beacons: tuple[Beacon, ...] = ()
+            if view is View.SOURCE:
+                found = self._beacons.regular(key, bucket.pairs, self.config.max_beacons)
+                beacons = tuple(replace(b, sample=bucket.pairs[(b.peer, b.port)].newest) for b in found)
+            out.append(bucket.record(self.sensor, key, start, self.bucket_ms, beacons))
         return out
 
     def _bucket(self, view: View, key: str, start: int) -> Bucket:

@@ -17,9 +17,9 @@ The counts (``docs/alerts.md`` has the table):
 * ``top_*``: the busiest port, peer and (peer, port) pair of the bucket, with their flows;
   ``top_src_port`` (victim view): the busiest *source* port of the flows towards the victim (53 or 123 for
   reflection).
-* ``beacon_*`` (source view): the pair whose connections came most regularly over the recent buckets: how
-  many connections, the median interval and its coefficient of variation (a C2 beacon calls home on a
-  timer; people do not).
+* ``beacons`` (source view): the pairs of the bucket whose connections came most regularly over their recent
+  run of starts, most regular first (at most a few): how many connections, the median interval and its
+  coefficient of variation (a C2 beacon calls home on a timer; people do not), and a flow of the pair.
 
 >>> rec = AggregateRecord(sensor="s", view=View.SOURCE, key="10.0.0.1", start_ms=0, bucket_ms=10_000)
 >>> AggregateRecord.decode(rec.encode()) == rec
@@ -37,7 +37,7 @@ from typing import Any
 from tapwatch.features.errors import SchemaError
 from tapwatch.features.schema import FlowMeta
 
-AGGREGATE_SCHEMA_VERSION = 1
+AGGREGATE_SCHEMA_VERSION = 2  # 2: ``beacons`` (several pairs) replaced ``beacon_*`` (one)
 AGGREGATES_STREAM = "tapwatch:aggregates"
 
 
@@ -48,6 +48,38 @@ class View(str, Enum):
     """Everything one host started (its ``key`` is the source address)."""
     VICTIM = "victim"
     """Everything that reached one host (its ``key`` is the destination address)."""
+
+
+@dataclass(frozen=True)
+class Beacon:
+    """One (peer, port) pair of a source whose recent connections came on a timer.
+
+    ``count`` starts in the pair's current run, their median interval and its coefficient of variation, and the
+    pair's newest flow in the bucket (what an alert about the beacon names as its flow).
+    """
+
+    peer: str
+    port: int
+    count: int
+    interval_ms: float
+    cv: float
+    sample: FlowMeta | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"peer": self.peer, "port": self.port, "count": self.count,
+                             "interval_ms": self.interval_ms, "cv": self.cv}  # fmt: skip
+        if self.sample is not None:
+            d["sample"] = json.loads(self.sample.to_json())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Beacon:
+        """The inverse of :meth:`to_dict`; ``TypeError``/``KeyError``/``ValueError`` on a malformed one."""
+        if not isinstance(d, Mapping):
+            raise TypeError("a beacon is not a JSON object")
+        sample = d.get("sample")
+        return cls(str(d["peer"]), int(d["port"]), int(d["count"]), float(d["interval_ms"]), float(d["cv"]),
+                   None if sample is None else FlowMeta.from_json(json.dumps(sample)))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,8 +106,8 @@ class AggregateRecord:
         The busiest (peer, destination port) pair and its flows and bytes.
     top_src_port, top_src_port_flows
         Victim view: the busiest source port of the flows towards the victim.
-    beacon_peer, beacon_port, beacon_count, beacon_interval_ms, beacon_cv
-        Source view: the most regular pair over the recent buckets (``beacon_count`` 0: none yet).
+    beacons
+        Source view: the bucket's pairs with a run of regular starts, most regular first (empty: none).
     sample
         The newest flow of the busiest pair: what an alert names as its representative flow.
     """
@@ -109,11 +141,7 @@ class AggregateRecord:
     pair_bytes: int = 0
     top_src_port: int = 0
     top_src_port_flows: int = 0
-    beacon_peer: str = ""
-    beacon_port: int = 0
-    beacon_count: int = 0
-    beacon_interval_ms: float = 0.0
-    beacon_cv: float = 0.0
+    beacons: tuple[Beacon, ...] = ()
     sample: FlowMeta | None = None
     version: int = AGGREGATE_SCHEMA_VERSION
 
@@ -129,8 +157,10 @@ class AggregateRecord:
 
     def encode(self) -> dict[str, str]:
         """Flat field map for XADD: the identity as fields, the counts as one JSON object."""
+        counts = self.counts()
+        counts["beacons"] = [b.to_dict() for b in self.beacons]
         out = {"v": str(self.version), "sensor": self.sensor, "view": self.view.value, "key": self.key,
-               "counts": json.dumps(self.counts(), separators=(",", ":"))}  # fmt: skip
+               "counts": json.dumps(counts, separators=(",", ":"))}  # fmt: skip
         if self.sample is not None:
             out["flow"] = self.sample.to_json()
         return out
@@ -158,7 +188,11 @@ class AggregateRecord:
             if unknown:
                 raise KeyError(f"unknown counts {unknown}")
             sample = FlowMeta.from_json(text("flow")) if "flow" in f else None
-            return cls(sensor=text("sensor"), view=view, key=text("key"), sample=sample, **counts)
+            beacons = counts.pop("beacons", [])
+            if not isinstance(beacons, list):
+                raise TypeError("beacons is not a JSON list")
+            return cls(sensor=text("sensor"), view=view, key=text("key"), sample=sample,
+                       beacons=tuple(Beacon.from_dict(b) for b in beacons), **counts)
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
             raise SchemaError("aggregate", "value", str(err)) from err
 
@@ -166,6 +200,7 @@ class AggregateRecord:
         """A JSON-ready dict (the view as its name, the sample as a dict)."""
         d = asdict(self)
         d["view"] = self.view.value
+        d["beacons"] = [b.to_dict() for b in self.beacons]
         if self.sample is not None:
             d["sample"] = json.loads(self.sample.to_json())
         return d

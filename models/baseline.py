@@ -112,13 +112,17 @@ def medians(aggs: list[AggregateRecord]) -> dict[str, dict[str, float]]:
             k for k, v in (rows[0].items() if rows else []) if isinstance(v, int | float) and not isinstance(v, bool)
         ]
         out[view.value] = {k: float(np.median([r[k] for r in rows])) for k in keys}
+    # the most regular pair of a benign bucket that has one (what a beacon's summary compares against)
+    cvs = [a.beacons[0].cv for a in aggs if a.view is View.SOURCE and a.beacons]
+    if cvs:
+        out[View.SOURCE.value]["beacon_cv"] = float(np.median(cvs))
     return out
 
 
 def periodic_services(aggs: list[AggregateRecord], cv: float, count: float) -> list[str]:
     """``host:port`` of the pairs benign sources reach on a timer."""
-    found = {f"{a.beacon_peer}:{a.beacon_port}" for a in aggs
-             if a.view is View.SOURCE and a.beacon_count >= count and a.beacon_cv <= cv}  # fmt: skip
+    found = {f"{b.peer}:{b.port}" for a in aggs if a.view is View.SOURCE
+             for b in a.beacons if b.count >= count and b.cv <= cv}  # fmt: skip
     return sorted(found)
 
 

@@ -21,7 +21,7 @@ from tapwatch.capture.service import CaptureSettings, build_pipeline
 from tapwatch.features.aggregates import AGGREGATES_STREAM, AggregateRecord, View
 from tapwatch.features.card import identity_card
 from tapwatch.features.contract import FEATURE_NAMES
-from tapwatch.features.errors import ConfigError
+from tapwatch.features.errors import ConfigError, SchemaError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, WindowEntry
 from tests.support.env import REPO
 from tests.support.pcapkit import CLIENT, SERVER, T0_MS, Conversation
@@ -105,19 +105,58 @@ def test_rejected_counts_and_the_sample_is_the_newest_flow_of_the_busiest_pair()
     assert AggregateRecord.decode(src.encode()) == src
 
 
-def beacon_of(starts: list[int]) -> AggregateRecord:
-    records = [flow("10.0.0.7", "192.0.2.80", 443, t + 40, first_ms=t, packets=6) for t in starts]
-    return of(run(records), View.SOURCE, "10.0.0.7")[-1]  # the last bucket holds all ten starts
+def beacon_of(starts: list[int], peer: str = "192.0.2.80") -> AggregateRecord:
+    records = [flow("10.0.0.7", peer, 443, t + 40, first_ms=t, packets=6) for t in starts]
+    return of(run(records), View.SOURCE, "10.0.0.7")[-1]  # the last bucket holds the newest start
 
 
 def test_a_beacon_is_regular_and_random_starts_are_not() -> None:
     rng = random.Random(7)
-    beacon = beacon_of([100_000 + 5_000 * i + rng.randint(-50, 50) for i in range(10)])
-    assert (beacon.beacon_peer, beacon.beacon_port, beacon.beacon_count) == ("192.0.2.80", 443, 10)
-    assert beacon.beacon_cv < 0.05 and abs(beacon.beacon_interval_ms - 5_000) <= 100
-    noise = beacon_of(sorted(100_000 + rng.randint(0, 45_000) for _ in range(10)))
-    assert noise.beacon_count == 10 and noise.beacon_cv > 0.3
-    assert beacon_of([100_000 + 5_000 * i for i in range(5)]).beacon_count == 0  # fewer than beacon_min
+    (beacon,) = beacon_of([100_000 + 5_000 * i + rng.randint(-50, 50) for i in range(10)]).beacons
+    assert (beacon.peer, beacon.port, beacon.count) == ("192.0.2.80", 443, 10)
+    assert beacon.cv < 0.05 and abs(beacon.interval_ms - 5_000) <= 100
+    assert beacon.sample is not None and beacon.sample.dst_ip == "192.0.2.80"  # a flow of the pair itself
+    noise = beacon_of(sorted(100_000 + rng.randint(0, 45_000) for _ in range(10))).beacons
+    assert all(b.cv > 0.3 for b in noise)
+    assert beacon_of([100_000 + 5_000 * i for i in range(5)]).beacons == ()  # fewer than beacon_min
+
+
+def test_a_burst_is_no_beacon_and_a_pause_starts_a_new_run() -> None:
+    burst = beacon_of([100_000 + 150 * i for i in range(12)])  # a page and its resources, 150 ms apart
+    assert burst.beacons == ()
+    # two episodes of a bot, ten minutes apart: the second is judged on its own starts only
+    first = [100_000 + 5_000 * i for i in range(8)]
+    second = [800_000 + 5_000 * i for i in range(8)]
+    (b,) = beacon_of(first + second).beacons
+    assert (b.count, b.interval_ms, b.cv) == (8, 5_000.0, 0.0)
+
+
+def test_every_regular_pair_of_a_bucket_is_reported_most_regular_first() -> None:
+    records = [flow("10.0.0.7", "192.0.2.80", 443, t + 40, first_ms=t) for t in range(100_000, 160_001, 5_000)]
+    records += [flow("10.0.0.7", "192.0.2.81", 8443, t + 40, first_ms=t)
+                for t in (100_500, 106_900, 110_200, 117_300, 120_100, 127_700, 130_600, 136_000, 141_000, 147_800,
+                          150_500, 157_000)]  # fmt: skip
+    records.sort(key=lambda r: r.meta.last_seen_ms)
+    (last,) = [r for r in of(run(records), View.SOURCE, "10.0.0.7") if r.start_ms == 150_000]
+    assert [b.peer for b in last.beacons] == ["192.0.2.80", "192.0.2.81"]
+    assert last.beacons[0].cv < last.beacons[1].cv
+    assert AggregateRecord.decode(last.encode()) == last
+
+
+@pytest.mark.parametrize(
+    ("beacons", "reason", "message"),
+    [
+        ('"x"', "value", "beacons is not a JSON list"),
+        ('[{"peer": "192.0.2.1"}]', "value", "'port'"),
+        ('[7]', "value", "a beacon is not a JSON object"),
+    ],
+)
+def test_a_malformed_beacon_list_is_a_schema_error_naming_it(beacons: str, reason: str, message: str) -> None:
+    fields = AggregateRecord(sensor="s", view=View.SOURCE, key="10.0.0.1", start_ms=0, bucket_ms=10_000).encode()
+    fields["counts"] = fields["counts"][:-1] + f',"beacons":{beacons}}}'
+    with pytest.raises(SchemaError) as err:
+        AggregateRecord.decode(fields)
+    assert (err.value.reason, message in str(err.value)) == (reason, True)
 
 
 def test_a_late_flow_is_counted_not_dropped() -> None:

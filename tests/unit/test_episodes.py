@@ -23,11 +23,11 @@ from tapwatch.alerting.sinks import FileSink, SinkSet
 from tapwatch.alerting.volume import VolumeRules
 from tapwatch.bus.state import MemoryStateStore
 from tapwatch.bus.streams import DEAD_STREAM, MemoryBus
-from tapwatch.features.aggregates import AGGREGATES_STREAM, AggregateRecord, View
+from tapwatch.features.aggregates import AGGREGATE_SCHEMA_VERSION, AGGREGATES_STREAM, AggregateRecord, Beacon, View
 from tapwatch.features.baseline import SiteBaseline
 from tapwatch.features.errors import ConfigError
 from tapwatch.features.families import Family
-from tapwatch.features.schema import FlowMeta
+from tapwatch.features.schema import ExpiryReason, FlowMeta
 from tests.support.alerting import meta, put, read_jsonl, settings, verdict
 
 T0 = 1_700_000_000_000
@@ -134,8 +134,8 @@ def agg(view: View, key: str, **counts: Any) -> AggregateRecord:
              distinct_ports=1, distinct_peers=1), Family.BRUTEFORCE, "repeated logins to one service"),
         (agg(View.SOURCE, "10.0.0.9", flows=60, pair_flows=60, pair_port=80, pair_peer="10.0.0.2",
              distinct_ports=1, distinct_peers=1), Family.WEBATTACK, "repeated web requests"),
-        (agg(View.SOURCE, "10.0.0.9", flows=1, beacon_count=9, beacon_cv=0.12, beacon_interval_ms=5000,
-             beacon_peer="10.0.0.66", beacon_port=8443), Family.BOTNET, "periodic beacon"),
+        (agg(View.SOURCE, "10.0.0.9", flows=1, beacons=(Beacon("10.0.0.66", 8443, 9, 5000.0, 0.12),)),
+         Family.BOTNET, "periodic beacon"),
     ],
 )  # fmt: skip
 def test_the_volume_rules_name_each_kind_of_traffic(record: AggregateRecord, family: Family, detail: str) -> None:
@@ -149,9 +149,20 @@ def test_the_volume_rules_leave_a_scans_victim_and_ordinary_traffic_alone() -> N
     victim_of_scan = agg(View.VICTIM, "10.0.0.2", flows=1000, tcp=1000, rejected=990, distinct_ports=1000,
                          top_port=80, top_port_flows=1, distinct_peers=1)  # fmt: skip
     browsing = agg(View.SOURCE, "10.0.0.7", flows=40, distinct_ports=2, distinct_peers=12, pair_flows=9)
-    ntp = agg(View.SOURCE, "10.0.0.7", flows=1, beacon_count=12, beacon_cv=0.01, beacon_peer="10.0.0.3",
-              beacon_port=123)  # fmt: skip
+    ntp = agg(View.SOURCE, "10.0.0.7", flows=1, beacons=(Beacon("10.0.0.3", 123, 12, 64_000.0, 0.01),))
     assert rules.judge(victim_of_scan) == rules.judge(browsing) == rules.judge(ntp) == []
+
+
+def test_a_polled_service_does_not_hide_a_beacon_of_the_same_host() -> None:
+    rules = VolumeRules(SiteBaseline(periodic=["10.0.0.3:123"]))
+    c2 = FlowMeta(1, "1:c2", "10.0.0.7", 50000, "203.0.113.5", 8443, 6, 9_000, 9_600, 12, 4000,
+                  ExpiryReason.TCP_FIN, 9_700, "s")  # fmt: skip
+    record = agg(View.SOURCE, "10.0.0.7", flows=30, top_peer="10.0.0.3", pair_peer="10.0.0.3", pair_port=123,
+                 beacons=(Beacon("10.0.0.3", 123, 16, 64_000.0, 0.01), Beacon("203.0.113.5", 8443, 8, 5_000.0, 0.17, c2),
+                          Beacon("10.0.0.4", 443, 8, 2_000.0, 0.9)))  # fmt: skip
+    (found,) = rules.judge(record)
+    assert (found.family, found.targets, found.ports, found.flows) == (Family.BOTNET, ("203.0.113.5",), (8443,), 8)
+    assert found.flow == c2  # the alert names a flow of the beacon, not the host's busiest pair
 
 
 def test_an_alert_line_is_eve_shaped_with_the_episode_family_explanation_and_summary() -> None:
@@ -193,7 +204,7 @@ def test_the_episode_alerter_writes_episode_lines_with_explanations_and_dead_let
     put(bus, *(verdict(i, 0.97, classes=("BENIGN", "SSH-Patator"), src="10.0.0.9") for i in range(1, 6)))
     put(bus, verdict(9, 0.2, classes=("BENIGN", "SSH-Patator"), src="10.0.0.7"))
     scan = agg(View.SOURCE, "10.0.0.50", flows=500, unanswered=500, distinct_ports=500, distinct_peers=1)
-    bus.add_many(AGGREGATES_STREAM, [scan.encode(), {"v": "1", "view": "sideways"}])
+    bus.add_many(AGGREGATES_STREAM, [scan.encode(), {"v": str(AGGREGATE_SCHEMA_VERSION), "view": "sideways"}])
     drain_both(a)
     a._next_tick = 0.0  # the alerter looks for quiet episodes once a second; look now
     a.tick()
