@@ -118,8 +118,9 @@ class Aggregator:
         self._due: dict[int, dict[tuple[View, str], None]] = {}
         self._starts: list[int] = []
         self._watermark = _NEVER
-        self._beacons = BeaconTracker(config.beacon_history, config.beacon_min, config.max_pairs,
-                                      config.beacon_min_interval_s * 1000)
+        self._beacons = BeaconTracker(
+            config.beacon_history, config.beacon_min, config.max_pairs, config.beacon_min_interval_s * 1000
+        )
 
     def __len__(self) -> int:
         """Hosts holding open buckets, both views."""

@@ -191,8 +191,14 @@ class AggregateRecord:
             beacons = counts.pop("beacons", [])
             if not isinstance(beacons, list):
                 raise TypeError("beacons is not a JSON list")
-            return cls(sensor=text("sensor"), view=view, key=text("key"), sample=sample,
-                       beacons=tuple(Beacon.from_dict(b) for b in beacons), **counts)
+            return cls(
+                sensor=text("sensor"),
+                view=view,
+                key=text("key"),
+                sample=sample,
+                beacons=tuple(Beacon.from_dict(b) for b in beacons),
+                **counts,
+            )
         except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
             raise SchemaError("aggregate", "value", str(err)) from err
 

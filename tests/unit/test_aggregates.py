@@ -148,7 +148,7 @@ def test_every_regular_pair_of_a_bucket_is_reported_most_regular_first() -> None
     [
         ('"x"', "value", "beacons is not a JSON list"),
         ('[{"peer": "192.0.2.1"}]', "value", "'port'"),
-        ('[7]', "value", "a beacon is not a JSON object"),
+        ("[7]", "value", "a beacon is not a JSON object"),
     ],
 )
 def test_a_malformed_beacon_list_is_a_schema_error_naming_it(beacons: str, reason: str, message: str) -> None:

@@ -158,7 +158,8 @@ def test_a_polled_service_does_not_hide_a_beacon_of_the_same_host() -> None:
     c2 = FlowMeta(1, "1:c2", "10.0.0.7", 50000, "203.0.113.5", 8443, 6, 9_000, 9_600, 12, 4000,
                   ExpiryReason.TCP_FIN, 9_700, "s")  # fmt: skip
     record = agg(View.SOURCE, "10.0.0.7", flows=30, top_peer="10.0.0.3", pair_peer="10.0.0.3", pair_port=123,
-                 beacons=(Beacon("10.0.0.3", 123, 16, 64_000.0, 0.01), Beacon("203.0.113.5", 8443, 8, 5_000.0, 0.17, c2),
+                 beacons=(Beacon("10.0.0.3", 123, 16, 64_000.0, 0.01),
+                          Beacon("203.0.113.5", 8443, 8, 5_000.0, 0.17, c2),
                           Beacon("10.0.0.4", 443, 8, 2_000.0, 0.9)))  # fmt: skip
     (found,) = rules.judge(record)
     assert (found.family, found.targets, found.ports, found.flows) == (Family.BOTNET, ("203.0.113.5",), (8443,), 8)
