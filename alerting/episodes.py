@@ -169,7 +169,9 @@ class EpisodeTracker:
     config
         When episodes open, update and close.
     gate
-        Suppression of newly opened episodes (allow-list, ``threshold.config``); None suppresses nothing.
+        Suppression of newly opened episodes (allow-list, ``threshold.config``); None suppresses nothing. It has
+        side effects (``threshold.config`` counts, a metric), so a transaction the store retries reuses its first
+        answer instead of asking again.
     wall
         The wall clock (seconds), which advances the evidence clock while no evidence comes.
     """
@@ -197,9 +199,16 @@ class EpisodeTracker:
         """Add one piece of evidence; return the lines it causes (a close of a quiet episode, an open, an update)."""
         self._advance(ev.at_ms)
         now = self.now_ms()
-        return self.store.apply(ev.episode_key, lambda s: self._step(s, ev, now))
+        asked: list[str | None] = []  # the gate's answer, once per evidence however often the store retries
 
-    def _step(self, s: State | None, ev: Evidence, now: int) -> tuple[State | None, list[EpisodeLine]]:
+        def gate_once(s: State) -> str | None:
+            if not asked:
+                asked.append(self.gate(s) if self.gate is not None else None)
+            return asked[0]
+
+        return self.store.apply(ev.episode_key, lambda s: self._step(s, ev, now, gate_once))
+
+    def _step(self, s: State | None, ev: Evidence, now: int, gate: Gate) -> tuple[State | None, list[EpisodeLine]]:
         c = self.config
         lines: list[EpisodeLine] = []
         if s is not None and now - s["touched_ms"] >= c.quiet_s * 1000:
@@ -215,13 +224,13 @@ class EpisodeTracker:
                 s["hits"] = s["hits"][-need:]
             ready = ev.view.value == "volume" or (len(s["hits"]) >= need and ev.score >= c.open_min_score)
             if ready:
-                lines += self._opening(s, now)
+                lines += self._opening(s, now, gate)
         elif s["status"] == "open" and s["grown"] and now >= s["next_update_ms"] and self._room(s, now, 2):
             lines.append(self._line(s, LineState.UPDATE, now))
         return s, lines
 
-    def _opening(self, s: State, now: int) -> list[EpisodeLine]:
-        reason = self.gate(s) if self.gate is not None else None
+    def _opening(self, s: State, now: int, gate: Gate) -> list[EpisodeLine]:
+        reason = gate(s)
         s["opened_ms"] = now
         if reason is not None:
             s["status"] = "suppressed"

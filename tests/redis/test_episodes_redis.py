@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
 from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker
+from tapwatch.alerting.evidence import from_verdict
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.sinks import FileSink, SinkSet
 from tapwatch.alerting.volume import VolumeRules
@@ -91,3 +92,27 @@ def test_a_restarted_alerter_continues_the_open_episodes(redis_server: Any, tmp_
     assert len({x["episode"]["id"] for x in lines}) == 1  # one episode across the restart
     assert lines[-1]["episode"]["flows"] == 20 and lines[-1]["episode"]["lines"] == 2
     assert RedisStateStore(bus.client).keys() == []  # closed and removed
+
+
+def test_a_retried_transaction_asks_the_gate_once(redis_server: Any) -> None:
+    """``threshold.config`` counts what it is asked: a transaction Redis makes us retry must not count twice."""
+    bus = RedisBus(redis_server.url)
+    other = RedisBus(redis_server.url).client
+    store = RedisStateStore(bus.client, prefix="tapwatch:test-gate")
+    asked: list[str] = []
+
+    def gate(s: dict[str, Any]) -> str | None:
+        if not asked:  # another alerter writes the episode between our read and our write: WATCH fails
+            name = f"tapwatch:test-gate:{s['key']}"
+            other.set(name, other.get(name) or b"{}")
+        asked.append(s["id"])
+        return "whitelist"
+
+    tracker = EpisodeTracker(store, EpisodeConfig(open_windows=2, quiet_s=120), gate=gate)
+    first, second = (from_verdict(v) for v in attack(1, 2, "10.0.0.9", "SSH-Patator"))
+    assert first is not None and second is not None
+    assert tracker.observe(first) == []  # pending: one window opens nothing
+    assert tracker.observe(second) == []  # the second opens it, and the gate suppresses it
+    (state,) = [store.get(k) for k in store.keys()]
+    assert state is not None and state["status"] == "suppressed"
+    assert len(asked) == 1  # asked once, though the store ran the step twice
