@@ -153,10 +153,12 @@ class VolumeRules:
 
     def _evidence(self, agg: AggregateRecord, family: Family, detail: str, score: float, facts: tuple[Fact, ...],
                   pair: tuple[str, int, int, FlowMeta | None] | None = None) -> Evidence:  # fmt: skip
-        """Evidence about the bucket's host; ``pair`` (peer, port, flows, a flow of it) narrows a source's
-        evidence to one pair (a beacon is about its C2, not the host's busiest peer)."""
+        """Evidence about the bucket's host; ``pair`` (peer, port, flows, its newest flow) narrows a source's
+        evidence to one pair (a beacon is about its C2, not the host's busiest peer) and dates it by that flow: a
+        pcap's finished connections can reach a bucket minutes after their last packet."""
         source_view = agg.view is View.SOURCE
         flow = agg.sample or _stand_in(agg)
+        at_ms = agg.last_ms or agg.start_ms + agg.bucket_ms
         if pair is None:
             targets = ((agg.top_peer,) if agg.top_peer else ()) if source_view else (agg.key,)
             ports, flows = (agg.pair_port if source_view else agg.top_port,), agg.flows
@@ -164,8 +166,9 @@ class VolumeRules:
         else:
             peer, port, flows, sample = pair
             flow, targets, ports, n_targets, n_ports = sample or flow, (peer,), (port,), 1, 1
+            at_ms = sample.last_seen_ms if sample is not None else at_ms
         return Evidence(
-            family=family, view=ViewKind.VOLUME, entity=agg.key, at_ms=agg.last_ms or agg.start_ms + agg.bucket_ms,
+            family=family, view=ViewKind.VOLUME, entity=agg.key, at_ms=at_ms,
             score=round(max(0.5, score), 6), flow=flow, detail=detail, flows=flows,
             sources=(agg.key,) if source_view else ((agg.top_peer,) if agg.top_peer else ()),
             targets=targets, ports=ports, n_sources=1 if source_view else agg.distinct_peers, n_targets=n_targets,

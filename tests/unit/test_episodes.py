@@ -164,6 +164,7 @@ def test_a_polled_service_does_not_hide_a_beacon_of_the_same_host() -> None:
     (found,) = rules.judge(record)
     assert (found.family, found.targets, found.ports, found.flows) == (Family.BOTNET, ("203.0.113.5",), (8443,), 8)
     assert found.flow == c2  # the alert names a flow of the beacon, not the host's busiest pair
+    assert found.at_ms == c2.last_seen_ms  # and is dated by it, not by the bucket's newest flow
 
 
 def test_an_alert_line_is_eve_shaped_with_the_episode_family_explanation_and_summary() -> None:
