@@ -150,13 +150,25 @@ def _absorb(s: State, ev: Evidence, cap: int, distinct_cap: int = 1024) -> None:
     s["n_ports"] = max(s["n_ports"], _see(s, "ports", tuple(str(p) for p in ev.ports), distinct_cap), ev.n_ports)
     if ev.view.value not in s["views"]:
         s["views"].append(ev.view.value)
-    if ev.score >= s["rep_score"]:  # the strongest piece names the episode's flow (ties: the newest)
+    if _outranks(ev, s):
+        if ev.view.value == "volume" and s.get("rep_view") == "window":
+            # the rule's counts take over from the model's window: explained again, from those counts
+            s.pop("explanation", None)
+            s.pop("summary", None)
         s["rep"], s["rep_score"] = ev.flow.to_json(), ev.score
         s["rep_view"], s["rep_detail"] = ev.view.value, ev.detail
         s["model"], s["model_version"] = ev.model, ev.model_version
         if ev.facts:
             s["facts"] = [[f.name, f.value, f.median, f.weight, f.text] for f in ev.facts]
     s["grown"] = True
+
+
+def _outranks(ev: Evidence, s: State) -> bool:
+    """Whether ``ev`` names the episode's flow instead of its current representative: the volume view's evidence
+    (counts an analyst can check: 900 ports in 10 s, 8 calls every 5 s) before the model's windows, then the
+    strongest score (ties: the newest)."""
+    mine, theirs = ev.view.value == "volume", s.get("rep_view") == "volume"
+    return mine > theirs or (mine == theirs and ev.score >= s["rep_score"])
 
 
 class EpisodeTracker:

@@ -93,6 +93,23 @@ def test_another_family_of_the_same_host_is_another_episode_and_dos_is_keyed_by_
     assert d == [] and t.store.get("dos|victim|10.0.0.2")["n_sources"] == 2  # type: ignore[index]
 
 
+def test_rule_evidence_names_the_episode_before_the_models_windows_and_is_explained_anew() -> None:
+    t, _ = tracker(open_windows=1)
+    (opened,) = t.observe(window_ev(T0, Family.BOTNET, score=0.99))
+    key, eid = opened.episode["key"], opened.episode["id"]
+    t.save(key, eid, {"explanation": [["Flow IAT Min", 3.0, 0.2]], "summary": "from LIME"})
+    c2 = meta(2, src="10.0.0.9", dst="203.0.113.5", last_seen_ms=T0 + 40_000)
+    beacon = Evidence(Family.BOTNET, ViewKind.VOLUME, "10.0.0.9", T0 + 40_000, 0.9, c2, "periodic beacon",
+                      flows=8, sources=("10.0.0.9",), targets=("203.0.113.5",), ports=(8443,), n_sources=1,
+                      n_targets=1, n_ports=1)  # fmt: skip
+    t.observe(beacon)
+    t.observe(window_ev(T0 + 41_000, Family.BOTNET, score=1.0))  # a stronger window does not take it back
+    s = t.store.get(key)
+    assert s is not None and (s["rep_view"], s["rep_detail"]) == ("volume", "periodic beacon")
+    assert json.loads(s["rep"])["dst_ip"] == "203.0.113.5"
+    assert "explanation" not in s and "summary" not in s  # the next line is explained from the beacon's counts
+
+
 def test_evidence_after_the_quiet_period_opens_a_new_episode() -> None:
     t, _ = tracker(open_windows=1, quiet_s=60)
     first = t.observe(window_ev(T0))
