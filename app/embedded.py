@@ -170,7 +170,7 @@ def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
     if output != "-":  # one result file per run: no rotation of a temporary file the rename could not follow
         config = replace(config, alerter=config.alerter.model_copy(update={"alert_file_max_bytes": 2**62}))
     model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
-    embedded = Embedded(model, config, CollectorRegistry())  # a registry of its own: nothing serves it
+    embedded = Embedded(model, config, CollectorRegistry(), offline=True)  # a registry of its own: nothing serves it
     source = PcapSource(list(pcaps), embedded.pipeline.source_config(capture_config(**kw)), embedded.pipeline.metrics)
     summary = embedded.process(source)
     for problem in source.problems:

@@ -139,6 +139,9 @@ class Embedded:
         Settings of the three stages.
     registry
         One registry for the sensor's, the worker's and the alerter's metrics.
+    offline
+        The input is a capture file (``detect``): episodes run on packet time alone (see
+        :func:`~tapwatch.alerting.service.build_episode_alerter`).
 
     Example
     -------
@@ -153,7 +156,9 @@ class Embedded:
     (0, True)
     """
 
-    def __init__(self, model: Model, config: EmbeddedConfig, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, model: Model, config: EmbeddedConfig, registry: CollectorRegistry, offline: bool = False
+    ) -> None:
         s = config.settings
         if config.capture.stream_maxlen < s.backlog + s.batch_size:
             # The sensor's publisher trims the stream to stream_maxlen: it must never cut into the backlog.
@@ -179,8 +184,9 @@ class Embedded:
         metrics = AlerterMetrics(registry)
         self.alerter: Alerter | EpisodeAlerter
         if alerter_settings.alert_mode is AlertMode.EPISODES:
+            # offline (a pcap): episodes on packet time alone, the same however fast the machine reads it
             self.alerter = build_episode_alerter(alerter_settings, self.bus, metrics, model.card, score,
-                                                 MemoryStateStore())  # fmt: skip
+                                                 MemoryStateStore(), None if offline else time.monotonic)  # fmt: skip
         else:
             self.alerter = build_alerter(alerter_settings, self.bus, metrics, model.card, score)
         self.stages = [
