@@ -1,8 +1,9 @@
 """An episode's alert line: Suricata EVE-shaped, with ``episode{...}``, the family and an explanation in words.
 
 Every line of an episode (``open``, ``update``, ``close``) is one ``event_type: "alert"`` object. The
-5-tuple and ``community_id`` are the episode's representative flow (its strongest evidence); for an episode
-keyed by its victim (a flood) ``src_ip`` is the busiest source and ``episode.sources`` counts them all.
+5-tuple and ``community_id`` are the episode's representative flow (its volume-view evidence first, else its
+strongest window); for an episode keyed by its victim (a flood) ``src_ip`` is the busiest source and
+``episode.sources`` counts them all. ``episode.top_sources`` / ``top_targets`` name the busiest ten.
 ``alert.signature_id`` is one per family (:func:`family_signature`), so ``threshold.config`` and SIEM rules
 key on the family; the dataset class or the rule that fired is detail in ``ml.class``. ``docs/alerts.md`` maps
 each field to ECS.
@@ -85,6 +86,11 @@ def _top(counts: dict[str, int]) -> str | None:
     return max(counts, key=lambda k: (counts[k], k)) if counts else None
 
 
+def _busiest(counts: dict[str, int], n: int = 10) -> list[str]:
+    """The ``n`` names with the most flows (ties: by name)."""
+    return sorted(counts, key=lambda k: (-counts[k], k))[:n]
+
+
 @dataclass(frozen=True)
 class EpisodeAlert:
     """One line of one episode, ready for the sinks (which read ``id``, ``severity``, ``signature.sid``,
@@ -127,10 +133,10 @@ class EpisodeAlert:
     def to_eve(self) -> dict[str, Any]:
         e, f, s = self.episode, self.flow, self.signature
         src, dst = f.src_ip, f.dst_ip
-        if e["role"] == "victim":
+        if e["role"] == "victim":  # a flood: its busiest source (of many, maybe spoofed) and the victim
             src, dst = _top(e["sources"]) or src, e["entity"]
-        else:
-            src, dst = e["entity"], _top(e["targets"]) or dst
+        else:  # the host, and the destination of the representative flow (its ports are that flow's)
+            src = e["entity"]
         return {
             "timestamp": eve_timestamp(e["last_ms"]), "flow_id": f.flow_id, "event_type": "alert",
             "src_ip": src, "src_port": f.src_port, "dest_ip": dst, "dest_port": f.dst_port,
@@ -155,6 +161,7 @@ class EpisodeAlert:
             "first_seen": iso(e["first_ms"]), "last_seen": iso(e["last_ms"]), "flows": e["flows"],
             "evidence": e["evidence"], "sources": e["n_sources"], "targets": e["n_targets"], "ports": e["n_ports"],
             "top_ports": sorted((int(p) for p in e["ports"]), key=lambda p: -e["ports"][str(p)])[:10],
+            "top_sources": _busiest(e["sources"]), "top_targets": _busiest(e["targets"]),
             "max_score": e["max_score"], "classes": sorted(e["classes"]), "lines": len(e["lines"]),
         }  # fmt: skip
 

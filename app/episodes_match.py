@@ -89,12 +89,15 @@ def ms(iso: str) -> int:
 
 def _involves(lines: list[dict[str, Any]], a: Attack) -> bool:
     """An episode about a flood's victim involves the attack on that victim; one about a source, the attack from
-    that source *on one of its victims* (a line names it as the target): an attacker host is often a busy client
-    too, and an episode about its other traffic is no detection of its attack."""
+    that source *on one of its victims* (a line names it as its destination or among its busiest ten targets): an
+    attacker host is often a busy client too, and an episode about its other traffic is no detection of its
+    attack."""
     ep = lines[0]["episode"]
     if ep["key"] == "victim":
         return ep["host"] in a.victims or any(x["src_ip"] in a.attackers for x in lines)
-    return ep["host"] in a.attackers and any(x["dest_ip"] in a.victims for x in lines)
+    return ep["host"] in a.attackers and any(
+        x["dest_ip"] in a.victims or any(t in a.victims for t in x["episode"].get("top_targets", ())) for x in lines
+    )
 
 
 def match(lines: list[dict[str, Any]], attacks: list[Attack], slack_s: float) -> tuple[list[AttackResult], int, int]:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from tapwatch.alerting.allowlist import AllowList
 from tapwatch.alerting.episode_alert import EpisodeAlert
 from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
-from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker, LineState
+from tapwatch.alerting.episodes import EpisodeConfig, EpisodeLine, EpisodeTracker, LineState
 from tapwatch.alerting.evidence import Evidence, ViewKind, from_verdict
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.sinks import FileSink, SinkSet
@@ -202,6 +202,19 @@ def test_an_alert_line_is_eve_shaped_with_the_episode_family_explanation_and_sum
     assert ep["first_seen"].endswith("Z") and ep["last_seen"] >= ep["first_seen"]
     assert eve["ml"]["family"] == "dos" and eve["ml"]["class"] == "distributed SYN flood"
     assert [f[0] for f in facts] == ["flows", "packets", "distinct_peers"]
+
+
+def test_a_source_episodes_line_names_one_flow_that_happened_and_its_busiest_targets() -> None:
+    t, _ = tracker(open_windows=1)
+    t.observe(window_ev(T0, Family.SCAN, dst="10.0.0.2"))
+    t.observe(window_ev(T0 + 1_000, Family.SCAN, dst="10.0.0.2"))
+    t.observe(window_ev(T0 + 2_000, Family.SCAN, dst="10.0.0.3", score=0.99))
+    s = t.store.get("scan|source|10.0.0.9")
+    assert s is not None
+    eve = json.loads(EpisodeAlert(EpisodeLine(LineState.UPDATE, s), (), "x").to_json())
+    # the representative (strongest) window went to 10.0.0.3; the busiest target is still 10.0.0.2
+    assert (eve["src_ip"], eve["dest_ip"], eve["dest_port"]) == ("10.0.0.9", "10.0.0.3", 80)
+    assert eve["episode"]["top_targets"] == ["10.0.0.2", "10.0.0.3"] and eve["episode"]["top_sources"] == ["10.0.0.9"]
 
 
 def make_alerter(bus: MemoryBus, out: Path, policy: EpisodePolicy | None = None, **kw: Any) -> EpisodeAlerter:

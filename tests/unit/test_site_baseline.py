@@ -98,3 +98,15 @@ def test_lines_are_matched_to_the_attacks_they_cover_and_the_rest_are_false() ->
     assert by["e1"].detected and by["e1"].named and by["e2"].detected and by["e2"].lines == 2
     assert not by["e3"].detected and (false_lines, false_eps) == (1, 1)
     assert json.dumps([round(x, 4) for x in wilson(1, 1000)]) == "[0.0002, 0.0056]"
+
+
+def test_an_episode_covers_an_attack_whose_victim_is_among_its_busiest_targets() -> None:
+    t0 = 1_700_000_000_000
+    scan = Attack("e1", Family.SCAN, "nmap", frozenset({"10.0.0.9"}), frozenset({"10.0.0.5"}), t0, t0 + 20_000, False)
+    iso = "2023-11-14T22:13:{:02d}.000Z"
+    elsewhere = line("a", "10.0.0.9", "scan", iso.format(21), iso.format(22))  # its lines name 10.0.0.2 only
+    (r,), _, false_eps = match([elsewhere], [scan], slack_s=150)
+    assert not r.detected and false_eps == 1
+    episode = {**elsewhere["episode"], "top_targets": ["10.0.0.2", "10.0.0.5"]}  # type: ignore[dict-item]
+    (r,), _, false_eps = match([{**elsewhere, "episode": episode}], [scan], slack_s=150)
+    assert r.detected and r.named and false_eps == 0
