@@ -44,6 +44,8 @@ class AttackResult:
     delay_s: float | None = None
     lines: int = 0
     families: list[str] = field(default_factory=list)
+    named_by: list[str] = field(default_factory=list)
+    """Ids of the episodes that named it by its family."""
 
 
 def read_attacks(path: Path) -> list[Attack]:
@@ -125,6 +127,8 @@ def match(lines: list[dict[str, Any]], attacks: list[Attack], slack_s: float) ->
             r = results[owner.id]
             r.detected = True
             r.named = r.named or fam == owner.family.value
+            if fam == owner.family.value:
+                r.named_by.append(ep_lines[0]["episode"]["id"])
             r.families.append(fam)
             r.lines += len(ep_lines)
             # the first line the operator got once the attack had begun (an open episode may only update later)
