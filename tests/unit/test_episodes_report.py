@@ -27,9 +27,10 @@ def close_line(eid: str, family: str) -> dict[str, Any]:
 
 
 def run(name: str, examined: bool, named: bool) -> LabRun:
+    eid = "ep-" + name
     result = AttackResult("e1", "bruteforce", "hydra", False, detected=named, named=named,
                           delay_s=1.0 if named else None, lines=2 if named else 0,
-                          families=["bruteforce"] if named else [], named_by=["ep-" + name] if named else [])  # fmt: skip
+                          families=["bruteforce"] if named else [], named_by=[eid] if named else [])  # fmt: skip
     lines = [close_line("ep-" + name, "bruteforce")] if named else []
     return LabRun(name, Detect(name, lines, [], 1000, 1.0, 0), 900, [result], 0, 0, 0, [], "made", examined)
 
