@@ -82,13 +82,9 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _top(counts: dict[str, int]) -> str | None:
-    return max(counts, key=lambda k: (counts[k], k)) if counts else None
-
-
 def _busiest(counts: dict[str, int], n: int = 10) -> list[str]:
-    """The ``n`` names with the most flows (ties: by name)."""
-    return sorted(counts, key=lambda k: (-counts[k], k))[:n]
+    """The ``n`` names with the most flows (ties: the greater name first)."""
+    return sorted(counts, key=lambda k: (counts[k], k), reverse=True)[:n]
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,7 @@ class EpisodeAlert:
         e, f, s = self.episode, self.flow, self.signature
         src, dst = f.src_ip, f.dst_ip
         if e["role"] == "victim":  # a flood: its busiest source (of many, maybe spoofed) and the victim
-            src, dst = _top(e["sources"]) or src, e["entity"]
+            src, dst = next(iter(_busiest(e["sources"], 1)), src), e["entity"]
         else:  # the host, and the destination of the representative flow (its ports are that flow's)
             src = e["entity"]
         return {

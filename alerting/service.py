@@ -176,13 +176,13 @@ def build_episode_alerter(
     card: ModelCard | None = None,
     score_fn: ScoreFn | None = None,
     store: StateStore | None = None,
-    wall: Callable[[], float] | None = time.monotonic,
+    wall: Callable[[], float] = time.monotonic,
 ) -> EpisodeAlerter:
     """A ready episode alerter on ``bus``; the store defaults to memory (the service passes Redis).
 
     ``wall`` advances the episodes' evidence clock while no evidence comes (a quiet live link still closes its
-    episodes); None keeps the clock on packet time alone, which ``detect`` wants: a pcap's episodes must not
-    depend on how fast the machine read it.
+    episodes); a clock that stands still (:func:`standing_clock`) keeps it on packet time alone, which ``detect``
+    wants: a pcap's episodes must not depend on how fast the machine read it.
     """
     card = card if card is not None else load_alert_card(settings)
     rules = load_volume_rules(settings)
@@ -194,12 +194,13 @@ def build_episode_alerter(
     explain = episode_explainer(settings, card, score_fn)
     sinks = build_sinks(settings, bus, metrics)
     tracker_config = episode_config(settings, rules.baseline, card.name if card else None)
-    tracker = EpisodeTracker(store or MemoryStateStore(), tracker_config, wall=wall or _frozen)
+    tracker = EpisodeTracker(store or MemoryStateStore(), tracker_config, wall=wall)
     policy = EpisodePolicy(rules, explain, suppressor, allow, medians)
     return EpisodeAlerter(bus, settings, sinks, metrics, tracker, card, policy)
 
 
-def _frozen() -> float:
+def standing_clock() -> float:
+    """A wall clock that never moves (``detect``'s episodes run on packet time alone)."""
     return 0.0
 
 

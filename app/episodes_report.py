@@ -219,7 +219,8 @@ def render(report: dict[str, Any], runs: list[LabRun], real: list[Detect], attac
         "|---|---|---|---|---|",
     ]
     for run in runs:
-        md.append(_false_rows(f"lab `{run.name}` (benign flows of the run)", run.false_lines, run.false_episodes,
+        seen = ", *examined*" if run.examined else ""
+        md.append(_false_rows(f"lab `{run.name}` (benign flows of the run{seen})", run.false_lines, run.false_episodes,
                               run.false_before, run.benign_flows))  # fmt: skip
     n = sum(d.flows for d in real)
     fl = sum(len(d.lines) for d in real)

@@ -29,7 +29,7 @@ from tapwatch.alerting.alerter import Alerter
 from tapwatch.alerting.episode_alerter import EpisodeAlerter
 from tapwatch.alerting.explain import onnx_score_fn
 from tapwatch.alerting.metrics import AlerterMetrics
-from tapwatch.alerting.service import build_alerter, build_episode_alerter
+from tapwatch.alerting.service import build_alerter, build_episode_alerter, standing_clock
 from tapwatch.alerting.settings import AlerterSettings, AlertMode
 from tapwatch.app.summary import Summary
 from tapwatch.bus.bounded import BoundedMemoryBus, StageFailed
@@ -185,8 +185,9 @@ class Embedded:
         self.alerter: Alerter | EpisodeAlerter
         if alerter_settings.alert_mode is AlertMode.EPISODES:
             # offline (a pcap): episodes on packet time alone, the same however fast the machine reads it
+            clock = standing_clock if offline else time.monotonic
             self.alerter = build_episode_alerter(alerter_settings, self.bus, metrics, model.card, score,
-                                                 MemoryStateStore(), None if offline else time.monotonic)  # fmt: skip
+                                                 MemoryStateStore(), clock)  # fmt: skip
         else:
             self.alerter = build_alerter(alerter_settings, self.bus, metrics, model.card, score)
         self.stages = [
