@@ -27,12 +27,12 @@ Example
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 import pandas as pd
 
 from lab.topo_plan import LabError
+from tapwatch.models.training.data_lab import draw_episodes
 
 TRAIN, TEST = "train", "test"
 
@@ -57,15 +57,7 @@ def split_by_episode(frame: pd.DataFrame, test_share: float = 0.3, seed: int = 0
     if not 0 < test_share < 1:
         raise LabError(f"test_share must be between 0 and 1, got {test_share}")
     keys = episode_keys(frame)
-    rng = random.Random(seed)
-    test: set[str] = set()
-    for _family, episodes in sorted(frame.assign(_key=keys).groupby("family")["_key"]):
-        found = sorted(set(episodes))
-        rng.shuffle(found)
-        count = round(len(found) * test_share)
-        if len(found) >= 2:
-            count = min(max(count, 1), len(found) - 1)
-        test.update(found[:count])
+    test = draw_episodes(keys, frame["family"], test_share, seed)
     return keys.isin(test).map({True: TEST, False: TRAIN})
 
 

@@ -17,7 +17,7 @@ from tapwatch.features.contract import FEATURE_SUBSETS
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("cic-ids2017", "unsw-nb15", "unsw-nb15-nottl", "ton-iot", "nsl-kdd")
+DATASETS = ("cic-ids2017", "unsw-nb15", "unsw-nb15-nottl", "ton-iot", "nsl-kdd", "lab", "cic-ids2017+lab")
 MODELS = ("hybrid-full", "hybrid-fast", "hybrid-lstm", "hybrid-nodecoder", "seq2seq", "lunet", "mlp")
 REPORTS = Path("models") / "reports"
 
@@ -57,6 +57,28 @@ def _fail(err: Exception) -> None:
     help="Loss weights: every class alike in total; benign and attack half each; or none (see the reports' "
     "class-weighting recipe check).",
 )
+@click.option(
+    "--lab-corpus",
+    "lab_corpora",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="Lab datasets: a training corpus (repeatable; default lab/corpus).",
+)
+@click.option(
+    "--lab-test",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="Lab datasets: a held-out corpus, scored as the test part (repeatable).",
+)
+@click.option(
+    "--max-fpr",
+    default=0.0,
+    show_default=True,
+    help="Validation false-positive budget of the threshold; 0 = the dataset's (0.01; 0.001 for the lab datasets).",
+)
+@click.option(
+    "--batch-size", default=0, show_default=True, help="0 = the preset's (64 for the Hybrid, 256 for the others)."
+)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 def train_command(
     dataset: str,
@@ -69,6 +91,10 @@ def train_command(
     overrides: tuple[str, ...],
     features: str,
     class_weighting: str,
+    lab_corpora: tuple[Path, ...],
+    lab_test: tuple[Path, ...],
+    max_fpr: float,
+    batch_size: int,
     out_dir: Path,
 ) -> None:
     """Train a model (Keras progress bar, class weights, early stopping) and save it with metadata."""
@@ -91,6 +117,10 @@ def train_command(
         learning_rate=3e-3 if model_name.startswith("hybrid") else 2e-3,
         features=features,
         class_weighting=class_weighting,
+        lab_corpora=tuple(str(p) for p in lab_corpora),
+        lab_test=tuple(str(p) for p in lab_test),
+        batch_size=batch_size or (64 if model_name.startswith("hybrid") else 256),
+        max_fpr=max_fpr,
     )
     subset = "" if features == "all" else f"-{features}"
     try:
@@ -210,8 +240,20 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
     help="Also train the Hybrid's ablations (CIC-IDS2017: cell, decoder, T; every dataset: the batch-256 recipe); "
     "without it they are reported when all their runs are cached.",
 )
+@click.option("--lab-corpus", "lab_corpora", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Lab datasets: a training corpus (repeatable; default lab/corpus).")  # fmt: skip
+@click.option("--lab-test", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Lab datasets: a held-out corpus (repeatable; required for them).")  # fmt: skip
 def evaluate_command(
-    dataset: str, quick: bool, seeds: int, max_train: int, epochs: int, out_dir: Path, ablations: bool
+    dataset: str,
+    quick: bool,
+    seeds: int,
+    max_train: int,
+    epochs: int,
+    out_dir: Path,
+    ablations: bool,
+    lab_corpora: tuple[Path, ...],
+    lab_test: tuple[Path, ...],
 ) -> None:
     """Train and test every model on the dataset's protocols; write OUT_DIR/DATASET.md and .json (resumable)."""
     import time
@@ -220,7 +262,8 @@ def evaluate_command(
     from tapwatch.models.evaluation.report import write_report
 
     start = time.perf_counter()
-    plan = make_plan(dataset, quick=quick, seeds=seeds, max_train=max_train, epochs=epochs, ablations=ablations)
+    plan = make_plan(dataset, quick=quick, seeds=seeds, max_train=max_train, epochs=epochs, ablations=ablations,
+                     lab_corpora=tuple(map(str, lab_corpora)), lab_test=tuple(map(str, lab_test)))  # fmt: skip
     runner = Runner(plan, out_dir / "cache" / (f"{dataset}-quick" if quick else dataset), click.echo)
     try:
         results = runner.run()

@@ -285,7 +285,14 @@ def tabular_plan(dataset: str, seeds: tuple[int, ...], base: TrainConfig) -> tup
 
 
 def make_plan(
-    dataset: str, quick: bool = False, seeds: int = 3, max_train: int = 8000, epochs: int = 6, ablations: bool = False
+    dataset: str,
+    quick: bool = False,
+    seeds: int = 3,
+    max_train: int = 8000,
+    epochs: int = 6,
+    ablations: bool = False,
+    lab_corpora: tuple[str, ...] = (),
+    lab_test: tuple[str, ...] = (),
 ) -> Plan:
     """The runs of ``dataset``; ``quick`` trains tiny models on a small subsample (CI).
 
@@ -294,7 +301,12 @@ def make_plan(
     all of their runs are cached.
     """
     which = DatasetName(dataset)
-    base = TrainConfig(dataset=which.value, model="mlp", epochs=epochs, max_train=max_train, patience=2)
+    base = TrainConfig(dataset=which.value, model="mlp", epochs=epochs, max_train=max_train, patience=2,
+                       lab_corpora=lab_corpora, lab_test=lab_test)  # fmt: skip
+    if which.is_lab and not quick:
+        from tapwatch.models.evaluation.lab_plan import lab_plan
+
+        return lab_plan(base, tuple(range(seeds)), max_train, epochs)
     if quick:
         base = replace(base, epochs=3, max_train=1500, batch_size=128)
         return Plan(
@@ -312,7 +324,13 @@ def make_plan(
         )
     seed_t = tuple(range(seeds))
     if which is DatasetName.CIC_IDS2017:
-        protocols = (*cic_plan(seed_t, base), *ablation_plan(base, optional=not ablations))
+        from tapwatch.models.evaluation.lab_plan import norm_protocol
+
+        protocols = (
+            *cic_plan(seed_t, base),
+            *ablation_plan(base, optional=not ablations),
+            norm_protocol(base, seed_t, optional=not ablations),
+        )
     else:
         protocols = tabular_plan(which.value, seed_t, base)
     protocols = (
@@ -390,7 +408,7 @@ def run_one(cfg: TrainConfig, prep: Prepared) -> dict[str, Any]:
     """Train, choose the threshold on validation, score test."""
     start = time.perf_counter()
     val_p, test_p, info = _lgbm(cfg, prep) if cfg.model == LGBM else _neural(cfg, prep)
-    thresholds = choose_threshold(attack_score(val_p), prep.val.y_binary)
+    thresholds = choose_threshold(attack_score(val_p), prep.val.y_binary, cfg.max_fpr)
     metrics = run_metrics(test_p, prep.test.y, prep.test.class_names, thresholds["attack_score"])
     return {
         "config": json.loads(json.dumps(cfg.key())),  # plain JSON values (an enum override as its value), as cached
@@ -426,6 +444,8 @@ def _prep_key(cfg: TrainConfig) -> tuple[Any, ...]:
         cfg.order,
         cfg.split_seed,
         cfg.seed if cfg.order is Order.SHUFFLED else 0,
+        cfg.lab_corpora,
+        cfg.lab_test,
     )
 
 
@@ -442,7 +462,7 @@ class Runner:
         self._prep: dict[tuple[Any, ...], Prepared] = {}
 
     def dataset(self, cfg: TrainConfig) -> Dataset:
-        key = (cfg.dataset, cfg.split)
+        key = (cfg.dataset, cfg.split, cfg.lab_corpora, cfg.lab_test)
         if key not in self._data:
             self._data[key] = subset_rows(load_for(cfg), self.plan.rows)
         return self._data[key]

@@ -98,6 +98,9 @@ class HybridParams:
         Units of the hidden Dense of the head; 0 goes straight from the pooled features to the softmax.
     unroll
         Unroll the recurrences (a static graph instead of a loop; T is small).
+    norm
+        The normalisation after the first encoder layer: ``batch`` (the reconstruction) or ``layer`` (per
+        window, the same in training and inference; see the lab report's recipe check).
 
     Example
     -------
@@ -114,6 +117,7 @@ class HybridParams:
     decoder: bool = True
     projection: int | None = None
     dropout: float = 0.2
+    norm: str = "batch"
     head_units: int = 32
     unroll: bool = False
 
@@ -264,7 +268,12 @@ def _hybrid(p: HybridParams) -> keras.Model:
             return layers.LSTM(filters, unroll=p.unroll, name=name, **kw)
 
     x = rnn(f1, "encoder_1", return_sequences=True)(x)
-    x = layers.BatchNormalization(name="encoder_bn")(x)
+    if p.norm == "layer":
+        x = layers.LayerNormalization(name="encoder_ln")(x)
+    elif p.norm == "batch":
+        x = layers.BatchNormalization(name="encoder_bn")(x)
+    else:
+        raise ValueError(f"unknown norm {p.norm!r}; valid: batch, layer")
     x = layers.Dropout(p.dropout, name="encoder_dropout")(x)
     if p.decoder:
         seq, h, c = rnn(f2, "encoder_2", return_sequences=True, return_state=True)(x)

@@ -5,6 +5,8 @@
 * :func:`load_unsw_nb15`: the UNSW-NB15 testing partition, with or without the TTL-derived features.
 * :func:`load_ton_iot`: the ToN-IoT network train/test file as published today.
 * :func:`load_nsl_kdd`: KDDTrain+ and KDDTest+ (``meta["part"]`` is the official split).
+* ``lab`` and ``cic-ids2017+lab``: tapwatch's own lab flows, alone or beside CIC-IDS2017, classes as families
+  (:mod:`tapwatch.models.training.data_lab`).
 
 Every loader checks the schema (a :class:`~tapwatch.features.errors.BadInputError` names missing and
 unexpected columns), hashes the uncompressed files, normalises label spellings, drops identifiers,
@@ -17,6 +19,7 @@ replaces missing and non-finite values, encodes categories, counts duplicates an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
@@ -39,6 +42,7 @@ from tapwatch.models.training.data_common import (
     check_columns,
     default_root,
 )
+from tapwatch.models.training.data_lab import DEFAULT_CORPUS, load_cic_lab, load_lab
 from tapwatch.models.training.data_tables import (
     KDD_COLUMNS,
     KDD_FAMILIES,
@@ -97,11 +101,28 @@ class DatasetName(str, Enum):
     UNSW_NB15_NOTTL = "unsw-nb15-nottl"
     TON_IOT = "ton-iot"
     NSL_KDD = "nsl-kdd"
+    LAB = "lab"
+    CIC_LAB = "cic-ids2017+lab"
+
+    @property
+    def is_lab(self) -> bool:
+        """The dataset holds tapwatch's own lab flows (families as classes, episode splits)."""
+        return self in (DatasetName.LAB, DatasetName.CIC_LAB)
 
 
-def load_dataset(name: DatasetName | str, root: Path | None = None, dedupe: Dedupe = Dedupe.NONE) -> Dataset:
-    """Load a dataset by name with its loader's defaults (CIC-IDS2017 quantised, one-hot categories)."""
+def load_dataset(name: DatasetName | str, root: Path | None = None, dedupe: Dedupe = Dedupe.NONE,
+                 corpora: Sequence[Path] = (), test_corpora: Sequence[Path] = ()) -> Dataset:  # fmt: skip
+    """Load a dataset by name with its loader's defaults (CIC-IDS2017 quantised, one-hot categories).
+
+    ``corpora`` and ``test_corpora`` are the lab corpora of ``lab`` and ``cic-ids2017+lab`` (default
+    ``lab/corpus``, no test corpus); the lab datasets are never deduplicated (windows need every flow).
+    """
     which = DatasetName(name)
+    if which.is_lab:
+        train = tuple(corpora) or (DEFAULT_CORPUS,)
+        if which is DatasetName.LAB:
+            return load_lab(train, test_corpora)
+        return load_cic_lab(root, train, test_corpora)
     if which is DatasetName.CIC_IDS2017:
         return load_cic_ids2017(root, dedupe=dedupe)
     if which in (DatasetName.UNSW_NB15, DatasetName.UNSW_NB15_NOTTL):

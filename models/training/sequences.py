@@ -75,11 +75,14 @@ class Order(str, Enum):
 
     ``TIME``: by flow start (``Timestamp``), as the CSVs list flows. ``END``: by flow end (``End`` =
     start + duration), closer to the order in which a sensor emits flows (on expiry) and so to live
-    windows. ``SHUFFLED``: start order shuffled inside each run (the order-shuffle control).
+    windows. ``EMITTED``: the order in which tapwatch's sensor emitted them (``Emitted``, lab flows: exactly the
+    order of the windows it builds). ``SHUFFLED``: start order shuffled inside each run (the order-shuffle
+    control).
     """
 
     TIME = "time"
     END = "end"
+    EMITTED = "emitted"
     SHUFFLED = "shuffled"
 
 
@@ -124,7 +127,11 @@ def _host_runs(ds: Dataset, rows: np.ndarray, time_column: str) -> tuple[np.ndar
     if time_column not in ds.meta.columns:
         raise BadInputError(ds.name, f"has no meta column {time_column!r} to order flows by")
     hosts = pd.factorize(ds.meta["Src IP"])[0]
-    t = ds.meta[time_column].to_numpy().astype("datetime64[us]").astype(np.int64)
+    column = ds.meta[time_column]
+    if pd.api.types.is_integer_dtype(column):
+        t = column.to_numpy(dtype=np.int64)
+    else:
+        t = column.to_numpy().astype("datetime64[us]").astype(np.int64)
     every = np.lexsort((np.arange(len(t)), t, hosts))
     position = np.empty(len(t), dtype=np.int64)
     position[every] = np.arange(len(t))
@@ -153,7 +160,8 @@ def make_windows(
     if length > 1 or order is not Order.TIME:
         if not ds.has_hosts:
             raise BadInputError(ds.name, "has no source hosts and times: use per-flow windows (length=1, time order)")
-        seq, run = _host_runs(ds, rows, "End" if order is Order.END else "Timestamp")
+        column = {Order.END: "End", Order.EMITTED: "Emitted"}.get(order, "Timestamp")
+        seq, run = _host_runs(ds, rows, column)
         if order is Order.SHUFFLED:
             seq = _shuffle_within(seq, run, seed)
     else:

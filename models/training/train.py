@@ -25,6 +25,7 @@ from tapwatch.features.contract import feature_subset
 from tapwatch.features.errors import BadInputError, ConfigError
 from tapwatch.models.training.data import DatasetName, Dedupe, load_dataset
 from tapwatch.models.training.data_common import Dataset
+from tapwatch.models.training.data_lab import cic_lab_split
 from tapwatch.models.training.data_scaling import feature_stats, fit_scaler
 from tapwatch.models.training.sequences import (
     Order,
@@ -39,6 +40,8 @@ from tapwatch.models.training.sequences import (
 )
 
 MAX_CLASS_WEIGHT = 50.0
+BENCHMARK_MAX_FPR = 0.01
+LAB_MAX_FPR = 0.001
 CLASS_WEIGHTINGS = ("balanced", "binary", "none")
 """Loss weightings of the classes (:func:`class_weights`); ``balanced`` is the default recipe."""
 """Balanced weights are clipped here: CIC's Heartbleed has 11 rows, so its balanced weight would be ~200
@@ -62,7 +65,11 @@ DEFAULT_SPLIT = {
     DatasetName.UNSW_NB15_NOTTL: SplitKind.RANDOM_DEDUP,
     DatasetName.TON_IOT: SplitKind.RANDOM_DEDUP,
     DatasetName.NSL_KDD: SplitKind.OFFICIAL,
+    DatasetName.LAB: SplitKind.TIME,
+    DatasetName.CIC_LAB: SplitKind.TIME,
 }
+"""For the lab datasets ``time`` is CIC's time split beside whole lab episodes for validation and the held-out
+corpora for test; ``time-all`` (the deployment fit) trains on CIC's test part too."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,13 @@ class TrainConfig:
     features
         A feature subset of :data:`~tapwatch.features.contract.FEATURE_SUBSETS` (CIC-IDS2017 only):
         ``"all"`` (the 82 of the contract) or ``"original"`` (the 77 the original release also has).
+    lab_corpora, lab_test
+        Lab datasets only: the training corpora (default ``lab/corpus``) and held-out corpora for test. Flows
+        are ordered as the sensor emitted them (``Order.EMITTED``) unless another order is asked for.
+    max_fpr
+        The validation false-positive budget of the threshold (:func:`choose_threshold`); 0 means the dataset's:
+        :data:`BENCHMARK_MAX_FPR` for the benchmarks, :data:`LAB_MAX_FPR` (the false-alert budget of one line per
+        1,000 benign flows, one window per flow) for the lab datasets.
     """
 
     dataset: str
@@ -105,15 +119,29 @@ class TrainConfig:
     learning_rate: float = 2e-3
     features: str = "all"
     class_weighting: str = "balanced"
+    lab_corpora: tuple[str, ...] = ()
+    lab_test: tuple[str, ...] = ()
+    max_fpr: float = 0.0
 
     def __post_init__(self) -> None:
         which = DatasetName(self.dataset)
-        if self.split in (SplitKind.TIME, SplitKind.TIME_ALL) and which is not DatasetName.CIC_IDS2017:
+        timed = which is DatasetName.CIC_IDS2017 or which.is_lab
+        if self.split in (SplitKind.TIME, SplitKind.TIME_ALL) and not timed:
             object.__setattr__(self, "split", DEFAULT_SPLIT[which])
+        if which.is_lab and self.order is Order.TIME:
+            object.__setattr__(self, "order", Order.EMITTED)
+        if which.is_lab and self.split not in (SplitKind.TIME, SplitKind.TIME_ALL):
+            raise ConfigError("--split", f"{self.dataset} splits by time (CIC) and episode (lab): time or time-all")
+        if self.max_fpr == 0.0:
+            object.__setattr__(self, "max_fpr", LAB_MAX_FPR if which.is_lab else BENCHMARK_MAX_FPR)
+        if not 0 < self.max_fpr < 1:
+            raise ConfigError("--max-fpr", f"{self.max_fpr}: a share of benign windows, between 0 and 1")
+        if (self.lab_corpora or self.lab_test) and not which.is_lab:
+            raise ConfigError("--lab-corpus", f"{self.dataset} holds no lab flows")
         feature_subset(self.features)  # an unknown name fails here, before any data is read
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise ConfigError("class_weighting", f"{self.class_weighting!r}; valid: {', '.join(CLASS_WEIGHTINGS)}")
-        if self.features != "all" and which is not DatasetName.CIC_IDS2017:
+        if self.features != "all" and which not in (DatasetName.CIC_IDS2017, DatasetName.CIC_LAB):
             raise ConfigError("--features", f"subset {self.features!r} names CIC features; {self.dataset} has its own")
 
     def key(self) -> dict[str, Any]:
@@ -123,6 +151,13 @@ class TrainConfig:
             del out["features"]
         if self.class_weighting == "balanced":  # likewise
             del out["class_weighting"]
+        if self.max_fpr == BENCHMARK_MAX_FPR and not DatasetName(self.dataset).is_lab:  # likewise
+            del out["max_fpr"]
+        for name in ("lab_corpora", "lab_test"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
+            else:
+                del out[name]
         out["split"], out["order"] = self.split.value, self.order.value
         out["overrides"] = [[k, list(v) if isinstance(v, tuple) else v] for k, v in self.overrides]
         return out
@@ -146,6 +181,8 @@ def default_window(ds: Dataset, window: int) -> int:
 
 def make_split(ds: Dataset, kind: SplitKind, seed: int = 0) -> Split:
     """The split of ``kind``; the deduplicated random split also drops test rows seen in training."""
+    if "source" in ds.meta.columns:  # the lab datasets: CIC rows by time, lab rows by episode and corpus
+        return cic_lab_split(ds, deploy=kind is SplitKind.TIME_ALL, seed=seed)
     if kind in (SplitKind.TIME, SplitKind.TIME_ALL):
         split = time_split(ds, seed=seed)
         if kind is SplitKind.TIME:
@@ -167,7 +204,8 @@ def load_for(cfg: TrainConfig) -> Dataset:
     """The dataset of ``cfg``: deduplicated (features) except on the optimistic random protocol."""
     keep = (SplitKind.RANDOM, SplitKind.TIME, SplitKind.TIME_ALL, SplitKind.HOST)
     dedupe = Dedupe.NONE if cfg.split in keep else Dedupe.FEATURES
-    return load_dataset(cfg.dataset, dedupe=dedupe)
+    return load_dataset(cfg.dataset, dedupe=dedupe, corpora=[Path(p) for p in cfg.lab_corpora],
+                        test_corpora=[Path(p) for p in cfg.lab_test])  # fmt: skip
 
 
 def select_features(ds: Dataset, subset: str) -> Dataset:
@@ -255,13 +293,19 @@ def fit(cfg: TrainConfig, train: Windows, val: Windows, verbose: int = 0) -> tup
     model = build_model(cfg, train.length, train.X.shape[2], n_classes)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy")
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
+    weights = class_weights(train.y, n_classes, cfg.class_weighting)
+    validation: tuple[np.ndarray, ...] = (val.X, val.y)
+    if DatasetName(cfg.dataset).is_lab:
+        # Lab validation weighs its windows as training does, so early stopping watches the objective being
+        # trained: unweighted, one long flood episode outweighs every other class of the validation episodes.
+        validation = (val.X, val.y, np.asarray([weights[int(c)] for c in val.y], np.float32))
     hist = model.fit(
         train.X,
         train.y,
-        validation_data=(val.X, val.y),
+        validation_data=validation,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
-        class_weight=class_weights(train.y, n_classes, cfg.class_weighting),
+        class_weight=weights,
         callbacks=[stop],
         verbose=verbose,
         shuffle=True,
@@ -289,8 +333,10 @@ def choose_threshold(score: np.ndarray, y_binary: np.ndarray, max_fpr: float = 0
     """
     if y_binary.min(initial=1) == y_binary.max(initial=0):
         return {"attack_score": 0.5, "chosen": "default 0.5: validation lacks one of the two labels"}
-    cands = np.unique(np.concatenate([np.quantile(score, np.linspace(0, 1, 501)), [0.5]]))
     benign, attack = y_binary == 0, y_binary == 1
+    # Quantiles, and just above each of the benign scores a small budget allows (the grid is too coarse there).
+    top = np.sort(score[benign])[::-1][: int(np.ceil(max_fpr * benign.sum())) + 1]
+    cands = np.unique(np.concatenate([np.quantile(score, np.linspace(0, 1, 501)), [0.5], np.nextafter(top, 2.0)]))
     best = (-1.0, 0.5, 0.0)
     for t in cands:
         pred = score >= t
@@ -362,7 +408,7 @@ def train_run(cfg: TrainConfig, out: Path, verbose: int = 1, ds: Dataset | None 
     """Prepare, fit, choose the threshold on validation and save (the body of ``tapwatch train``)."""
     prep = prepare(cfg, ds)
     model, history = fit(cfg, prep.train, prep.val, verbose)
-    thresholds = choose_threshold(attack_score(predict(model, prep.val.X)), prep.val.y_binary)
+    thresholds = choose_threshold(attack_score(predict(model, prep.val.X)), prep.val.y_binary, cfg.max_fpr)
     meta = run_meta(cfg, prep, thresholds, history)
     rng = np.random.default_rng(cfg.seed)
     pool = np.concatenate([prep.val.X, prep.test.X])
