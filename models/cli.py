@@ -201,6 +201,11 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
         "parity": {"n": parity.n, "max_abs_diff": parity.max_abs_diff, "argmax_equal": parity.argmax_equal},
         **_card_metrics(report, meta.config["model"]),
     }
+    if "report" not in metrics and meta.test_metrics:  # no report yet: the run's own held-out test part
+        metrics["run_test"] = {
+            "protocol": "the training run's test part, at its validation threshold: " + "; ".join(split["notes"]),
+            **{k: v for k, v in meta.test_metrics.items() if k != "pr_curve"},
+        }
     note = _training_note(meta, metrics, training_note)
     spec = CardSpec(
         name=onnx_path.stem,

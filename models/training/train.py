@@ -369,6 +369,8 @@ class RunMeta:
     feature_stats: list[dict[str, Any]]
     thresholds: dict[str, Any]
     history: dict[str, list[float]] = field(default_factory=dict)
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+    """Metrics on the split's test part at the validation threshold (empty when the split has none)."""
 
 
 def run_meta(cfg: TrainConfig, prep: Prepared, thresholds: dict[str, Any], history: dict[str, Any]) -> RunMeta:
@@ -410,6 +412,12 @@ def train_run(cfg: TrainConfig, out: Path, verbose: int = 1, ds: Dataset | None 
     model, history = fit(cfg, prep.train, prep.val, verbose)
     thresholds = choose_threshold(attack_score(predict(model, prep.val.X)), prep.val.y_binary, cfg.max_fpr)
     meta = run_meta(cfg, prep, thresholds, history)
+    if len(prep.test.y):
+        from tapwatch.models.evaluation.metrics import run_metrics
+
+        probs = predict(model, prep.test.X)
+        meta = replace(meta, test_metrics=run_metrics(probs, prep.test.y, prep.test.class_names,
+                                                      thresholds["attack_score"]))  # fmt: skip
     rng = np.random.default_rng(cfg.seed)
     pool = np.concatenate([prep.val.X, prep.test.X])
     parity = pool[rng.choice(len(pool), min(1000, len(pool)), replace=False)]

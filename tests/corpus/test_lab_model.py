@@ -46,6 +46,12 @@ def test_the_card_names_families_and_the_lab_corpus(exported: Path) -> None:
     assert card["training_data"]["files"][-1]["name"] == "ci-corpus/flows.csv"
     assert "lab: validation" in card["training_data"]["split"]
     assert card["metrics"]["parity"]["argmax_equal"] and card["metrics"]["parity"]["max_abs_diff"] <= 1e-4
+    run_test = card["metrics"]["run_test"]  # no report of this dataset yet: the run's own test part (CIC's later flows)
+    assert run_test["protocol"].startswith("the training run's test part") and "CIC: time split" in run_test["protocol"]
+    assert (
+        sum(run_test["counts"].values()) > 10_000
+        and abs(run_test["threshold"] - card["thresholds"]["attack_score"]) < 1e-6
+    )
 
 
 def test_detect_serves_it_and_names_alerts_by_family(exported: Path, tmp_path: Path) -> None:
