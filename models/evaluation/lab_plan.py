@@ -29,15 +29,16 @@ def norm_protocol(base: TrainConfig, seeds: tuple[int, ...], optional: bool = Tr
     batch = _cfgs(base, ("hybrid-fast",), seeds)
     layer = tuple(replace(c, overrides=LAYER_NORM) for c in batch)
     note = (
-        "The likely cause of the Hybrid's collapse on some seeds: BatchNormalization after the first ConvLSTM layer "
-        "normalises with each batch's statistics in training and with moving averages in inference, and early "
-        "stopping keeps the best epoch: when every epoch's inference-mode model is off, the seed collapses. The symptom shows on "
-        "validation, so the fix could be chosen there: CIC-IDS2017 seed 1 reached validation F1 0.89 where the "
-        "other seeds reached 0.99, and trained on CIC-IDS2017 with the lab's flows the Hybrid's validation loss "
-        "went 3.8, 0.03, 5.7, 6.2, 4.7 over five epochs (with layer normalisation, 0.44, 1.98, 0.26 over the first "
-        "three: less, not nothing). LayerNormalization normalises each window by itself, the same in training and "
-        "inference. Test is shown, not used. The layer-norm runs were trained later than the batch-norm runs and "
-        "chose their thresholds among a few more candidates (just above the top benign validation scores)."
+        "The likely cause of the Hybrid's collapse on some seeds: BatchNormalization after the first ConvLSTM "
+        "layer normalises with each batch's statistics in training and with moving averages in inference, and "
+        "early stopping keeps the best epoch: when every epoch's inference-mode model is off, the seed collapses."
+        " The symptom shows on validation, so the fix could be chosen there: CIC-IDS2017 seed 1 reached "
+        "validation F1 0.89 where the other seeds reached 0.99, and trained on CIC-IDS2017 with the lab's flows "
+        "the Hybrid's validation loss went 3.8, 0.03, 5.7, 6.2, 4.7 over five epochs (with layer normalisation, "
+        "0.44, 1.98, 0.26 over the first three: less, not nothing). LayerNormalization normalises each window by "
+        "itself, the same in training and inference. Test is shown, not used. The layer-norm runs were trained "
+        "later than the batch-norm runs and chose their thresholds among a few more candidates (just above the "
+        "top benign validation scores)."
     )
     return Protocol("ablation-norm", "Hybrid normalisation: batch (before) vs layer (now), main protocol",
                     (*batch, *layer), note, optional)  # fmt: skip
