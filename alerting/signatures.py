@@ -94,7 +94,8 @@ _C, _E, _W, _K, _D, _R, _M = (Category.COMPROMISE, Category.EXPLOIT, Category.WE
                               Category.DOS, Category.RECON, Category.MISC)  # fmt: skip
 
 # Classes: index -> (category, normalised names). 1-29 CIC-IDS2017 (Engelen), 30-49 UNSW-NB15, 50-69 ToN-IoT,
-# 70-149 NSL-KDD (categories and attack names), 200+ generic binary labels. Append only; never renumber.
+# 70-149 NSL-KDD (categories and attack names), 200+ generic binary labels, 210+ the families of the models trained
+# on the lab's flows (whose classes are the families). Append only; never renumber.
 CLASSES: dict[int, tuple[Category, tuple[str, ...]]] = {
     1: (_D, ("dos-hulk",)), 2: (_D, ("dos-goldeneye",)), 3: (_D, ("dos-slowloris",)),
     4: (_D, ("dos-slowhttptest",)), 5: (_D, ("ddos", "ddos-loit")), 6: (_R, ("portscan", "port-scan")),
@@ -118,6 +119,7 @@ CLASSES: dict[int, tuple[Category, tuple[str, ...]]] = {
     104: (_K, ("snmpgetattack",)), 105: (_K, ("snmpguess",)), 106: (_K, ("xlock",)), 107: (_K, ("xsnoop",)),
     109: (_E, ("ps",)), 110: (_E, ("sqlattack",)), 111: (_E, ("xterm",)),
     200: (_M, ("attack", "malicious", "anomaly", "abnormal", "intrusion")),
+    210: (_R, ("scan",)), 211: (_K, ("bruteforce",)), 212: (_W, ("webattack",)),
 }  # fmt: skip
 
 BENIGN_NAMES = frozenset({"benign", "normal", "background", "legitimate"})
