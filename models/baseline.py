@@ -152,21 +152,25 @@ def window_bars(records: list[FlowRecord], model: Model, batch: int = 256) -> di
     return {f.value: best.get(f.value, 0) + 1 for f in Family if f is not Family.BENIGN}
 
 
-def learn(paths: list[Path], model: Model | None, budget: float, margin: float, bucket_s: float) -> SiteBaseline:
-    """The baseline of the benign flows in ``paths`` (see the module docstring)."""
+def learn(paths: list[Path], model: Model | Sequence[Model] | None, budget: float, margin: float,
+          bucket_s: float) -> SiteBaseline:  # fmt: skip
+    """The baseline of the benign flows in ``paths`` (see the module docstring); window bars for each model."""
+    models = [model] if isinstance(model, Model) else list(model or [])
     per_file = [list(benign_records([p])) for p in paths]
     aggs = [a for recs in per_file for a in aggregates_of(recs, AggregatorConfig(bucket_s=bucket_s))]
     thresholds = volume_thresholds(aggs, budget, margin)
     services, service_medians = service_thresholds(aggs, budget, margin)
     feats = np.asarray([r.values for recs in per_file for r in recs], dtype=float)
     bars = {}
-    if model is not None:
-        found = [window_bars(recs, model) for recs in per_file]
-        bars = {model.card.name: {f: max(b[f] for b in found) for f in found[0]}} if found else {}
+    for m in models:
+        found = [window_bars(recs, m) for recs in per_file]
+        if found:
+            bars[m.card.name] = {f: max(b[f] for b in found) for f in found[0]}
     source: dict[str, Any] = {
         "files": [{"path": str(p), "sha256": sha256_file(p), "benign_flows": len(r)}
                   for p, r in zip(paths, per_file, strict=True)],
-        "buckets": len(aggs), "budget": budget, "margin": margin, "model": model.card.name if model else None,
+        "buckets": len(aggs), "budget": budget, "margin": margin,
+        "model": models[0].card.name if models else None, "models": [m.card.name for m in models],
         "command": "python -m tapwatch.models.baseline " + " ".join(sys.argv[1:]),
     }  # fmt: skip
     return SiteBaseline(
@@ -181,15 +185,15 @@ def learn(paths: list[Path], model: Model | None, budget: float, margin: float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tapwatch.models.baseline", description=__doc__.split("\n")[0])
     parser.add_argument("--flows", type=Path, action="append", required=True, help="tapwatch flows CSV (repeat)")
-    parser.add_argument("--model", type=Path, help="ONNX model whose window bars to learn (card beside it)")
+    parser.add_argument("--model", type=Path, action="append", default=[],
+                        help="ONNX model whose window bars to learn (card beside it; repeat)")  # fmt: skip
     parser.add_argument("--budget", type=float, default=1e-4, help="benign buckets allowed over a threshold")
     parser.add_argument("--margin", type=float, default=1.5, help="factor over the benign quantile")
     parser.add_argument("--bucket-s", type=float, default=10.0, help="aggregate bucket (the sensor's)")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    model = load_model(args.model) if args.model else None
-    baseline = learn(args.flows, model, args.budget, args.margin, args.bucket_s)
+    baseline = learn(args.flows, [load_model(m) for m in args.model], args.budget, args.margin, args.bucket_s)
     args.output.write_text(baseline.model_dump_json(indent=1) + "\n")
     log.info("wrote %s: thresholds %s; window bars %s", args.output, baseline.thresholds, baseline.window_open)
     return 0
