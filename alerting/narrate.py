@@ -18,6 +18,7 @@ Network scan from 10.0.0.9 (vertical port scan): 1,000 destination ports in 10 s
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,13 +76,19 @@ def _fact_text(fact: Sequence[Any], seconds: float) -> str:
     return str(text).format(value=number(value), median=number(median), seconds=number(seconds), percent=percent)
 
 
+def _at_median(value: float, median: float | None) -> bool:
+    return median is not None and math.isclose(float(value), float(median), rel_tol=1e-6, abs_tol=1e-9)
+
+
 def summary_of(
     episode: dict[str, Any], explanation: tuple[Contribution, ...], seconds: float, medians: dict[str, float]
 ) -> str:
     """One or two sentences: who, what, and the numbers with the benign median beside each."""
     family = Family(episode["family"])
     who = ("against " if episode["role"] == "victim" else "from ") + episode["entity"]
-    head = f"{family.label} {who} ({episode.get('rep_detail', '')})"
+    detail = episode.get("rep_detail", "")
+    # A model whose classes are the families names no finer class: no "(scan)" after "Network scan".
+    head = f"{family.label} {who}" + (f" ({detail})" if detail and detail != family.value else "")
     if episode.get("rep_view") == "volume" and episode.get("facts"):
         return head + ": " + "; ".join(_fact_text(f, seconds) for f in episode["facts"]) + "."
     windows = episode["evidence"]
@@ -89,9 +96,11 @@ def summary_of(
         f"{head}: the model judged {number(windows)} windows of this host's recent connections as "
         f"{episode.get('rep_detail', family.value)} (score up to {episode['max_score']:.2f})."
     )
+    # A sign is a feature that pushed towards the attack and whose value is not the benign median's (a value
+    # equal to what benign flows have tells an analyst nothing).
     signs = [
         f"{c.feature} {number(c.value)} (benign median {number(medians.get(c.feature))})"
         for c in explanation
-        if c.weight > 0
+        if c.weight > 0 and not _at_median(c.value, medians.get(c.feature))
     ][:3]
     return said + (" Strongest signs: " + ", ".join(signs) + "." if signs else "")

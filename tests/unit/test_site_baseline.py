@@ -110,3 +110,10 @@ def test_an_episode_covers_an_attack_whose_victim_is_among_its_busiest_targets()
     episode = {**elsewhere["episode"], "top_targets": ["10.0.0.2", "10.0.0.5"]}  # type: ignore[dict-item]
     (r,), _, false_eps = match([{**elsewhere, "episode": episode}], [scan], slack_s=150)
     assert r.detected and r.named and false_eps == 0
+
+
+def test_window_bars_are_learned_for_each_model_given(tmp_path: Path) -> None:
+    models = [load_model(write_tiny_model(tmp_path / n, name=n, window_length=4).onnx_path) for n in ("old", "new")]
+    learned = learn([CORPUS], models, budget=1e-4, margin=1.5, bucket_s=10.0)
+    assert set(learned.window_open) == {"old", "new"} and learned.source["models"] == ["old", "new"]
+    assert learned.source["model"] == "old"  # the first one, as one --model wrote it
