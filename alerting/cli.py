@@ -82,7 +82,7 @@ def install_signals(stop: threading.Event) -> None:
 def alerter_command(**kw: Any) -> None:
     """Turn verdicts over threshold into Suricata EVE alerts with LIME explanations.
 
-    Example: tapwatch alerter --redis redis://localhost:6379/0 --card models/hybrid-cic.card.json -o alerts.jsonl
+    Example: tapwatch alerter --redis redis://localhost:6379/0 --card models/hybrid-lab.card.json -o alerts.jsonl
     """
 
     def body() -> int:

@@ -40,8 +40,9 @@ if TYPE_CHECKING:  # imported when a command runs: `tapwatch --help` loads neith
 
 log = logging.getLogger(__name__)
 
-SHIPPED_MODEL = "hybrid-cic.onnx"
-"""The deployment model's file name in the ``tapwatch.models`` package (card: ``hybrid-cic.card.json``)."""
+SHIPPED_MODEL = "hybrid-lab.onnx"
+"""The deployment model's file name in the ``tapwatch.models`` package (card: ``hybrid-lab.card.json``): the Hybrid
+trained on CIC-IDS2017 and on the flows tapwatch extracted from the lab's packets, its classes the families."""
 
 # option name -> (settings object, field)
 _OPTIONS = {

@@ -41,7 +41,7 @@ def _default(name: str) -> str:
 def worker_command(**kw: Any) -> None:
     """Classify windows from the windows stream with an ONNX model and write verdicts.
 
-    Example: tapwatch worker --redis redis://localhost:6379/0 --model models/hybrid-cic.onnx
+    Example: tapwatch worker --redis redis://localhost:6379/0 --model models/hybrid-lab.onnx
     """
 
     def body() -> int:

@@ -44,7 +44,8 @@ from tapwatch.models.training.data_common import clean_numeric
 from tapwatch.models.training.data_scaling import scale_features
 
 DEPLOYMENT_MODEL = "hybrid-cic"
-"""The deployment model's stem in the models directory; ``hybrid-cic*`` are its variants."""
+"""The stem of the model ``score`` tries first; ``hybrid-cic*`` are its variants. ``score`` labels CICFlowMeter CSVs
+with CIC-IDS2017's classes, so it keeps the CIC-IDS2017 Hybrid (``detect`` and ``run`` serve ``hybrid-lab``)."""
 MODELS_DIR = Path(__file__).resolve().parents[1]
 """The shipped models' folder (``models/``, installed as ``tapwatch.models``)."""
 OUTPUT_COLUMNS = ("predicted_class", "score", "window_mode", "window_flows", "model", "model_version")

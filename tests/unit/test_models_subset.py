@@ -59,8 +59,8 @@ def test_embedded_and_worker_defaults_stay_on_the_82_feature_deployment_model() 
 
     path = shipped_model()
     need(path.exists(), f"{path} is not shipped")
-    assert path.name == "hybrid-cic.onnx"
-    assert tuple(load_card(path.with_name("hybrid-cic.card.json")).features) == FEATURE_NAMES
+    assert path.name == "hybrid-lab.onnx"
+    assert tuple(load_card(path.with_name("hybrid-lab.card.json")).features) == FEATURE_NAMES
 
 
 @pytest.mark.parametrize("subset", ["original", "original-mlcve"])

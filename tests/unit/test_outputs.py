@@ -56,14 +56,15 @@ def test_a_partly_readable_input_replaces_the_output_with_its_readable_part(tmp_
     out = tmp_path / "result"
     out.write_text(EARLIER)
     # The readable two thirds of the sample are benign: episodes write nothing there (as they should), the
-    # per-window alerts of the shipped model several lines, which shows what replaced the earlier result.
+    # per-window alerts of the shipped model a line or more, which shows what replaced the earlier result.
     per_window = ["--alert-mode", "flows"] if command == "detect" else []
     result = tapwatch(command, str(truncated_sample(tmp_path)), "-o", str(out), *per_window)
     assert result.exit_code == 2
     (line,) = errors(result)
     assert "truncated" in line and "readable part" in line
     written = out.read_text()
-    assert written != EARLIER and written.count("\n") > 1
+    assert written != EARLIER and written.count("\n") >= 1
+    assert written.startswith('{"timestamp"' if command == "detect" else "Flow ID,")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
