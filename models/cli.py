@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,16 @@ log = logging.getLogger(__name__)
 DATASETS = ("cic-ids2017", "unsw-nb15", "unsw-nb15-nottl", "ton-iot", "nsl-kdd", "lab", "cic-ids2017+lab")
 MODELS = ("hybrid-full", "hybrid-fast", "hybrid-lstm", "hybrid-nodecoder", "seq2seq", "lunet", "mlp")
 REPORTS = Path("models") / "reports"
+
+
+def lab_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--lab-corpus`` and ``--lab-test``, the lab datasets' corpora (``train`` and ``evaluate``)."""
+    path = click.Path(path_type=Path, exists=True)
+    command = click.option("--lab-test", multiple=True, type=path,
+                           help="Lab datasets: a held-out corpus, scored as the test part (repeatable; evaluate "
+                                "needs one).")(command)  # fmt: skip
+    return click.option("--lab-corpus", "lab_corpora", multiple=True, type=path,
+                        help="Lab datasets: a training corpus (repeatable; default lab/corpus).")(command)  # fmt: skip
 
 
 def _fail(err: Exception) -> None:
@@ -57,19 +68,7 @@ def _fail(err: Exception) -> None:
     help="Loss weights: every class alike in total; benign and attack half each; or none (see the reports' "
     "class-weighting recipe check).",
 )
-@click.option(
-    "--lab-corpus",
-    "lab_corpora",
-    multiple=True,
-    type=click.Path(path_type=Path, exists=True),
-    help="Lab datasets: a training corpus (repeatable; default lab/corpus).",
-)
-@click.option(
-    "--lab-test",
-    multiple=True,
-    type=click.Path(path_type=Path, exists=True),
-    help="Lab datasets: a held-out corpus, scored as the test part (repeatable).",
-)
+@lab_options
 @click.option(
     "--max-fpr",
     default=0.0,
@@ -245,10 +244,7 @@ def export_command(keras_path: Path, onnx_path: Path, version: str, report: Path
     help="Also train the Hybrid's ablations (CIC-IDS2017: cell, decoder, T; every dataset: the batch-256 recipe); "
     "without it they are reported when all their runs are cached.",
 )
-@click.option("--lab-corpus", "lab_corpora", multiple=True, type=click.Path(path_type=Path, exists=True),
-              help="Lab datasets: a training corpus (repeatable; default lab/corpus).")  # fmt: skip
-@click.option("--lab-test", multiple=True, type=click.Path(path_type=Path, exists=True),
-              help="Lab datasets: a held-out corpus (repeatable; required for them).")  # fmt: skip
+@lab_options
 def evaluate_command(
     dataset: str,
     quick: bool,
