@@ -63,7 +63,7 @@ class EpisodeConfig:
     """When episodes open, update and close (``docs/alerts.md``; settings ``TAPWATCH_EPISODE_*``)."""
 
     quiet_s: float = 120.0
-    open_windows: int = 3
+    open_windows: int = 8
     open_within_s: float = 60.0
     open_min_score: float = 0.0
     update_every_s: float = 60.0

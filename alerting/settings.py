@@ -111,12 +111,17 @@ class AlerterSettings(BaseSettings):
         description="Thresholds and benign medians of the volume view "
         "(JSON); None: the shipped models/site-baseline.json.",
     )
+    profile: str | None = Field(
+        None,
+        description="Site profile (tapwatch learn): baseline, family thresholds, novelty rule; None: NAME.profile.json "
+        "beside the model when there is one.",
+    )
     allow_list: str | None = Field(None, description="Hosts, networks and ports whose episodes are never written.")
     episode_quiet_s: float = Field(
         120.0, gt=0, le=86_400, description="An episode closes after this long without new evidence."
     )
     episode_open_windows: int = Field(
-        3, ge=1, le=10_000, description="Window-view evidence needed to open an episode (within episode_open_within_s)."
+        8, ge=1, le=10_000, description="Window-view evidence needed to open an episode (within episode_open_within_s)."
     )
     episode_open_within_s: float = Field(60.0, gt=0, le=86_400, description="Time the opening windows must fall in.")
     episode_open_min_score: float = Field(0.0, ge=0, le=1, description="Attack score the opening window needs.")
