@@ -88,7 +88,8 @@ def render(found: list[dict[str, Any]], command: str) -> str:
     ]  # fmt: skip
     for x in found:
         for r in x["attacks"]:
-            lines.append(f"| {x['run']} | {r['attack']} | {r['tool']} | {r['family']} | {r['evidence_60s']} | {r['as']} |")
+            cells = (x["run"], r["attack"], r["tool"], r["family"], r["evidence_60s"], r["as"])
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "Benign hosts with the most evidence (per run):", ""]
     for x in found:
         top = ", ".join(f"{b['family']} {b['host']}: {b['evidence_60s']}" for b in x["benign_top"]) or "none"
