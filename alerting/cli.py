@@ -26,7 +26,7 @@ _OPTIONS = {
     "explain_per_second": "explain_per_second", "explain_cpu_share": "explain_cpu_share",
     "consumer": "alerter_consumer", "metrics_port": "metrics_port", "metrics_host": "metrics_host",
     "reload_poll": "reload_poll_s", "alert_mode": "alert_mode", "allow_list": "allow_list", "baseline": "baseline",
-    "quiet": "episode_quiet_s",
+    "quiet": "episode_quiet_s", "profile": "profile",
 }  # fmt: skip
 
 
@@ -58,6 +58,7 @@ def install_signals(stop: threading.Event) -> None:
 )
 @click.option("--allow-list", help="Hosts, networks and ports whose episodes are never written.")
 @click.option("--baseline", help="Site baseline: volume thresholds, benign medians, window bars [shipped].")
+@click.option("--profile", help="Site profile from tapwatch learn [NAME.profile.json beside the model].")
 @click.option(
     "--quiet", type=click.FloatRange(0.001, 86_400), help="Seconds without evidence that close an episode [120]."
 )

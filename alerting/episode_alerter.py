@@ -20,14 +20,14 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from tapwatch.alerting.alert import Contribution, eve_timestamp
 from tapwatch.alerting.allowlist import AllowList
 from tapwatch.alerting.episode_alert import EpisodeAlert, family_signature
 from tapwatch.alerting.episodes import EpisodeLine, EpisodeTracker, LineState
-from tapwatch.alerting.evidence import Evidence, family_of_verdict, from_verdict
+from tapwatch.alerting.evidence import Evidence, ProfileGate, family_of_verdict, from_verdict
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.narrate import (
     Explain,
@@ -45,9 +45,10 @@ from tapwatch.bus.state import State
 from tapwatch.bus.streams import Bus, BusUnavailable, Entry
 from tapwatch.features.aggregates import AggregateRecord
 from tapwatch.features.card import ModelCard
-from tapwatch.features.errors import SchemaError
+from tapwatch.features.errors import ConfigError, SchemaError
 from tapwatch.features.families import Family
 from tapwatch.features.schema import FlowMeta, Verdict
+from tapwatch.inference.profiled import ProfileReloader
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,18 @@ class EpisodePolicy:
     suppressor: Suppressor | None = None
     allow: AllowList | None = None
     feature_medians: Mapping[str, float] | None = None
+    gate: ProfileGate | None = None
+    """The site profile's bars on window-view evidence."""
+
+
+@dataclass
+class ProfileSwap:
+    """The alerter's hot reload of its site profile: the file's watcher, the model it must belong to, and whether
+    the profile's baseline is in use (no ``--baseline``)."""
+
+    reloader: ProfileReloader
+    model: tuple[str, str, str | None]
+    baseline: bool
 
 
 class _Events:
@@ -137,6 +150,7 @@ class EpisodeAlerter:
                                        _Events(self, s.aggregates_stream))  # fmt: skip
         self.lines_written = 0
         self._next_tick = 0.0
+        self.profile_swap: ProfileSwap | None = None
 
     # -- loops ------------------------------------------------------------------------------------------------------
 
@@ -161,9 +175,31 @@ class EpisodeAlerter:
         if now < self._next_tick:
             return
         self._next_tick = now + TICK_S
+        self._maybe_swap_profile()
         for line in self.tracker.tick():
             self._write(line, None)
         self.metrics.open_episodes.set(len(self.tracker.store.keys()))
+
+    def _maybe_swap_profile(self) -> None:
+        """A changed profile file that passes every check replaces the gate (and, when the profile's baseline is in
+        use, the volume rules and window bars); a refused one is counted and logged, and the old one kept."""
+        swap = self.profile_swap
+        if swap is None or not swap.reloader.changed():
+            return
+        try:
+            profile = swap.reloader.read(swap.model)
+        except ConfigError as err:
+            self.metrics.profile_reloads.labels(result="failed").inc()
+            log.warning("alerter: site profile reload refused, keeping the one in use: %s", err)
+            return
+        update: dict[str, Any] = {"gate": ProfileGate.of(profile)}
+        if swap.baseline:
+            update["rules"] = VolumeRules(profile.baseline)
+            bars = tuple(sorted(profile.baseline.window_open.get(swap.model[0], {}).items()))
+            self.tracker.config = replace(self.tracker.config, open_by_family=bars)
+        self.policy = replace(self.policy, **update)
+        self.metrics.profile_reloads.labels(result="ok").inc()
+        log.warning("alerter: site profile %s reloaded (learned on %d flows)", swap.reloader.path, profile.card.flows)
 
     def close(self, end_of_input: bool = False) -> None:
         """Close every episode when the input ended (a pcap), then the sinks and the verdicts file."""
@@ -198,7 +234,7 @@ class EpisodeAlerter:
         self.metrics.verdicts.labels(outcome="over" if verdict.over_threshold else "below").inc()
         if self._verdicts_out is not None:
             self._record_verdict(verdict, benign)
-        ev = from_verdict(verdict, benign)
+        ev = from_verdict(verdict, benign, self.policy.gate)
         return [ev] if ev is not None else []
 
     def _aggregate(self, fields: Mapping[str, Any]) -> list[Evidence]:
@@ -207,7 +243,7 @@ class EpisodeAlerter:
         return self.policy.rules.judge(agg) if self.policy.rules is not None else []
 
     def _record_verdict(self, v: Verdict, benign: str | None) -> None:
-        found = family_of_verdict(v, benign)
+        found = family_of_verdict(v, benign, self.policy.gate)
         f = v.flow
         row = {"timestamp": eve_timestamp(f.last_seen_ms), "window_id": v.window_id, "key": v.key,
                "flow_id": f.flow_id, "community_id": f.community_id, "src_ip": f.src_ip, "src_port": f.src_port,
@@ -215,6 +251,8 @@ class EpisodeAlerter:
                "predicted": v.predicted, "score": round(v.score, 6), "threshold": round(v.threshold, 6),
                "family": found[0].value if found else Family.BENIGN.value, "evidence": found is not None,
                "valid_rows": v.valid_rows}  # fmt: skip
+        if v.novelty is not None:
+            row["novelty"] = round(v.novelty, 4)
         assert self._verdicts_out is not None
         self._verdicts_out.write(json.dumps(row, separators=(",", ":")) + "\n")
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from tapwatch.features.families import Family, family_of_class
+from tapwatch.features.profile import RuleKind, SiteProfile
 from tapwatch.features.schema import FlowMeta, Verdict
 
 
@@ -121,24 +122,56 @@ def benign_names(verdict: Verdict, card_benign: str | None) -> set[str]:
     return names
 
 
-def family_of_verdict(verdict: Verdict, card_benign: str | None = None) -> tuple[Family, str] | None:
+@dataclass(frozen=True)
+class ProfileGate:
+    """A site profile's bars on window-view evidence: the family's score (its classes' summed probability) at or
+    over the profile's threshold for that family, and with the ``novel`` rule a window unlike the site's benign
+    ones (a verdict the worker scored without the profile's novelty model passes that part, and is counted)."""
+
+    model: str
+    thresholds: tuple[tuple[str, float], ...] = ()
+    novelty_min: float | None = None
+
+    @classmethod
+    def of(cls, profile: SiteProfile) -> ProfileGate:
+        novel = profile.rule.novelty_min if profile.rule.kind is RuleKind.NOVEL else None
+        return cls(profile.card.model.name, tuple(sorted(profile.thresholds.items())), novel)
+
+    def admits(self, verdict: Verdict, family: Family) -> bool:
+        if verdict.model != self.model:
+            return True
+        bar = dict(self.thresholds).get(family.value, 0.0)
+        if bar > 0:
+            score = sum(p for c, p in zip(verdict.class_names, verdict.probabilities, strict=True)
+                        if family_of_class(c) is family)  # fmt: skip
+            if score < bar:
+                return False
+        return self.novelty_min is None or verdict.novelty is None or verdict.novelty >= self.novelty_min
+
+
+def family_of_verdict(
+    verdict: Verdict, card_benign: str | None = None, gate: ProfileGate | None = None
+) -> tuple[Family, str] | None:
     """The family and class a verdict is evidence of, or None.
 
     None when the score is under the threshold, or when the most probable class is benign: a threshold under
     0.5 on ``1 - P(benign)`` lets windows through that the model itself calls benign, and those raise nothing.
-    A class tapwatch cannot place in a family is None too (logged by the caller).
+    A class tapwatch cannot place in a family is None too (logged by the caller). With a site profile's ``gate``,
+    None also when the profile's bars for the family are not met.
     """
     if not verdict.over_threshold or verdict.predicted in benign_names(verdict, card_benign):
         return None
     family = family_of_class(verdict.predicted)
     if family is None or family is Family.BENIGN:
         return None
+    if gate is not None and not gate.admits(verdict, family):
+        return None
     return family, verdict.predicted
 
 
-def from_verdict(verdict: Verdict, card_benign: str | None = None) -> Evidence | None:
+def from_verdict(verdict: Verdict, card_benign: str | None = None, gate: ProfileGate | None = None) -> Evidence | None:
     """The window view's evidence in one verdict, or None (see :func:`family_of_verdict`)."""
-    found = family_of_verdict(verdict, card_benign)
+    found = family_of_verdict(verdict, card_benign, gate)
     if found is None:
         return None
     family, cls = found

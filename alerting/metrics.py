@@ -86,6 +86,10 @@ class AlerterMetrics:
                                ["result"], registry=r)
         for result in ("ok", "failed"):
             self.reloads.labels(result=result)
+        self.profile_reloads = Counter("tapwatch_alerting_profile_reloads", "Site profile reloads, by result (ok, "
+                                       "failed: refused, the old one kept).", ["result"], registry=r)  # fmt: skip
+        for result in ("ok", "failed"):
+            self.profile_reloads.labels(result=result)
         self.bus_up = Gauge("tapwatch_alerting_bus_connected", "1 while the bus is reachable.", registry=r)
         self.bus_up.set(1)  # as the alerter's readiness starts; the loop reports each change after that
         self.stream_length = Gauge("tapwatch_alerting_verdicts_stream_length", "Entries on tapwatch:verdicts.",

@@ -16,9 +16,10 @@ from prometheus_client import CollectorRegistry, Info
 from tapwatch.alerting.alerter import Alerter, AlertPolicy
 from tapwatch.alerting.allowlist import AllowList
 from tapwatch.alerting.budget import BudgetConfig, ExplainQueue
-from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
+from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy, ProfileSwap
 from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker
 from tapwatch.alerting.errors import ExplainerUnavailable
+from tapwatch.alerting.evidence import ProfileGate
 from tapwatch.alerting.explain import ExplainConfig, LimeExplainer, ScoreFn, load_onnx_explainer
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.narrate import Explain
@@ -33,6 +34,8 @@ from tapwatch.bus.streams import Bus, RedisBus
 from tapwatch.features.baseline import SiteBaseline, load_baseline, shipped_baseline
 from tapwatch.features.card import ModelCard, card_path_for, load_card
 from tapwatch.features.errors import ConfigError, ModelCardError
+from tapwatch.features.profile import SiteProfile, load_profile, profile_path_for
+from tapwatch.inference.profiled import ProfileReloader
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,19 @@ def load_volume_rules(settings: AlerterSettings) -> VolumeRules:
     return VolumeRules(load_baseline(path))
 
 
+def load_site_profile(settings: AlerterSettings, card: ModelCard | None, onnx: Path | None) -> SiteProfile | None:
+    """``--profile``, else the model's default profile beside its ONNX file when there is one; checked against the
+    model (a profile for another model, an unknown version or a corrupt file is a one-line ConfigError)."""
+    path = Path(settings.profile) if settings.profile else (profile_path_for(onnx) if onnx is not None else None)
+    if path is None or (not settings.profile and not path.is_file()):
+        return None
+    model = (card.name, card.version, card.onnx.sha256 if card.onnx else None) if card is not None else None
+    profile = load_profile(path, model)
+    log.info("site profile %s (learned on %d flows for %s %s)", path, profile.card.flows, profile.card.model.name,
+             profile.card.model.version)  # fmt: skip
+    return profile
+
+
 def episode_config(settings: AlerterSettings, baseline: SiteBaseline, model: str | None) -> EpisodeConfig:
     """The tracker's settings, with the baseline's window-view bars for ``model`` (the card's name)."""
     s = settings
@@ -177,6 +193,8 @@ def build_episode_alerter(
     score_fn: ScoreFn | None = None,
     store: StateStore | None = None,
     wall: Callable[[], float] = time.monotonic,
+    onnx: Path | None = None,
+    reload_profile: bool = False,
 ) -> EpisodeAlerter:
     """A ready episode alerter on ``bus``; the store defaults to memory (the service passes Redis).
 
@@ -185,7 +203,13 @@ def build_episode_alerter(
     wants: a pcap's episodes must not depend on how fast the machine read it.
     """
     card = card if card is not None else load_alert_card(settings)
-    rules = load_volume_rules(settings)
+    onnx = onnx or (Path(settings.onnx) if settings.onnx else None)
+    if onnx is None and card is not None and card.onnx is not None and (where := card_path(settings)) is not None:
+        onnx = where.parent / card.onnx.file
+    profile = load_site_profile(settings, card, onnx)
+    # the profile's baseline, unless --baseline names one
+    use_profile = profile is not None and not settings.baseline
+    rules = VolumeRules(profile.baseline) if profile is not None and use_profile else load_volume_rules(settings)
     suppressor = build_suppressor(settings, metrics)
     allow = AllowList.load(settings.allow_list) if settings.allow_list else None
     medians = rules.baseline.feature_medians or (
@@ -195,8 +219,14 @@ def build_episode_alerter(
     sinks = build_sinks(settings, bus, metrics)
     tracker_config = episode_config(settings, rules.baseline, card.name if card else None)
     tracker = EpisodeTracker(store or MemoryStateStore(), tracker_config, wall=wall)
-    policy = EpisodePolicy(rules, explain, suppressor, allow, medians)
-    return EpisodeAlerter(bus, settings, sinks, metrics, tracker, card, policy)
+    policy = EpisodePolicy(rules, explain, suppressor, allow, medians, ProfileGate.of(profile) if profile else None)
+    alerter = EpisodeAlerter(bus, settings, sinks, metrics, tracker, card, policy)
+    if reload_profile and profile is not None and card is not None and settings.reload_poll_s > 0:
+        where = Path(settings.profile) if settings.profile else profile_path_for(onnx) if onnx else None
+        if where is not None:
+            model = (card.name, card.version, card.onnx.sha256 if card.onnx else None)
+            alerter.profile_swap = ProfileSwap(ProfileReloader(where, settings.reload_poll_s), model, use_profile)
+    return alerter
 
 
 def standing_clock() -> float:
@@ -233,7 +263,7 @@ def run_alerter(settings: AlerterSettings, registry: CollectorRegistry, stop: th
     bus = RedisBus(settings.redis_url)
     alerter: Alerter | EpisodeAlerter
     if settings.alert_mode is AlertMode.EPISODES:
-        alerter = build_episode_alerter(settings, bus, metrics, store=RedisStateStore(bus.client))
+        alerter = build_episode_alerter(settings, bus, metrics, store=RedisStateStore(bus.client), reload_profile=True)
     else:
         alerter = build_alerter(settings, bus, metrics)
     http = HealthServer(registry, alerter.ready, settings.metrics_host, settings.metrics_port).start()

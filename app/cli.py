@@ -32,6 +32,7 @@ LAZY_COMMANDS = {
     "alerter": "tapwatch.alerting.cli:alerter_command",
     "detect": "tapwatch.app.embedded:detect_command",
     "run": "tapwatch.app.embedded:run_command",
+    "learn": "tapwatch.app.learn:learn_command",
 }
 
 

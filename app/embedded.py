@@ -51,7 +51,7 @@ _OPTIONS = {
     "metrics_host": ("settings", "metrics_host"), "threshold_file": ("alerter", "threshold_file"),
     "explain": ("alerter", "explain"), "explain_per_second": ("alerter", "explain_per_second"),
     "verdicts": ("alerter", "verdicts_file"), "allow_list": ("alerter", "allow_list"),
-    "baseline": ("alerter", "baseline"), "alert_mode": ("alerter", "alert_mode"),
+    "baseline": ("alerter", "baseline"), "alert_mode": ("alerter", "alert_mode"), "profile": ("alerter", "profile"),
 }  # fmt: skip
 
 
@@ -124,6 +124,7 @@ def _common(fn: Any) -> Any:
         click.option("--threshold-file", help="Suppression/threshold rules in threshold.config vocabulary."),
         click.option("--allow-list", help="Hosts, networks and ports whose episodes are never written."),
         click.option("--baseline", help="Site baseline: volume thresholds, benign medians, window bars [shipped]."),
+        click.option("--profile", help="Site profile from tapwatch learn [NAME.profile.json beside the model]."),
         click.option("--verdicts", help="Also write every window's verdict as a JSON line to this file."),
         click.option("--alert-mode", type=click.Choice(["episodes", "flows"]),
                      help="episodes: a line per episode open/update/close [default]; flows: one per window."),

@@ -197,12 +197,21 @@ def _shipped() -> dict[str, str]:
     from tapwatch.app.embedded import shipped_model
     from tapwatch.features.baseline import load_baseline, shipped_baseline
     from tapwatch.features.card import card_path_for, load_card
+    from tapwatch.features.profile import load_profile, profile_path_for
 
     card = load_card(card_path_for(shipped_model()))
-    path = shipped_baseline()
-    files = load_baseline(path).source.get("files", []) if path else []
+    profile = profile_path_for(shipped_model())
+    if profile.is_file():  # the model's default profile holds the baseline detect uses
+        p = load_profile(profile)
+        files = p.card.data
+        where = (f"the default site profile `{profile.name}` (rule `{p.rule.kind.value}`), learned on the benign flows "
+                 f"of ")  # fmt: skip
+    else:
+        path = shipped_baseline()
+        files = load_baseline(path).source.get("files", []) if path else []
+        where = "the benign flows of "
     return {"model": f"`{card.name}` {card.version}, trained on `{card.training_data.dataset}`",
-            "baseline": ", ".join(f"`{f['path']}`" for f in files) or "nothing recorded"}  # fmt: skip
+            "baseline": where + (", ".join(f"`{f['path']}`" for f in files) or "nothing recorded")}  # fmt: skip
 
 
 def render(report: dict[str, Any], runs: list[LabRun], real: list[Detect], attacks: Attacks) -> str:
@@ -213,7 +222,7 @@ def render(report: dict[str, Any], runs: list[LabRun], real: list[Detect], attac
           f"- Machine: {report['machine']}; wall time {report['seconds']:.0f} s.",
           f"- Versions: {report['versions']}.",
           f"- Model: {report.get('model', 'not recorded')}.",
-          f"- Site baseline: learned on the benign flows of {report.get('baseline', 'files not recorded')}.",
+          f"- Site baseline: {report.get('baseline', 'files not recorded')}.",
           "- Lab runs (none shaped the model or the site baseline; *examined*: looked at while the rules were "
           "changed, so counted apart):",
           *(f"  - `{r.name}`: {r.made}{'; *examined*' if r.examined else ''}" for r in runs),

@@ -43,6 +43,7 @@ from tapwatch.features.schema import FlowRecord
 from tapwatch.inference.config import WorkerConfig
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import Model
+from tapwatch.inference.service import worker_profile
 from tapwatch.inference.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,9 @@ class Embedded:
         self.bus = BoundedMemoryBus({**bounds, AGGREGATES_STREAM: s.backlog} if capture.aggregates else bounds)
         self.pipeline: Pipeline = build_pipeline(capture, self.bus, model.card, CaptureMetrics(registry))
         worker_config = WorkerConfig(batch_size=s.batch_size, block_ms=STAGE_BLOCK_MS, consumer="embedded")
-        self.worker = Worker(self.bus, model, worker_config, InferenceMetrics(registry))
+        profile_file = Path(config.alerter.profile) if config.alerter.profile else None
+        profile, _ = worker_profile(profile_file, model, s.threads, 0.0)  # fixed for the run, as the model is
+        self.worker = Worker(self.bus, model, worker_config, InferenceMetrics(registry), profile=profile)
         alerter_settings = config.alerter.model_copy(
             update={"redis_url": None, "redis_sink": False, "block_ms": STAGE_BLOCK_MS, "alerter_consumer": "embedded"}
         )
@@ -187,7 +190,7 @@ class Embedded:
             # offline (a pcap): episodes on packet time alone, the same however fast the machine reads it
             clock = standing_clock if offline else time.monotonic
             self.alerter = build_episode_alerter(alerter_settings, self.bus, metrics, model.card, score,
-                                                 MemoryStateStore(), clock)  # fmt: skip
+                                                 MemoryStateStore(), clock, model.onnx_path)  # fmt: skip
         else:
             self.alerter = build_alerter(alerter_settings, self.bus, metrics, model.card, score)
         self.stages = [

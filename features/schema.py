@@ -281,6 +281,9 @@ class Verdict:
         Wall-clock time of the decision.
     tensor, valid_rows
         The window, carried only when ``score >= threshold`` so the alerter can explain it.
+    novelty
+        How unlike the site's benign windows this one is: the site profile's novelty model's reconstruction error
+        over its threshold (None: the worker had no novelty model). An optional field: verdicts without it decode.
     """
 
     window_id: str
@@ -299,6 +302,7 @@ class Verdict:
     tensor: np.ndarray[Any, np.dtype[np.float32]] | None = None
     valid_rows: int = 0
     version: int = VERDICT_SCHEMA_VERSION
+    novelty: float | None = None
 
     @property
     def over_threshold(self) -> bool:
@@ -323,6 +327,8 @@ class Verdict:
         }
         if self.tensor is not None:
             out.update(_tensor_fields(self.tensor, self.valid_rows))
+        if self.novelty is not None:
+            out["novelty"] = repr(float(self.novelty))
         return out
 
     @classmethod
@@ -336,6 +342,7 @@ class Verdict:
             classes = _classes_of(text("classes"))
             probs = tuple(float(p) for p in json.loads(text("probs")))
             score, threshold, at = float(text("score")), float(text("threshold")), int(text("at"))
+            novelty = float(text("novelty")) if "novelty" in f else None
         except (ValueError, TypeError) as err:
             raise SchemaError("verdict", "value", str(err)) from err
         tensor, valid = f.tensor() if "tensor" in f else (None, 0)
@@ -343,5 +350,5 @@ class Verdict:
             window_id=text("window_id"), sensor=text("sensor"), key=text("key"), flow=FlowMeta.from_json(text("flow")),
             model=text("model"), model_version=text("model_version"), class_names=classes, probabilities=probs,
             predicted=text("predicted"), score=score, threshold=threshold, feature_set_id=text("fsid"),
-            decided_at_ms=at, tensor=tensor, valid_rows=valid,
+            decided_at_ms=at, tensor=tensor, valid_rows=valid, novelty=novelty,
         )  # fmt: skip

@@ -130,12 +130,17 @@ def triage(
 
 
 def decide(
-    model: Model, accepted: Sequence[Accepted], probs: Probabilities, now_ms: int
+    model: Model,
+    accepted: Sequence[Accepted],
+    probs: Probabilities,
+    now_ms: int,
+    novelty: Sequence[float] | None = None,
 ) -> tuple[list[Verdict], list[Dead]]:
     """One verdict per window; a window whose output row is not finite becomes a dead letter instead.
 
     The attack score is ``1 - P(benign)``; windows scoring at or over the card's threshold carry their
-    tensor so the alerter can explain them without another look-up.
+    tensor so the alerter can explain them without another look-up. ``novelty``: each window's novelty ratio
+    under the site profile (:mod:`tapwatch.inference.profiled`), carried by its verdict.
     """
     card = model.card
     classes = tuple(card.class_names)
@@ -156,7 +161,7 @@ def decide(
             model_version=card.version, class_names=classes, probabilities=tuple(rows[i]),
             predicted=classes[int(best[i])], score=float(scores[i]), threshold=model.threshold,
             feature_set_id=w.feature_set_id, decided_at_ms=now_ms, tensor=w.tensor if over else None,
-            valid_rows=w.valid_rows,
+            valid_rows=w.valid_rows, novelty=novelty[i] if novelty is not None else None,
         ))  # fmt: skip
     return verdicts, dead
 

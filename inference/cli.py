@@ -26,6 +26,11 @@ def _default(name: str) -> str:
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="ONNX model file (required).")
 @click.option("--card", type=click.Path(dir_okay=False, path_type=Path),
               help="Model card JSON [default: NAME.card.json or NAME.json beside the model].")  # fmt: skip
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Site profile from tapwatch learn [NAME.profile.json beside the model].",
+)
 @click.option("--batch-size", type=int, help=f"Entries per read and per model run {_default('batch_size')}.")
 @click.option("--block-ms", type=int, help=f"Longest wait for new entries per read, ms {_default('block_ms')}.")
 @click.option("--threads", type=int, help=f"ONNX Runtime intra-op threads {_default('threads')}.")

@@ -42,6 +42,7 @@ class InferenceMetrics:
         self._work(registry)
         self._outcomes(registry)
         self._state(registry)
+        self._profile(registry)
 
     def _work(self, registry: CollectorRegistry) -> None:
         self.batches = Counter("tapwatch_inference_batches", "Batches run through the model.", registry=registry)
@@ -121,6 +122,41 @@ class InferenceMetrics:
         self.bus_connected.set(1)
         self.pending.set(float("nan"))
         self.lag.set(float("nan"))
+
+    def _profile(self, registry: CollectorRegistry) -> None:
+        self.novelty_scored = Counter(
+            "tapwatch_inference_novelty_scored_windows", "Windows scored by the site profile's novelty model.",
+            registry=registry,
+        )  # fmt: skip
+        self.novel = Counter(
+            "tapwatch_inference_novel_windows",
+            "Windows at or over the site profile's novelty threshold (unlike the site's benign windows).",
+            registry=registry,
+        )
+        self.novel_share = Gauge(
+            "tapwatch_inference_novel_share",
+            "Drift: share of recent windows at or over the novelty threshold (weighted mean over about 20 batches; "
+            "NaN without a novelty model). The profile expects about 0.001.",
+            registry=registry,
+        )
+        self.feature_shift = Gauge(
+            "tapwatch_inference_feature_shift",
+            "Drift: per feature, |recent mean - the profile's benign mean| of the windows' newest rows, in benign "
+            "standard deviations.",
+            ["feature"],
+            registry=registry,
+        )
+        self.profile_reloads = Counter(
+            "tapwatch_inference_profile_reloads", "Site profile reload attempts, by result.", ["result"],
+            registry=registry,
+        )  # fmt: skip
+        for result in ("ok", "failed"):
+            self.profile_reloads.labels(result=result)
+        self.profile_info = Info("tapwatch_profile", "The site profile in use.", registry=registry)
+        self.novel_share.set(float("nan"))
+
+    def profile_loaded(self, path: str, model: str, flows: int, created: str) -> None:
+        self.profile_info.info({"path": path, "model": model, "flows": str(flows), "created": created})
 
     def model_loaded(self, name: str, version: str, class_names: list[str]) -> None:
         """Publish the serving model and pre-create its class labels so that scrapes show zeros."""

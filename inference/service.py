@@ -14,6 +14,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, Info
@@ -22,8 +23,10 @@ from tapwatch.bus.stats import RedisGroupStats
 from tapwatch.bus.streams import RedisBus
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.health import HealthServer
+from tapwatch.features.profile import profile_path_for
 from tapwatch.inference.metrics import InferenceMetrics
-from tapwatch.inference.model import ModelRejected
+from tapwatch.inference.model import Model, ModelRejected
+from tapwatch.inference.profiled import ProfileReloader, ServedProfile, serve_profile
 from tapwatch.inference.reload import ModelReloader
 from tapwatch.inference.settings import WorkerSettings
 from tapwatch.inference.worker import Worker
@@ -49,6 +52,22 @@ def _build_version() -> str:
         return "unknown"
 
 
+def worker_profile(
+    path: Path | None, model: Model, threads: int, poll_s: float
+) -> tuple[ServedProfile | None, ProfileReloader | None]:
+    """``--profile``, else the model's default profile beside it when there is one, and its reloader.
+
+    A refused profile at start-up is a one-line error (the service does not start on a profile it cannot use).
+    """
+    where = path if path is not None else profile_path_for(model.onnx_path)
+    if path is None and not where.is_file():
+        return None, None
+    served = serve_profile(where, model, threads)
+    log.info("site profile %s (learned on %d flows; novelty %s)", where, served.profile.card.flows,
+             "on" if served.scorer else "off")  # fmt: skip
+    return served, ProfileReloader(where, poll_s)
+
+
 def build_service(settings: WorkerSettings, registry: CollectorRegistry) -> WorkerService:
     """Load and check the model, connect the bus lazily, register metrics; raise BadInputError on a bad model."""
     if settings.model is None:
@@ -60,8 +79,10 @@ def build_service(settings: WorkerSettings, registry: CollectorRegistry) -> Work
         model = reloader.load()
     except ModelRejected as err:
         raise BadInputError(str(err.onnx_path), f"model refused: {err.problem}") from err
+    profile, profile_reloader = worker_profile(settings.profile, model, settings.threads, settings.reload_poll_s)
     bus = RedisBus(settings.redis_url, timeout_s=settings.block_ms / 1000 + SOCKET_MARGIN_S)
-    worker = Worker(bus, model, settings.to_config(), metrics, reloader, RedisGroupStats(bus))
+    worker = Worker(bus, model, settings.to_config(), metrics, reloader, RedisGroupStats(bus), profile,
+                    profile_reloader)  # fmt: skip
     http = HealthServer(registry, worker.ready, settings.metrics_host, settings.metrics_port)
     return WorkerService(worker, http)
 

@@ -28,6 +28,8 @@ class WorkerSettings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis://[:password@]host:port/db).")
     model: Path | None = Field(None, description="The ONNX model file; required.")
     card: Path | None = Field(None, description="Its model card; None: NAME.card.json or NAME.json beside it.")
+    profile: Path | None = Field(None, description="Site profile (tapwatch learn); None: NAME.profile.json beside "
+                                 "the model when there is one.")  # fmt: skip
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per session.")
     reload_poll_s: float = Field(2.0, ge=0, le=3600, description="Model file poll interval; 0 turns polling off.")
     stream: str = Field(_D.stream, min_length=1, description="Stream of window entries.")

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from tapwatch.bus.consumer import Consumer
 from tapwatch.bus.stats import StatsProbe
 from tapwatch.bus.streams import Bus, BusUnavailable, Entry
-from tapwatch.features.errors import ModelCardError
+from tapwatch.features.errors import ConfigError, ModelCardError
 from tapwatch.features.schema import Verdict
 from tapwatch.inference.batch import Dead, Origin, dead_letter, decide, triage
 from tapwatch.inference.config import WorkerConfig
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import Model
+from tapwatch.inference.profiled import ProfileReloader, ServedProfile, model_id
 from tapwatch.inference.reload import ModelReloader
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class Worker:
         metrics: InferenceMetrics,
         reloader: ModelReloader | None = None,
         stats: StatsProbe | None = None,
+        profile: ServedProfile | None = None,
+        profile_reloader: ProfileReloader | None = None,
     ) -> None:
         self.bus = bus
         self.config = config
@@ -111,6 +114,10 @@ class Worker:
         self._lag = math.nan
         self._loop = Consumer(bus, loop, self, self)
         metrics.model_loaded(model.card.name, model.card.version, model.card.class_names)
+        self.profile = profile
+        self.profile_reloader = profile_reloader
+        if profile is not None:
+            self._profile_loaded(profile)
 
     @property
     def model(self) -> Model:
@@ -211,7 +218,10 @@ class Worker:
             self.metrics.latency.observe(time.perf_counter() - started)
             self.metrics.batches.inc()
             self.metrics.batch_size.observe(len(accepted))
-            verdicts, unusable = decide(self._model, accepted, probs, int(time.time() * 1000))
+            novelty = self.profile.novelty(batch, [a.window.valid_rows for a in accepted]) if self.profile else None
+            if novelty is not None:
+                self._count_novelty(novelty)
+            verdicts, unusable = decide(self._model, accepted, probs, int(time.time() * 1000), novelty)
             dead += unusable
         self._in_hand = _InHand(verdicts, dead, [eid for eid, _ in entries])
 
@@ -267,7 +277,40 @@ class Worker:
             self.metrics.lag.set(found.lag)
             self._lag = found.lag
 
+    def _count_novelty(self, novelty: list[float]) -> None:
+        assert self.profile is not None
+        m = self.metrics
+        m.novelty_scored.inc(len(novelty))
+        m.novel.inc(sum(r >= 1.0 for r in novelty))
+        if self.profile.novel_share is not None:
+            m.novel_share.set(self.profile.novel_share)
+        for name, z in self.profile.shifts().items():
+            m.feature_shift.labels(feature=name).set(z)
+
+    def _profile_loaded(self, p: ServedProfile) -> None:
+        c = p.profile.card
+        self.metrics.profile_loaded(str(p.path), f"{c.model.name} {c.model.version}", c.flows, c.created)
+        if p.scorer is None:
+            self.metrics.novel_share.set(float("nan"))
+
+    def _maybe_reload_profile(self, forced: bool) -> None:
+        r = self.profile_reloader
+        if r is None or not (forced or r.changed()):
+            return
+        try:
+            new = r.load(self._model)
+        except ConfigError as err:
+            self.metrics.profile_reloads.labels(result="failed").inc()
+            log.warning("worker %s: site profile reload refused, keeping the one in use: %s", self.consumer, err)
+            return
+        self.profile = new
+        self.metrics.profile_reloads.labels(result="ok").inc()
+        self._profile_loaded(new)
+        log.warning("worker %s: site profile %s reloaded (learned on %d flows)", self.consumer, new.path,
+                    new.profile.card.flows)  # fmt: skip
+
     def _maybe_reload(self) -> None:
+        self._maybe_reload_profile(self._reload_requested)
         forced, self._reload_requested = self._reload_requested, False
         if self.reloader is None:
             if forced:
@@ -286,6 +329,14 @@ class Worker:
             return
         self._model = new
         self.metrics.reloads.labels(result="ok").inc()
+        if self.profile is not None:
+            try:
+                self.profile.profile.check_model(*model_id(new))
+            except ValueError as err:  # the windows' scaling may differ: novelty would mean nothing
+                log.warning("worker %s: site profile %s set aside: %s", self.consumer, self.profile.path, err)
+                self.profile = None
+                self.metrics.profile_info.info({"path": "", "model": "", "flows": "0", "created": ""})
+                self.metrics.novel_share.set(float("nan"))
         self.metrics.model_loaded(new.card.name, new.card.version, new.card.class_names)
         log.warning("worker %s: model %s %s replaced by %s %s (sha256 %s…)", self.consumer, old.name, old.version,
                     new.card.name, new.card.version, new.sha256[:12])  # fmt: skip

@@ -157,6 +157,18 @@ def learn(paths: list[Path], model: Model | Sequence[Model] | None, budget: floa
     """The baseline of the benign flows in ``paths`` (see the module docstring); window bars for each model."""
     models = [model] if isinstance(model, Model) else list(model or [])
     per_file = [list(benign_records([p])) for p in paths]
+    source: dict[str, Any] = {
+        "files": [{"path": str(p), "sha256": sha256_file(p), "benign_flows": len(r)}
+                  for p, r in zip(paths, per_file, strict=True)],
+        "command": "python -m tapwatch.models.baseline " + " ".join(sys.argv[1:]),
+    }  # fmt: skip
+    return baseline_of(per_file, models, budget, margin, bucket_s, source)
+
+
+def baseline_of(per_file: list[list[FlowRecord]], models: Sequence[Model], budget: float, margin: float,
+                bucket_s: float, source: dict[str, Any]) -> SiteBaseline:  # fmt: skip
+    """The baseline of benign flows already read (one list per capture or file: aggregates and window bars never
+    join two); ``source`` says where they came from."""
     aggs = [a for recs in per_file for a in aggregates_of(recs, AggregatorConfig(bucket_s=bucket_s))]
     thresholds = volume_thresholds(aggs, budget, margin)
     services, service_medians = service_thresholds(aggs, budget, margin)
@@ -166,12 +178,9 @@ def learn(paths: list[Path], model: Model | Sequence[Model] | None, budget: floa
         found = [window_bars(recs, m) for recs in per_file]
         if found:
             bars[m.card.name] = {f: max(b[f] for b in found) for f in found[0]}
-    source: dict[str, Any] = {
-        "files": [{"path": str(p), "sha256": sha256_file(p), "benign_flows": len(r)}
-                  for p, r in zip(paths, per_file, strict=True)],
-        "buckets": len(aggs), "budget": budget, "margin": margin,
+    source = {
+        **source, "buckets": len(aggs), "budget": budget, "margin": margin,
         "model": models[0].card.name if models else None, "models": [m.card.name for m in models],
-        "command": "python -m tapwatch.models.baseline " + " ".join(sys.argv[1:]),
     }  # fmt: skip
     return SiteBaseline(
         bucket_s=bucket_s, thresholds=thresholds, medians=medians(aggs), services=services,

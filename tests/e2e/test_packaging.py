@@ -26,7 +26,8 @@ def test_pip_builds_the_wheel_without_a_warning_and_with_the_right_files(tmp_pat
         assert f"tapwatch/{room}/__init__.py" in names, room
     for shipped in ("tapwatch/capture/samples/sample.pcap", "tapwatch/models/hybrid-cic.onnx",
                     "tapwatch/models/hybrid-cic.card.json", "tapwatch/models/hybrid-lab.onnx",
-                    "tapwatch/models/hybrid-lab.card.json", "tapwatch/models/training/train.py"):  # fmt: skip
+                    "tapwatch/models/hybrid-lab.card.json", "tapwatch/models/hybrid-lab.profile.json",
+                    "tapwatch/models/training/train.py"):  # fmt: skip
         assert shipped in names, shipped
     assert not [n for n in names if n.startswith(("tests/", "lab/", "tapwatch/tests", "tapwatch/lab"))]
     assert not [n for n in names if n.endswith("testing.py")], "test kits stay in tests/support"

@@ -23,7 +23,7 @@ from tests.support.env import REPO
 ROOMS = ("capture", "models", "docs", "features", "bus", "inference", "alerting", "app", "lab", "bench", "tests")
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "bench" / "README.md"]
 NEEDS_MORE = ("sudo", "--redis", "--interface", "-i", "run", "capture", "worker", "alerter", "train", "export",
-              "evaluate")  # fmt: skip
+              "evaluate", "learn")  # fmt: skip
 """Words that make an example need root, a server or TensorFlow training: parsed, not run."""
 
 
@@ -87,7 +87,7 @@ def test_an_example_uses_options_that_exist_and_paths_that_exist(example: str) -
             assert (REPO / word).exists(), f"{example}: {word} does not exist in the repository"
         if argv[i - 1] in ("-i", "--interface"):
             assert word == "IFACE", f"{example}: write the interface as the placeholder IFACE"
-        if argv[0] in ("flows", "detect") and not word.startswith("-") and not argv[i - 1].startswith("-"):
+        if argv[0] in ("flows", "detect", "learn") and not word.startswith("-") and not argv[i - 1].startswith("-"):
             assert (REPO / word).exists() or word.startswith("PCAP"), f"{example}: {word} is neither a file nor PCAP"
 
 
