@@ -3,6 +3,7 @@ flush on SIGTERM. Live capture needs root (CAP_NET_RAW)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -97,3 +98,34 @@ def test_run_on_loopback_serves_health_and_flushes_on_sigterm(model: tuple[Path,
     assert before[("tapwatch_capture_read_packets_total", ())] > 0  # counted live from the meter (issue 10)
     # Scored live, before the stop: the class of those first windows depends on their timing on a shared machine.
     assert sum(v for (name, _), v in before.items() if name == "tapwatch_inference_verdicts_total") >= 1
+
+
+@pytest.mark.timeout(120)
+def test_learn_captures_live_for_the_minutes_asked_and_writes_a_live_profile(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("live capture needs root (CAP_NET_RAW)")
+    server, out = Server(), tmp_path / "site.profile.json"
+    stop = threading.Event()
+
+    def traffic() -> None:
+        time.sleep(1.5)  # the capture's packet socket opens a moment after the command starts
+        while not stop.is_set():
+            server.hit(1)
+            time.sleep(0.05)
+
+    threading.Thread(target=traffic, daemon=True).start()
+    started = time.monotonic()
+    try:
+        proc = tapwatch("learn", "--interface", "lo", "--bpf", f"tcp port {server.port}", "--minutes", "0.15",
+                        "--no-novelty", "--trust-input", "--termination-linger", "0.2", "-o", str(out))  # fmt: skip
+        _, err = proc.communicate(timeout=100)
+    finally:
+        stop.set()
+        server.close()
+    assert proc.returncode == 0, err
+    took = time.monotonic() - started
+    card = json.loads(out.read_text())["card"]
+    assert card["data"][0]["kind"] == "live" and card["data"][0]["path"] == "lo (0.15 min)"
+    assert card["flows"] > 20 and card["windows"] > 20 and 0 < card["span_s"] <= 12  # 9 s asked, a flush after
+    assert card["poisoning"]["checked"] is False and took >= 9
+    assert f"wrote {out}: {card['flows']} benign flows" in err
