@@ -65,7 +65,7 @@ class Detect:
         return len(self.over)
 
 
-def run_detect(pcap: Path, out: Path, reuse: bool = False) -> Detect:
+def run_detect(pcap: Path, out: Path, reuse: bool = False, extra: tuple[str, ...] = ()) -> Detect:
     """``tapwatch detect PCAP -o alerts --verdicts verdicts`` as a user runs it; its summary gives the flows.
 
     With ``reuse``, the outputs of an earlier run in ``out`` are read instead (a report re-rendered from the same
@@ -76,7 +76,7 @@ def run_detect(pcap: Path, out: Path, reuse: bool = False) -> Detect:
     code = 0
     if not (reuse and summary.exists()):
         exe = Path(sys.executable).with_name("tapwatch")
-        proc = subprocess.run([str(exe), "detect", str(pcap), "-o", str(alerts), "--verdicts", str(verdicts)],
+        proc = subprocess.run([str(exe), "detect", str(pcap), "-o", str(alerts), "--verdicts", str(verdicts), *extra],
                               capture_output=True, text=True, timeout=6 * 3600, check=False)  # fmt: skip
         if proc.returncode not in (0, 2):
             raise RuntimeError(f"detect {pcap} exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -113,8 +113,10 @@ class LabRun:
         return {e for r in self.results for e in r.named_by}
 
 
-def lab_run(run: Path, work: Path, slack_s: float, reuse: bool, examined: bool = False) -> LabRun:
-    d = run_detect(run / "capture.pcap", work / run.name, reuse)
+def lab_run(
+    run: Path, work: Path, slack_s: float, reuse: bool, examined: bool = False, extra: tuple[str, ...] = ()
+) -> LabRun:
+    d = run_detect(run / "capture.pcap", work / run.name, reuse, extra)
     attacks = read_attacks(run / "episodes.csv")
     benign, per_episode = flow_counts(run / "flows.csv")
     results, fl, fe = match(d.lines, attacks, slack_s)
