@@ -14,6 +14,7 @@ Exit codes: 0 written; 2 bad input (no traffic, unreadable file, refused model);
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -240,6 +241,9 @@ def learn_command(pcaps: tuple[str, ...], flows_csv: tuple[str, ...], interface:
             raise BadInputError("input", "give pcaps, --flows CSVs or --interface with --minutes")
         if rule == RuleKind.NOVEL.value and not novelty:
             raise BadInputError("--rule", "the novel rule needs the novelty model (drop --no-novelty)")
+        if novelty and importlib.util.find_spec("tensorflow") is None:
+            raise BadInputError("--novelty", "the novelty model is trained with the train extra (pip install "
+                                "'tapwatch[train]'); without it, learn with --no-novelty")  # fmt: skip
         parts = [read_pcap(p, kw) for p in pcaps] + [read_flows(f) for f in flows_csv]
         if interface and minutes:
             parts.append(read_live(interface, minutes, kw))

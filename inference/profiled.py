@@ -15,7 +15,6 @@ served: a refused file is counted and logged on one line, and the profile in use
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from tapwatch.features.errors import ConfigError, ModelCardError
 from tapwatch.features.profile import SiteProfile, load_profile
 from tapwatch.inference.model import Model
 from tapwatch.inference.novelty import NoveltyScorer
+from tapwatch.inference.reload import FileWatch
 
 log = logging.getLogger(__name__)
 
@@ -84,40 +84,20 @@ class ServedProfile:
 
 
 class ProfileReloader:
-    """Poll a profile file; :meth:`poll` returns a new :class:`ServedProfile` at most once per change."""
+    """Poll a profile file; :meth:`read` or :meth:`load` it once :meth:`changed` says so."""
 
     def __init__(self, path: Path, poll_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
-        self.poll_s = poll_s
-        self._clock = clock
-        self._loaded = self._fingerprint()
-        self._candidate: tuple[int, int, int] | None = None
-        self._next = 0.0
-
-    def _fingerprint(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size, st.st_ino
+        self.watch = FileWatch((path,), poll_s, clock)
+        self.watch.mark_loaded()
 
     def changed(self) -> bool:
-        if self.poll_s <= 0 or self._clock() < self._next:
-            return False
-        self._next = self._clock() + self.poll_s
-        now = self._fingerprint()
-        if now is None or now == self._loaded:
-            self._candidate = None
-            return False
-        if now != self._candidate:
-            self._candidate = now
-            return False
-        return True
+        return self.watch.changed()
 
     def read(self, model: tuple[str, str, str | None]) -> SiteProfile:
         """Read and check the file as it is now for ``model`` (name, version, ONNX sha256): :class:`ConfigError`
         when refused, and not retried until the file changes again."""
-        self._loaded, self._candidate = self._fingerprint(), None
+        self.watch.mark_loaded()
         return load_profile(self.path, model)
 
     def load(self, model: Model, threads: int = 1) -> ServedProfile:

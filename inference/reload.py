@@ -16,7 +16,54 @@ from pathlib import Path
 from tapwatch.features.card import card_path_for
 from tapwatch.inference.model import Model, load_model
 
-Fingerprint = tuple[tuple[int, int, int], tuple[int, int, int]]
+Fingerprint = tuple[tuple[int, int, int], ...]
+
+
+class FileWatch:
+    """Tell when files changed since they were last loaded, once a change held still for one poll interval.
+
+    Parameters
+    ----------
+    paths
+        The files watched together (a model and its card; a site profile).
+    poll_s
+        Interval between polls; 0 turns polling off.
+    clock
+        Monotonic clock, injectable for tests.
+    """
+
+    def __init__(self, paths: tuple[Path, ...], poll_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
+        self.paths = paths
+        self.poll_s = poll_s
+        self._clock = clock
+        self._loaded: Fingerprint | None = None
+        self._candidate: Fingerprint | None = None
+        self._next_poll = 0.0
+
+    def _fingerprint(self) -> Fingerprint | None:
+        try:
+            stats = [os.stat(p) for p in self.paths]
+        except OSError:  # in the middle of a replace: look again at the next poll
+            return None
+        return tuple((st.st_mtime_ns, st.st_size, st.st_ino) for st in stats)
+
+    def mark_loaded(self) -> None:
+        """Take the files as they are now as loaded (call just before reading them)."""
+        self._loaded, self._candidate = self._fingerprint(), None
+
+    def changed(self) -> bool:
+        """True when a poll is due and the files differ from the last load, unchanged since the last poll."""
+        if self.poll_s <= 0 or self._clock() < self._next_poll:
+            return False
+        self._next_poll = self._clock() + self.poll_s
+        now = self._fingerprint()
+        if now is None or now == self._loaded:
+            self._candidate = None
+            return False
+        if now != self._candidate:
+            self._candidate = now
+            return False
+        return True
 
 
 class ModelReloader:
@@ -48,40 +95,20 @@ class ModelReloader:
         self.card_path = Path(card_path) if card_path is not None else card_path_for(self.onnx_path)
         self.threads = threads
         self.poll_s = poll_s
-        self._clock = clock
-        self._loaded: Fingerprint | None = None
-        self._candidate: Fingerprint | None = None
-        self._next_poll = 0.0
-
-    def _fingerprint(self) -> Fingerprint | None:
-        try:
-            a, b = os.stat(self.onnx_path), os.stat(self.card_path)
-        except OSError:  # in the middle of a replace: look again at the next poll
-            return None
-        return (a.st_mtime_ns, a.st_size, a.st_ino), (b.st_mtime_ns, b.st_size, b.st_ino)
+        self.watch = FileWatch((self.onnx_path, self.card_path), poll_s, clock)
 
     def mark_loaded(self) -> None:
         """Take the files as they are now as loaded (for a caller that loaded them by other means)."""
-        self._loaded, self._candidate = self._fingerprint(), None
+        self.watch.mark_loaded()
 
     def changed(self) -> bool:
         """True when a poll is due and the files differ from the last load, unchanged since the last poll."""
-        if self.poll_s <= 0 or self._clock() < self._next_poll:
-            return False
-        self._next_poll = self._clock() + self.poll_s
-        now = self._fingerprint()
-        if now is None or now == self._loaded:
-            self._candidate = None
-            return False
-        if now != self._candidate:
-            self._candidate = now
-            return False
-        return True
+        return self.watch.changed()
 
     def load(self) -> Model:
         """Load and check the files as they are now; raises :class:`~tapwatch.inference.model.ModelRejected`.
 
         A failed load is not retried until the files change again.
         """
-        self._loaded, self._candidate = self._fingerprint(), None
+        self.watch.mark_loaded()
         return load_model(self.onnx_path, self.card_path, self.threads)

@@ -40,25 +40,33 @@ def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def export_onnx(model: Any, path: str | Path, opset: int = DEFAULT_OPSET) -> OnnxInfo:
-    """Convert a Keras model of :mod:`tapwatch.models.training.arch` to ``path`` and describe the file.
-
-    The model must take (batch, T, F) float32 windows. Returns the card's ``onnx`` section (file name,
-    sha256, opset, input name and shape, output names).
-    """
+def convert(model: Any, output: str, what: str, opset: int = DEFAULT_OPSET) -> Any:
+    """The checked ONNX proto of a Keras model taking (batch, T, F) float32 ``windows``, its one output named
+    ``output``; :class:`ExportError` naming ``what`` when tf2onnx or the checker fails."""
     import onnx
     import tensorflow as tf
     import tf2onnx
 
     _, t, f = model.input_shape
     spec = (tf.TensorSpec([None, t, f], tf.float32, name=INPUT_NAME),)
-    # A dict output names the ONNX output after its key, so the graph's output is "probs", not "Identity:0".
-    fn = tf.function(lambda x: {OUTPUT_NAME: model(x, training=False)})
+    # A dict output names the ONNX output after its key ("probs", "recon"), not "Identity:0".
+    fn = tf.function(lambda x: {output: model(x, training=False)})
     try:
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
         onnx.checker.check_model(proto)
     except Exception as err:  # tf2onnx raises bare exceptions of many kinds
-        raise ExportError(f"tf2onnx could not convert {model.name} at opset {opset}: {err}") from err
+        raise ExportError(f"tf2onnx could not convert {what} at opset {opset}: {err}") from err
+    return proto
+
+
+def export_onnx(model: Any, path: str | Path, opset: int = DEFAULT_OPSET) -> OnnxInfo:
+    """Convert a Keras model of :mod:`tapwatch.models.training.arch` to ``path`` and describe the file.
+
+    The model must take (batch, T, F) float32 windows. Returns the card's ``onnx`` section (file name,
+    sha256, opset, input name and shape, output names).
+    """
+    _, t, f = model.input_shape
+    proto = convert(model, OUTPUT_NAME, model.name, opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(proto.SerializeToString())

@@ -39,7 +39,7 @@ from tapwatch.inference.novelty import (
     reconstruction_errors,
     valid_mask,
 )
-from tapwatch.models.training.export import DEFAULT_OPSET, PARITY_ATOL, ExportError
+from tapwatch.models.training.export import DEFAULT_OPSET, PARITY_ATOL, ExportError, convert
 
 if TYPE_CHECKING:
     import keras
@@ -186,20 +186,7 @@ def _keras_recon(model: Any, x: np.ndarray[Any, Any], batch: int = 4096) -> np.n
 
 def export_autoencoder(model: Any, opset: int = DEFAULT_OPSET) -> bytes:
     """The ONNX bytes of :func:`build_autoencoder`'s model (in memory, no file); :class:`ExportError` on failure."""
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    _, t, f = model.input_shape
-    spec = (tf.TensorSpec([None, t, f], tf.float32, name=INPUT_NAME),)
-    # A dict output names the ONNX output after its key ("recon", not "Identity:0").
-    fn = tf.function(lambda x: {OUTPUT_NAME: model(x, training=False)})
-    try:
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
-        onnx.checker.check_model(proto)
-    except Exception as err:  # tf2onnx raises bare exceptions of many kinds
-        raise ExportError(f"tf2onnx could not convert the novelty model at opset {opset}: {err}") from err
-    data: bytes = proto.SerializeToString()
+    data: bytes = convert(model, OUTPUT_NAME, "the novelty model", opset).SerializeToString()
     return data
 
 
