@@ -329,7 +329,8 @@ def render(report: dict[str, Any]) -> str:
         for r in rows:
             md.append(
                 f"| {name} ({r['attack']}) | {r['run']} | {'yes' if r['spoofed'] else 'no'} | {r['lines']} | "
-                f"{r['first_s']} | {r['episodes']} | {', '.join(map(str, r['flows']))} | "
+                f"{'-' if r['first_s'] is None else r['first_s']} | {r['episodes']} | "
+                f"{', '.join(map(str, r['flows']))} | "
                 f"{', '.join(map(str, r['sources']))} | {', '.join(map(str, r['ports']))} | "
                 f"{', '.join(r['views'])} |"
             )
