@@ -124,11 +124,13 @@ def episodes_in(parts: list[Part], model_path: Path | None) -> list[Found]:
     from tapwatch.app.pipeline import Embedded
 
     found: dict[str, Found] = {}
+    model = None
     with tempfile.TemporaryDirectory(prefix="tapwatch-learn-") as tmp:
         for i, part in enumerate(parts):
             out = Path(tmp) / f"alerts-{i}.jsonl"
             config = build_config({"model": model_path, "explain": False}, str(out))
-            model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
+            if model is None:  # one session for every part
+                model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
             Embedded(model, config, CollectorRegistry(), offline=True).process(part.records)
             for line in out.read_text().splitlines() if out.exists() else []:
                 ev = json.loads(line)
@@ -147,9 +149,16 @@ def _ms(iso: str) -> int:
 
 def leave_out(parts: list[Part], found: list[Found]) -> tuple[list[Part], int]:
     """The parts without the flows of the episodes found, and how many flows that left out."""
+    by_host: dict[str, list[Found]] = {}
+    for f in found:
+        by_host.setdefault(f.host, []).append(f)
+
+    def covered(r: FlowRecord) -> bool:
+        return any(f.covers(r) for h in (r.meta.src_ip, r.meta.dst_ip) for f in by_host.get(h, ()))
+
     out, dropped = [], 0
     for p in parts:
-        kept = [r for r in p.records if not any(f.covers(r) for f in found)]
+        kept = [r for r in p.records if not covered(r)]
         dropped += len(p.records) - len(kept)
         out.append(Part(p.name, p.kind, kept, p.sha256))
     return out, dropped
