@@ -337,6 +337,7 @@ def render(report: dict[str, Any]) -> str:
     md += ["", "## CIC-IDS2017", ""]
     for key, title in (
         ("cic", "trained on CIC-IDS2017 only (`models/reports/cic-ids2017.md`)"),
+        ("cic_original", "trained on the original release's features (`models/reports/cic-ids2017-original.md`)"),
         ("cic_lab", "trained on CIC-IDS2017 and the lab's flows (`models/reports/cic-ids2017+lab.md`)"),
     ):
         data = report.get(key)
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pcaps", type=Path, help="MANIFEST.csv of the real captures")
     p.add_argument("--cic", type=Path, help="evaluation report JSON of the CIC-IDS2017-only models")
     p.add_argument("--cic-lab", type=Path, help="evaluation report JSON of the models trained with the lab's flows")
+    p.add_argument("--cic-original", type=Path, help="evaluation report JSON on the original release's features")
     p.add_argument("--work", type=Path, default=Path("/tmp/tapwatch-acceptance"))
     p.add_argument("--reuse", action="store_true", help="re-read outputs already in --work (same code)")
     p.add_argument("-o", "--out", type=Path, default=Path("models/reports/acceptance"))
@@ -385,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "with_profile": profile,
         "shapes": shapes(episodes, args.episodes_work),
         "cic": cic(args.cic),
+        "cic_original": cic(args.cic_original),
         "cic_lab": cic(args.cic_lab),
     }
     report["seconds"] = time.monotonic() - t0
