@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         profile["lab"] = lab_with_profile(args.site_learn, args.fresh, args.work, args.reuse)
     if args.pcaps:
         profile["real"] = real_with_profile(args.pcaps, args.work, args.reuse)
-    report = {
+    report: dict[str, Any] = {
         "command": "python -m tapwatch.app.acceptance " + " ".join(sys.argv[1:] if argv is None else argv),
         "families": lab_families(episodes),
         "out_of_box": out_of_box(episodes),
