@@ -59,8 +59,11 @@ def test_run_on_loopback_serves_health_and_flushes_on_sigterm(model: tuple[Path,
         pytest.skip("live capture needs root (CAP_NET_RAW)")
     server, port, out = Server(), free_port(), tmp_path / "alerts.jsonl"
     out.write_text('{"earlier": "run appends, never truncates"}\n')  # issue 10: an operator's log is kept
+    # Three windows open an episode here (the default, 8, is for real traffic): this test is about scoring live
+    # and flushing at the stop, with a dozen flows.
     proc = tapwatch("run", "--interface", "lo", "--bpf", f"tcp port {server.port}", "--model", str(model[0]), "-o",
-                    str(out), "--metrics-port", str(port), "--termination-linger", "0.2", "--no-explain")  # fmt: skip
+                    str(out), "--metrics-port", str(port), "--termination-linger", "0.2", "--no-explain",
+                    env={"TAPWATCH_EPISODE_OPEN_WINDOWS": "3"})  # fmt: skip
 
     def ready() -> bool:
         assert proc.poll() is None, proc.communicate()[1]
