@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,12 @@ def benign_names(verdict: Verdict, card_benign: str | None) -> set[str]:
     return names
 
 
+@lru_cache(maxsize=64)
+def _family_columns(class_names: tuple[str, ...], family: Family) -> tuple[int, ...]:
+    """The columns of ``family``'s classes (a verdict's class names are its model's: a handful of tuples)."""
+    return tuple(i for i, c in enumerate(class_names) if family_of_class(c) is family)
+
+
 @dataclass(frozen=True)
 class ProfileGate:
     """A site profile's bars on window-view evidence: the family's score (its classes' summed probability) at or
@@ -140,10 +147,9 @@ class ProfileGate:
     def admits(self, verdict: Verdict, family: Family) -> bool:
         if verdict.model != self.model:
             return True
-        bar = dict(self.thresholds).get(family.value, 0.0)
+        bar = next((t for f, t in self.thresholds if f == family.value), 0.0)
         if bar > 0:
-            score = sum(p for c, p in zip(verdict.class_names, verdict.probabilities, strict=True)
-                        if family_of_class(c) is family)  # fmt: skip
+            score = sum(verdict.probabilities[i] for i in _family_columns(verdict.class_names, family))
             if score < bar:
                 return False
         return self.novelty_min is None or verdict.novelty is None or verdict.novelty >= self.novelty_min

@@ -34,7 +34,7 @@ from tapwatch.bus.streams import Bus, RedisBus
 from tapwatch.features.baseline import SiteBaseline, load_baseline, shipped_baseline
 from tapwatch.features.card import ModelCard, card_path_for, load_card
 from tapwatch.features.errors import ConfigError, ModelCardError
-from tapwatch.features.profile import SiteProfile, load_profile, profile_path_for
+from tapwatch.features.profile import SiteProfile, load_profile, profile_to_use
 from tapwatch.inference.profiled import ProfileReloader
 
 log = logging.getLogger(__name__)
@@ -163,17 +163,20 @@ def load_volume_rules(settings: AlerterSettings) -> VolumeRules:
     return VolumeRules(load_baseline(path))
 
 
-def load_site_profile(settings: AlerterSettings, card: ModelCard | None, onnx: Path | None) -> SiteProfile | None:
-    """``--profile``, else the model's default profile beside its ONNX file when there is one; checked against the
-    model (a profile for another model, an unknown version or a corrupt file is a one-line ConfigError)."""
-    path = Path(settings.profile) if settings.profile else (profile_path_for(onnx) if onnx is not None else None)
-    if path is None or (not settings.profile and not path.is_file()):
+def load_site_profile(
+    settings: AlerterSettings, card: ModelCard | None, onnx: Path | None
+) -> tuple[SiteProfile, Path] | None:
+    """``--profile``, else the model's default profile beside its ONNX file when there is one, and its path;
+    checked against the model (another model's profile, an unknown version or a corrupt file: a one-line
+    ConfigError)."""
+    path = profile_to_use(settings.profile, onnx)
+    if path is None:
         return None
     model = (card.name, card.version, card.onnx.sha256 if card.onnx else None) if card is not None else None
     profile = load_profile(path, model)
     log.info("site profile %s (learned on %d flows for %s %s)", path, profile.card.flows, profile.card.model.name,
              profile.card.model.version)  # fmt: skip
-    return profile
+    return profile, path
 
 
 def episode_config(settings: AlerterSettings, baseline: SiteBaseline, model: str | None) -> EpisodeConfig:
@@ -206,7 +209,8 @@ def build_episode_alerter(
     onnx = onnx or (Path(settings.onnx) if settings.onnx else None)
     if onnx is None and card is not None and card.onnx is not None and (where := card_path(settings)) is not None:
         onnx = where.parent / card.onnx.file
-    profile = load_site_profile(settings, card, onnx)
+    found = load_site_profile(settings, card, onnx)
+    profile, where = found if found is not None else (None, None)
     # the profile's baseline, unless --baseline names one
     use_profile = profile is not None and not settings.baseline
     rules = VolumeRules(profile.baseline) if profile is not None and use_profile else load_volume_rules(settings)
@@ -221,11 +225,9 @@ def build_episode_alerter(
     tracker = EpisodeTracker(store or MemoryStateStore(), tracker_config, wall=wall)
     policy = EpisodePolicy(rules, explain, suppressor, allow, medians, ProfileGate.of(profile) if profile else None)
     alerter = EpisodeAlerter(bus, settings, sinks, metrics, tracker, card, policy)
-    if reload_profile and profile is not None and card is not None and settings.reload_poll_s > 0:
-        where = Path(settings.profile) if settings.profile else profile_path_for(onnx) if onnx else None
-        if where is not None:
-            model = (card.name, card.version, card.onnx.sha256 if card.onnx else None)
-            alerter.profile_swap = ProfileSwap(ProfileReloader(where, settings.reload_poll_s), model, use_profile)
+    if reload_profile and where is not None and card is not None and settings.reload_poll_s > 0:
+        model = (card.name, card.version, card.onnx.sha256 if card.onnx else None)
+        alerter.profile_swap = ProfileSwap(ProfileReloader(where, settings.reload_poll_s), model, use_profile)
     return alerter
 
 

@@ -190,6 +190,18 @@ def load_profile(
     return profile
 
 
+def profile_to_use(given: str | Path | None, onnx_path: str | Path | None) -> Path | None:
+    """``given`` (``--profile``), else the model's default profile when that file exists, else None.
+
+    >>> profile_to_use("site.profile.json", None).as_posix()
+    'site.profile.json'
+    """
+    if given:
+        return Path(given)
+    default = profile_path_for(onnx_path) if onnx_path is not None else None
+    return default if default is not None and default.is_file() else None
+
+
 def profile_path_for(onnx_path: str | Path) -> Path:
     """The default profile of a model: ``NAME.profile.json`` beside ``NAME.onnx``.
 

@@ -23,7 +23,7 @@ from tapwatch.bus.stats import RedisGroupStats
 from tapwatch.bus.streams import RedisBus
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.health import HealthServer
-from tapwatch.features.profile import profile_path_for
+from tapwatch.features.profile import profile_to_use
 from tapwatch.inference.metrics import InferenceMetrics
 from tapwatch.inference.model import Model, ModelRejected
 from tapwatch.inference.profiled import ProfileReloader, ServedProfile, serve_profile
@@ -59,8 +59,8 @@ def worker_profile(
 
     A refused profile at start-up is a one-line error (the service does not start on a profile it cannot use).
     """
-    where = path if path is not None else profile_path_for(model.onnx_path)
-    if path is None and not where.is_file():
+    where = profile_to_use(path, model.onnx_path)
+    if where is None:
         return None, None
     served = serve_profile(where, model, threads)
     log.info("site profile %s (learned on %d flows; novelty %s)", where, served.profile.card.flows,

@@ -110,7 +110,7 @@ class Worker:
         self._model = model
         self._in_hand: _InHand | None = None
         self._reload_requested = False
-        self._next_stats = self._next_trim = 0.0
+        self._next_stats = self._next_trim = self._next_shift = 0.0
         self._lag = math.nan
         self._loop = Consumer(bus, loop, self, self)
         metrics.model_loaded(model.card.name, model.card.version, model.card.class_names)
@@ -284,8 +284,11 @@ class Worker:
         m.novel.inc(sum(r >= 1.0 for r in novelty))
         if self.profile.novel_share is not None:
             m.novel_share.set(self.profile.novel_share)
-        for name, z in self.profile.shifts().items():
-            m.feature_shift.labels(feature=name).set(z)
+        now = time.monotonic()
+        if now >= self._next_shift:  # 82 labelled gauges: refreshed once a second, not per batch
+            self._next_shift = now + 1.0
+            for name, z in self.profile.shifts().items():
+                m.feature_shift.labels(feature=name).set(z)
 
     def _profile_loaded(self, p: ServedProfile) -> None:
         c = p.profile.card
