@@ -5,7 +5,8 @@ An episode is keyed by (family, role, host): the victim of a flood, the source o
 
 * **pending**: window evidence collects until ``open_windows`` pieces fell within ``open_within_s`` (one odd
   window opens nothing); volume evidence has already crossed a learned threshold over a bucket of many flows,
-  and opens at once.
+  and opens at once, except a piece that may not open alone (``Evidence.alone``: many connections to one
+  service), which opens only once window evidence of the same episode fell within ``open_within_s`` of it.
 * **open**: the episode's first line (``state: open``). Further evidence grows it; an ``update`` line goes out
   when it grew and the update gap passed: ``update_every_s`` first, doubling up to ``update_max_s``, and never
   more than ``max_lines_5min`` lines (the close line included) in any five minutes.
@@ -111,7 +112,7 @@ def _new_state(ev: Evidence) -> State:
         "n_sources": 0, "n_targets": 0, "n_ports": 0, "views": [], "rep": None, "rep_score": -1.0,
         "model": "", "model_version": "", "facts": [], "lines": [], "next_update_ms": 0, "gap_ms": 0,
         "grown": False, "explanation": None, "summary": None, "opened_ms": None, "seen_sources": [],
-        "seen_targets": [], "seen_ports": [],
+        "seen_targets": [], "seen_ports": [], "weak": [],
     }  # fmt: skip
 
 
@@ -161,6 +162,12 @@ def _absorb(s: State, ev: Evidence, cap: int, distinct_cap: int = 1024) -> None:
         if ev.facts:
             s["facts"] = [[f.name, f.value, f.median, f.weight, f.text] for f in ev.facts]
     s["grown"] = True
+
+
+def _corroborated(s: State, within: float) -> bool:
+    """Whether a volume piece that may not open alone (``Evidence.alone``) has window evidence of the same
+    episode within ``within`` ms of it: two views agree."""
+    return any(abs(w - h) <= within for w in s.get("weak", ()) for h in s["hits"])
 
 
 def _outranks(ev: Evidence, s: State) -> bool:
@@ -230,11 +237,16 @@ class EpisodeTracker:
         _absorb(s, ev, c.cap, c.distinct_cap)
         s["touched_ms"] = max(now, s.get("touched_ms", 0))
         if s["status"] == "pending":
-            need = c.windows_to_open(s["family"])
+            need, within = c.windows_to_open(s["family"]), c.open_within_s * 1000
             if ev.view.value == "window":
-                s["hits"] = [h for h in s["hits"] if ev.at_ms - h <= c.open_within_s * 1000] + [ev.at_ms]
+                s["hits"] = [h for h in s["hits"] if ev.at_ms - h <= within] + [ev.at_ms]
                 s["hits"] = s["hits"][-need:]
-            ready = ev.view.value == "volume" or (len(s["hits"]) >= need and ev.score >= c.open_min_score)
+                ready = ev.score >= c.open_min_score and (len(s["hits"]) >= need or _corroborated(s, within))
+            elif ev.alone:
+                ready = True
+            else:
+                s["weak"] = [*[h for h in s.get("weak", []) if ev.at_ms - h <= within][-7:], ev.at_ms]
+                ready = _corroborated(s, within)
             if ready:
                 lines += self._opening(s, now, gate)
         elif s["status"] == "open" and s["grown"] and now >= s["next_update_ms"] and self._room(s, now, 2):

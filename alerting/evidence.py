@@ -84,6 +84,11 @@ class Evidence:
         The window, for a LIME explanation (window view).
     model, model_version
         Who decided.
+    alone
+        Whether this piece may open an episode by itself. The volume view's counts are decisive except the
+        repeated-service rule's: many connections to one service are also a test harness, a batch job or a
+        chatty client, so that piece opens an episode only beside the window view's evidence of the same family
+        (Zeek calls password guessing only on *failed* logins; here the model judges what the connections are).
     """
 
     family: Family
@@ -104,6 +109,7 @@ class Evidence:
     tensor: np.ndarray[Any, np.dtype[np.float32]] | None = field(default=None, compare=False, repr=False)
     model: str = ""
     model_version: str = ""
+    alone: bool = True
 
     @property
     def role(self) -> str:

@@ -10,7 +10,9 @@ Source view (who does it):
 * **scan**: ``distinct_ports >= scan_ports`` (vertical) or ``distinct_peers >= scan_hosts`` (horizontal), with at
   least half the flows unanswered or reset;
 * **repeated service use** (password guessing; on a web port a web attack): one (peer, port) pair gets
-  ``pair_flows`` flows or more in a bucket, fewer than a flood's;
+  ``pair_flows`` flows or more in a bucket, fewer than a flood's. The count alone is ambiguous (a test harness, a
+  batch job, a chatty client), so this evidence is not ``alone``: it opens an episode only beside the window view's
+  evidence of the same family (:mod:`tapwatch.alerting.episodes`);
 * **beacon**: a pair whose connections came at least ``beacon_min`` times in a run at a regular interval
   (coefficient of variation at most ``beacon_cv``) of a second or more (the sensor's ``beacons``, most regular
   first; the first one that is not a service the site polls on a timer).
@@ -98,7 +100,7 @@ class VolumeRules:
             Fact("bytes_per_connection", round(agg.pair_bytes / max(1, agg.pair_flows), 1), None, 0.0,
                  "{value} bytes per connection"),
         )  # fmt: skip
-        return self._evidence(agg, family, detail, min(1.0, agg.pair_flows / limit / 2), facts)
+        return self._evidence(agg, family, detail, min(1.0, agg.pair_flows / limit / 2), facts, alone=False)
 
     def _beacon(self, agg: AggregateRecord) -> Evidence | None:
         count, cv = self.baseline.threshold("beacon_min"), self.baseline.threshold("beacon_cv")
@@ -152,7 +154,8 @@ class VolumeRules:
         return f"distributed {kind}" if many and not kind.startswith("reflection") else kind
 
     def _evidence(self, agg: AggregateRecord, family: Family, detail: str, score: float, facts: tuple[Fact, ...],
-                  pair: tuple[str, int, int, FlowMeta | None] | None = None) -> Evidence:  # fmt: skip
+                  pair: tuple[str, int, int, FlowMeta | None] | None = None,
+                  alone: bool = True) -> Evidence:  # fmt: skip
         """Evidence about the bucket's host; ``pair`` (peer, port, flows, its newest flow) narrows a source's
         evidence to one pair (a beacon is about its C2, not the host's busiest peer) and dates it by that flow: a
         pcap's finished connections can reach a bucket minutes after their last packet."""
@@ -172,7 +175,7 @@ class VolumeRules:
             score=round(max(0.5, score), 6), flow=flow, detail=detail, flows=flows,
             sources=(agg.key,) if source_view else ((agg.top_peer,) if agg.top_peer else ()),
             targets=targets, ports=ports, n_sources=1 if source_view else agg.distinct_peers, n_targets=n_targets,
-            n_ports=n_ports, facts=facts, model="volume-rules", model_version="1",
+            n_ports=n_ports, facts=facts, model="volume-rules", model_version="1", alone=alone,
         )  # fmt: skip
 
 

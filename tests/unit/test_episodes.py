@@ -161,6 +161,30 @@ def test_the_volume_rules_name_each_kind_of_traffic(record: AggregateRecord, fam
     assert found[0].view is ViewKind.VOLUME and found[0].facts
 
 
+def test_many_connections_to_one_service_open_an_episode_only_beside_the_models_evidence() -> None:
+    """The repeated-service count alone is a test harness as often as a password guesser: it waits for the window
+    view to call the same host's connections guessing (within a minute, either order); scans and floods do not."""
+    guessing = agg(View.SOURCE, "10.0.0.9", flows=60, pair_flows=60, pair_port=88, pair_peer="10.0.0.2",
+                   pair_bytes=30_000, distinct_ports=1, distinct_peers=1)  # fmt: skip
+    (pair,) = VolumeRules(SiteBaseline()).judge(guessing)
+    assert not pair.alone
+    t, _ = tracker(open_windows=8, quiet_s=120)
+    assert t.observe(pair) == []  # the count alone: pending
+    assert states(t.observe(window_ev(T0 + 90_000))) == []  # the model agrees, but 90 s later: not together
+    assert states(t.observe(window_ev(T0 + 20_000))) == ["open"]  # within the minute: two views agree
+    (closed,) = t.close_all()
+    assert closed.episode["views"] == ["volume", "window"] and closed.episode["rep_detail"] == pair.detail
+
+    t, _ = tracker(open_windows=8)
+    assert states(t.observe(window_ev(T0))) == []
+    assert states(t.observe(pair)) == ["open"]  # the window came first
+    t, _ = tracker(open_windows=8)
+    assert t.observe(pair) == [] and t.observe(pair) == [] and states(t.close_all()) == []  # never corroborated
+    scan = agg(View.SOURCE, "10.0.0.9", flows=1000, unanswered=990, distinct_ports=1000, distinct_peers=1)
+    (alone,) = VolumeRules(SiteBaseline()).judge(scan)
+    assert alone.alone and states(tracker()[0].observe(alone)) == ["open"]
+
+
 def test_the_volume_rules_leave_a_scans_victim_and_ordinary_traffic_alone() -> None:
     rules = VolumeRules(SiteBaseline(periodic=["10.0.0.3:123"]))
     victim_of_scan = agg(View.VICTIM, "10.0.0.2", flows=1000, tcp=1000, rejected=990, distinct_ports=1000,
