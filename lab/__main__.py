@@ -27,14 +27,16 @@ from tapwatch.features.errors import TapwatchError
               help="The run's directory (created; refused when not empty).")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(10, 86400), default=None, help="Seconds [default: the scenario's].")
 @click.option("--prefix", default="twlab", show_default=True, help="Prefix of the lab's namespace names.")
+@click.option("--live", is_flag=True, help="Also run `tapwatch run` on the tap, out of the box, into OUT/live.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
-def main(name: str, seed: int, profile: str, out: Path, duration: float | None, prefix: str, verbose: int) -> None:
+def main(name: str, seed: int, profile: str, out: Path, duration: float | None, prefix: str, live: bool,
+         verbose: int) -> None:  # fmt: skip
     """Run the lab scenario NAME (needs root). Example: sudo python -m lab ci-short --out runs/ci-short"""
     from lab.run import RunConfig, run_scenario  # imports every tool module; --help stays fast without them
 
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    cfg = RunConfig(scenario(name), seed, Profile(profile), out, prefix, duration_s=duration)
+    cfg = RunConfig(scenario(name), seed, Profile(profile), out, prefix, duration_s=duration, live=live)
     try:
         result = run_scenario(cfg)
     except TapwatchError as err:

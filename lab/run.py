@@ -8,6 +8,8 @@
 * ``flows.csv`` — the capture's flows as ``tapwatch flows --single-packet-flows`` writes them (scan probes and
   spoofed floods are one-packet flows), each with its ``episode_id``, ``family`` and ``cic_class``
   (:mod:`lab.labels`);
+* ``live/`` — with ``--live``, the alert lines ``tapwatch run`` wrote on the tap during the traffic and when
+  each arrived (:mod:`lab.live_sensor`);
 * ``run.json`` — written last, so a directory with it is complete: the scenario, seed and profile, the hosts,
   the episodes and flows per family, the capture's account (packets, kernel drops, whether the budget cut it),
   the handshake RTTs measured at the tap beside the profile's, the clients' session counts, the tools and their
@@ -29,6 +31,7 @@ Example
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import subprocess
@@ -49,6 +52,7 @@ from lab.delayrtt import handshake_rtts, summarize
 from lab.episodes import Episode, Family, ServiceMap, write_episodes
 from lab.labels import benign_id, hosts_from_episodes, label_csv
 from lab.labuser import lab_user
+from lab.live_sensor import live_sensor
 from lab.run_manifest import manifest, sha256_of, write_summary
 from lab.run_plan import AttackSlot, plan_run
 from lab.scenarios import Scenario
@@ -89,6 +93,8 @@ class RunConfig:
     prefix: str = "twlab"
     capture_bytes: int = 2 << 30
     duration_s: float | None = None
+    live: bool = False
+    """Also run ``tapwatch run`` on the tap during the traffic (:mod:`lab.live_sensor`, into ``out/live``)."""
 
     @property
     def unit(self) -> str:
@@ -199,7 +205,8 @@ def run_scenario(cfg: RunConfig) -> RunResult:
     linker = delay_linker(cfg.seed)
     with tempfile.TemporaryDirectory(prefix=f"{cfg.prefix}-") as tmp, _lab(cfg, Path(tmp), linker) as (topo, services):
         plan = plan_run(cfg.scenario, topo, cfg.seed, services)
-        with topo.capture(pcap, cfg.capture_bytes, max_packets=cfg.capture_bytes // 64) as cap:
+        sensor = live_sensor(topo, out / "live") if cfg.live else contextlib.nullcontext()
+        with topo.capture(pcap, cfg.capture_bytes, max_packets=cfg.capture_bytes // 64) as cap, sensor:
             start = time.time()
             deadline = start + cfg.duration
             stop = threading.Event()
@@ -230,6 +237,8 @@ def _finish(cfg: RunConfig, episodes: list[Episode], cap: Any, client_stats: dic
     rtt = summarize(handshake_rtts(out / "capture.pcap"))
     forwarders = client_stats.pop("forwarders", {})
     summary = manifest(cfg, episodes, counts, cap, rtt, client_stats, span[:2]) | {"forwarders": forwarders}
+    if cfg.live:
+        summary["live"] = json.loads((out / "live" / "sensor.json").read_text())
     summary["wall_seconds"] = round(time.time() - span[2], 1)  # set-up, traffic, teardown and extraction
     summary["sha256"] = {name: sha256_of(out / name) for name in FILES}
     write_summary(out, summary)

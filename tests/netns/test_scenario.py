@@ -7,6 +7,7 @@ Every lab here has a prefix starting with ``twts``.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -76,7 +77,8 @@ def before() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def run(before: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     out = tmp_path_factory.mktemp("ci-short") / "run"
-    result = run_scenario(RunConfig(scenario("ci-short"), seed=11, profile=Profile.WAN, out=out, prefix="twtsc"))
+    result = run_scenario(RunConfig(scenario("ci-short"), seed=11, profile=Profile.WAN, out=out, prefix="twtsc",
+                                    live=True))  # fmt: skip
     yield {"out": out, "summary": result.summary}
 
 
@@ -110,7 +112,9 @@ def test_the_handshake_rtt_at_the_tap_matches_the_wan_profile(run: dict[str, Any
 
 def test_the_run_is_complete_and_accounted_for(run: dict[str, Any]) -> None:
     summary = run["summary"]
-    assert sorted(p.name for p in run["out"].iterdir()) == ["capture.pcap", "episodes.csv", "flows.csv", "run.json"]
+    assert sorted(p.name for p in run["out"].iterdir()) == [
+        "capture.pcap", "episodes.csv", "flows.csv", "live", "run.json"
+    ]  # fmt: skip
     assert summary["capture"]["kernel_dropped"] == 0 and not summary["capture"]["budget_reached"]
     assert summary["seconds"] < 120 and summary["tools"]["nmap"] != "not installed"
 
@@ -154,3 +158,21 @@ def test_the_episodes_report_measures_the_fresh_run(run: dict[str, Any], tmp_pat
     assert result.detect.lines and all(x["ml"]["explanation"] and x["ml"]["summary"] for x in result.detect.lines)
     report = {"command": "test", "machine": "test", "versions": "test", "seconds": 0.0}
     assert "| scan | 1 | 1 | 1 |" in render(report, [result], [], [])
+
+
+def test_the_live_sensor_alerts_during_the_run_and_the_acceptance_report_times_its_lines(run: dict[str, Any]) -> None:
+    """``--live``: ``tapwatch run`` out of the box on the tap while the traffic plays. Every line it wrote has an
+    arrival time on the lab's clock; the scan is detected and named live, its first line timed from its start."""
+    from tapwatch.app.acceptance import live_run
+
+    live = run["out"] / "live"
+    sensor = run["summary"]["live"]
+    assert sensor["exit_status"] == 0 and sensor["ready_s"] < 120 and sensor["unreadable_lines"] == 0
+    lines = [json.loads(x) for x in (live / "alerts.jsonl").read_text().splitlines()]
+    arrivals = (live / "arrivals.csv").read_text().splitlines()[1:]
+    assert lines and len(arrivals) == len(lines) == sensor["lines"]
+    assert "tapwatch run: model hybrid-lab" in (live / "sensor.log").read_text()  # the summary at the stop
+    scored = live_run(run["out"])
+    assert scored["untimed"] == 0 and scored["lines"] == len(lines)
+    scans = [a for a in scored["attacks"] if a["family"] == "scan"]
+    assert scans and all(a["detected"] and a["named"] and 0 <= a["delay_s"] < 120 for a in scans), scans

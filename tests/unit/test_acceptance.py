@@ -74,3 +74,42 @@ def test_the_halves_are_a_fixed_split_and_the_command_writes_both_files(tmp_path
     data = json.loads((tmp_path / "acc.json").read_text())
     assert md.startswith("# Acceptance") and "| scan | 1 of 2: 0.50" in md and data["goals"][0]["status"] == "met"
     assert "Not measured yet" in md and md == render(data)
+
+
+def _line(alert_id: str, episode: str, at: str) -> str:
+    return json.dumps({
+        "timestamp": at, "src_ip": "10.0.0.9", "dest_ip": "10.0.0.2",
+        "episode": {"id": episode, "state": "open", "key": "source", "host": "10.0.0.9", "first_seen": at,
+                    "last_seen": at, "top_targets": ["10.0.0.2"]},
+        "ml": {"family": "scan", "alert_id": alert_id},
+    })  # fmt: skip
+
+
+def test_the_live_run_times_each_line_by_its_arrival_not_its_packets(tmp_path: Path) -> None:
+    """A line's packet time can precede its writing by the flow's life: the live table counts what the operator
+    waited, from the arrival the lab's tail recorded; a line it never timed is counted, not scored."""
+    from tapwatch.app.acceptance import live
+
+    run = tmp_path / "attack-mix-wan-s11"
+    (run / "live").mkdir(parents=True)
+    (run / "episodes.csv").write_text(
+        "episode_id,family,cic_class,tool,attacker,victims,start,end,spoofed,link_profile,command\n"
+        "e001,scan,PortScan,nmap,10.0.0.9,10.0.0.2,1000.0,1010.0,0,wan,nmap\n"
+        "b-c1,benign,BENIGN,mix,10.0.0.7,,990.0,1100.0,0,wan,mix\n"
+    )
+    (run / "flows.csv").write_text("episode_id,family\ne001,scan\n" + "b-c1,benign\n" * 2000)
+    packets = "1970-01-01T00:16:40.500Z"  # 1000.5 s: half a second into the scan
+    (run / "live" / "alerts.jsonl").write_text(_line("a1", "ep1", packets) + "\n" + _line("a2", "ep1", packets) + "\n")
+    (run / "live" / "arrivals.csv").write_text("alert_id,episode_id,state,arrived\na1,ep1,open,1003.25\n")
+    (run / "live" / "sensor.json").write_text(json.dumps({"ready_s": 4.2, "exit_status": 0}))
+    lv = live([run])
+    assert lv is not None
+    (scored,) = lv["runs"]
+    assert scored["lines"] == 1 and scored["untimed"] == 1 and scored["false_lines"] == 0
+    (scan,) = scored["attacks"]
+    assert scan["detected"] and scan["named"] and scan["delay_s"] == pytest.approx(3.25)
+    assert lv["within_5s"]["k"] == lv["within_5s"]["n"] == 1 and lv["false"]["n"] == 2000
+    report = {"families": {}, "out_of_box": out_of_box(EPISODES), "with_profile": {}, "live": lv}
+    status = {g: s for g, s, _ in goals(report)}
+    assert status["first alert within 5 s of episode start in the live run (every attack)"] == "met"
+    assert "## Lab families, live" in render({**report, "command": "x", "seconds": 0.0, "shapes": {}})
