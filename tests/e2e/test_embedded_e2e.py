@@ -4,9 +4,11 @@ pipeline's back-pressure and failure handling: tests/unit/test_embedded.py."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,22 @@ def test_the_shipped_model_and_baseline_raise_one_scan_episode_and_nothing_on_th
     assert [x["episode"]["state"] for x in lines] == ["open", "close"]
     assert {(x["ml"]["family"], x["src_ip"], x["dest_ip"]) for x in lines} == {("scan", "10.211.0.1", "10.211.0.2")}
     assert lines[-1]["episode"]["ports"] >= 100 and all(x["ml"]["explanation"] for x in lines)
+
+
+def test_out_of_the_box_detect_writes_nothing_about_the_sample_s_benign_traffic(tmp_path: Path) -> None:
+    """The models issue's required line: the shipped model, baseline and profile with no flags raise no line on
+    the sample pcap's benign phases (HTTP, DNS); its nmap scan is one scan episode dated inside the scan."""
+    out = tmp_path / "alerts.jsonl"
+    proc = tapwatch("detect", str(SAMPLE), "-o", str(out))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "model hybrid-lab" in err
+    with SAMPLE.with_name("sample-labels.csv").open() as fh:
+        phases = [(float(r["start"]), float(r["end"]), r["label"]) for r in csv.DictReader(fh)]
+    lines = read_jsonl(out)
+    assert lines, "the scan was not detected"
+    for x in lines:
+        first, last = (datetime.fromisoformat(x["episode"][k].replace("Z", "+00:00")).timestamp()
+                       for k in ("first_seen", "last_seen"))  # fmt: skip
+        during = [label for start, end, label in phases if start <= first and last <= end]
+        assert during == ["nmap-syn-scan"] and x["ml"]["family"] == "scan", (x["episode"], during)
