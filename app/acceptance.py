@@ -99,6 +99,7 @@ def family_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "within_5s": rate(sum(d <= GOAL_FIRST_S for d in delays), len(mine)),
             },
             "lines": {"median": statistics.median(lines) if lines else None, "max": max(lines, default=None)},
+            "joined": sum(bool(a.get("joined")) for a in mine),
         }
     return out
 
@@ -334,14 +335,14 @@ def render(report: dict[str, Any]) -> str:
         f"Runs: {', '.join(f'`{r}`' for r in report['out_of_box']['lab']['runs'])}.",
         "",
         "| family | detected | named by its family | first line, s (median, max) | first line within 5 s | "
-        "lines per attack (median, max) |",
-        "|---|---|---|---|---|---|",
+        "lines per attack (median, max) | joined an open episode |",
+        "|---|---|---|---|---|---|---|",
     ]
     for fam, f in report["families"].items():
         md.append(
             f"| {fam} | {fmt(f['detected'])} | {fmt(f['named'])} | {f['first_s']['median']}, "
             f"{f['first_s']['max']} | {fmt(f['first_s']['within_5s'])} | {f['lines']['median']}, "
-            f"{f['lines']['max']} |"
+            f"{f['lines']['max']} | {f['joined']} |"
         )
     md += _live_section(report.get("live"))
     box, prof = report["out_of_box"], report["with_profile"]
@@ -424,7 +425,9 @@ def _live_section(lv: dict[str, Any] | None) -> list[str]:
         "## Lab families, live (`tapwatch run` on the lab's tap during the scenario, out of the box)",
         "",
         "Each line is timed by when it reached the alert file: the time an operator waited from the attack's "
-        "first packet.",
+        "first packet. An attack that *joined an open episode* came while an episode of its family about the same "
+        "host was open (an earlier attack on that victim): the operator had an open alert already, and the time "
+        "is to the episode's next line, which updates follow at a doubling interval (60 s, 120 s, ...).",
         "",
     ]
     for r in lv["runs"]:
@@ -438,16 +441,16 @@ def _live_section(lv: dict[str, Any] | None) -> list[str]:
     md += [
         "",
         "| family | detected | named by its family | first line, s (median, max) | first line within 5 s | "
-        "lines per attack (median, max) |",
-        "|---|---|---|---|---|---|",
+        "lines per attack (median, max) | joined an open episode |",
+        "|---|---|---|---|---|---|---|",
     ]
     for fam, f in lv["families"].items():
         md.append(
             f"| {fam} | {fmt(f['detected'])} | {fmt(f['named'])} | {f['first_s']['median']}, "
             f"{f['first_s']['max']} | {fmt(f['first_s']['within_5s'])} | {f['lines']['median']}, "
-            f"{f['lines']['max']} |"
+            f"{f['lines']['max']} | {f['joined']} |"
         )
-    md.append(f"| all | | | | {fmt(lv['within_5s'])} | |")
+    md.append(f"| all | | | | {fmt(lv['within_5s'])} | | |")
     return md
 
 

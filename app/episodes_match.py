@@ -46,6 +46,9 @@ class AttackResult:
     families: list[str] = field(default_factory=list)
     named_by: list[str] = field(default_factory=list)
     """Ids of the episodes that named it by its family."""
+    joined: bool = False
+    """Every episode credited with it had opened before it began (an earlier attack on the same host): the
+    operator already had an open episode, and this attack shows in its updates (``delay_s`` is to the next line)."""
 
 
 def read_attacks(path: Path) -> list[Attack]:
@@ -96,7 +99,7 @@ def _involves(lines: list[dict[str, Any]], a: Attack) -> bool:
     attack."""
     ep = lines[0]["episode"]
     if ep["key"] == "victim":
-        return ep["host"] in a.victims or any(x["src_ip"] in a.attackers for x in lines)
+        return ep["host"] in a.victims  # an episode about another victim of the same attacker is not this attack
     return ep["host"] in a.attackers and any(
         x["dest_ip"] in a.victims or any(t in a.victims for t in x["episode"].get("top_targets", ())) for x in lines
     )
@@ -125,6 +128,7 @@ def match(lines: list[dict[str, Any]], attacks: list[Attack], slack_s: float) ->
         times = sorted(ms(x["timestamp"].replace("+0000", "+00:00")) for x in ep_lines)
         for owner in credited:
             r = results[owner.id]
+            r.joined = (r.joined or not r.detected) and times[0] < owner.start_ms
             r.detected = True
             r.named = r.named or fam == owner.family.value
             if fam == owner.family.value:

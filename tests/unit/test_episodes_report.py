@@ -50,3 +50,27 @@ def test_an_examined_name_that_is_no_lab_run_is_refused(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         main(["--examined", "nope", "-o", "/nonexistent/x"])
     assert "--examined names no --lab run: nope" in capsys.readouterr().err
+
+
+def test_a_victim_episode_counts_for_attacks_on_that_victim_only_and_a_late_attack_joins_it() -> None:
+    """An episode about one victim is no detection of the same attacker's flood on another host; an attack that
+    comes while its victim's episode is open joins it (the operator was told when the episode opened)."""
+    from tapwatch.app.episodes_match import Attack, match
+    from tapwatch.features.families import Family
+
+    def flood(aid: str, victim: str, start_s: int) -> Attack:
+        return Attack(aid, Family.DOS, "hping3", frozenset({"10.0.0.9"}), frozenset({victim}), start_s * 1000,
+                      (start_s + 30) * 1000, False)  # fmt: skip
+
+    def line(state: str, at: str) -> dict[str, Any]:
+        return {"timestamp": at, "src_ip": "10.0.0.9", "dest_ip": "10.0.0.2",
+                "episode": {"id": "v2", "state": state, "key": "victim", "host": "10.0.0.2",
+                            "first_seen": "1970-01-01T00:01:40.000Z", "last_seen": "1970-01-01T00:05:00.000Z"},
+                "ml": {"family": "dos"}}  # fmt: skip
+
+    lines = [line("open", "1970-01-01T00:01:45.000Z"), line("update", "1970-01-01T00:04:00.000Z")]
+    attacks = [flood("first", "10.0.0.2", 100), flood("other-host", "10.0.0.3", 110), flood("later", "10.0.0.2", 200)]
+    results = {r.attack: r for r in match(lines, attacks, slack_s=150)[0]}
+    assert not results["other-host"].detected  # same attacker, same time, another victim
+    assert results["first"].detected and not results["first"].joined and results["first"].delay_s == 5.0
+    assert results["later"].detected and results["later"].joined and results["later"].delay_s == 40.0
