@@ -46,7 +46,8 @@ GOAL_OUT_OF_BOX = 1.0
 GOAL_PROFILE = 0.1
 GOAL_DETECTED = 0.95
 GOAL_FIRST_S = 5.0
-SHAPES = {"SYN flood": ("hping3", "dos"), "scan": ("nmap", "scan"), "slowloris": ("slowloris", "dos")}
+SHAPES = {"SYN flood": ("hping3", "dos", " -S "), "scan": ("nmap", "scan", ""), "slowloris": ("slowloris", "dos", "")}
+"""Name -> (tool, family, a word of its command line): hping3 also floods with UDP and ICMP."""
 
 
 def rate(k: int, n: int, per: float = 1.0) -> dict[str, Any]:
@@ -207,10 +208,21 @@ def real_with_profile(manifest: Path, work: Path, reuse: bool) -> dict[str, Any]
     }
 
 
-def shapes(episodes: dict[str, Any], work: Path | None) -> dict[str, Any]:
-    """Lines and episode sizes of the SYN floods, scans and slowloris attacks of the fresh runs."""
+def commands(runs: Sequence[Path]) -> dict[tuple[str, str], str]:
+    """(run name, attack id) -> the attack's command line, from each run's episodes.csv."""
+    out = {}
+    for run in runs:
+        with (run / "episodes.csv").open(newline="") as fh:
+            out.update({(run.name, r["episode_id"]): r.get("command", "") for r in csv.DictReader(fh)})
+    return out
+
+
+def shapes(episodes: dict[str, Any], work: Path | None, argv: dict[tuple[str, str], str] | None = None
+           ) -> dict[str, Any]:  # fmt: skip
+    """Lines and episode sizes of the SYN floods, scans and slowloris attacks of the fresh runs (``argv``: their
+    command lines, which tell a SYN flood from hping3's UDP and ICMP floods; without it every hping3 flood)."""
     out: dict[str, Any] = {}
-    for name, (tool, fam) in SHAPES.items():
+    for name, (tool, fam, word) in SHAPES.items():
         found = []
         for run in (r for r in episodes["lab"] if not r["examined"]):
             alerts = work / "lab" / run["name"] / "alerts.jsonl" if work else None
@@ -218,6 +230,8 @@ def shapes(episodes: dict[str, Any], work: Path | None) -> dict[str, Any]:
             by_id = {x["episode"]["id"]: x for x in lines}  # the last line of each episode: its final size
             for a in run["attacks"]:
                 if a["tool"] != tool or a["family"] != fam:
+                    continue
+                if argv is not None and word not in argv.get((run["name"], a["attack"]), word):
                     continue
                 eps = [by_id[i] for i in a["named_by"] if i in by_id]
                 found.append(
@@ -483,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "out_of_box": out_of_box(episodes),
         "with_profile": profile,
         "live": live(args.live),
-        "shapes": shapes(episodes, args.episodes_work),
+        "shapes": shapes(episodes, args.episodes_work, commands(args.fresh) if args.fresh else None),
         "cic": cic(args.cic),
         "cic_original": cic(args.cic_original),
         "cic_lab": cic(args.cic_lab),

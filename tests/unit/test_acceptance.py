@@ -63,6 +63,17 @@ def test_alert_shapes_read_each_episode_s_last_line(tmp_path: Path) -> None:
                                    "episodes": 1, "flows": [150], "sources": [1], "ports": [1],
                                    "views": ["volume", "window"]}]  # fmt: skip
     assert [r["attack"] for r in found["scan"]] == ["e001", "e002"] and found["SYN flood"] == []
+    floods = {
+        **EPISODES,
+        "lab": [
+            {
+                **EPISODES["lab"][0],
+                "attacks": [attack(5, "dos", True, 20.0, "hping3"), attack(6, "dos", True, 9.0, "hping3")],
+            }
+        ],
+    }
+    argv = {("fresh-a", "e005"): "hping3 -S -q -p 80 10.0.0.2", ("fresh-a", "e006"): "hping3 --icmp -q 10.0.0.2"}
+    assert [r["attack"] for r in shapes(floods, tmp_path, argv)["SYN flood"]] == ["e005"]  # not the ICMP flood
 
 
 def test_the_halves_are_a_fixed_split_and_the_command_writes_both_files(tmp_path: Path) -> None:
