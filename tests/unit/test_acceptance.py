@@ -124,3 +124,16 @@ def test_the_live_run_times_each_line_by_its_arrival_not_its_packets(tmp_path: P
     status = {g: s for g, s, _ in goals(report)}
     assert status["first alert within 5 s of episode start in the live run (every attack)"] == "met"
     assert "## Lab families, live" in render({**report, "command": "x", "seconds": 0.0, "shapes": {}})
+
+
+def test_the_hybrid_is_compared_with_lightgbm_on_every_protocol_whatever_its_variant_is_called() -> None:
+    cic_lab = {"lab-heldout": {"models": {"hybrid-fast norm=layer": {"attack_f1": [0.998, 0.0004, 3]},
+                                          "lgbm": {"attack_f1": [0.9993, 0.0001, 3]}}},
+               "shipped": {"models": {"hybrid-fast norm=layer": {"attack_f1": [0.9978, 0.0, 1]}}}}  # fmt: skip
+    report = {"families": {}, "out_of_box": out_of_box(EPISODES), "with_profile": {}, "cic_lab": cic_lab}
+    rows = {g: (s, m) for g, s, m in goals(report)}
+    assert rows["Hybrid >= LightGBM attack F1 (with the lab's flows, protocol lab-heldout)"] == (
+        "missed",
+        "0.9980 vs 0.9993 (hybrid-fast norm=layer)",
+    )
+    assert not any("protocol shipped" in g for g in rows)  # no LightGBM there: nothing to compare
