@@ -18,7 +18,8 @@ Source view (who does it):
   first; the first one that is not a service the site polls on a timer).
 
 Victim view (whom it hits): **dos** when ``flows >= dos_flows`` or ``packets >= dos_packets`` and the traffic
-goes to one service (at least half the flows to its busiest port) or is ICMP; named a SYN, UDP, ICMP or
+goes to one service (at least half the flows to its busiest port) or is ICMP, or when its ICMP packets alone reach
+``dos_packets`` (a ping flood is one flow, one among many in its victim's bucket); named a SYN, UDP, ICMP or
 connection flood, *distributed* past ``dos_sources`` distinct sources, *reflection* when UDP answers from a
 well-known service port arrive unasked.
 
@@ -123,10 +124,14 @@ class VolumeRules:
     def _dos(self, agg: AggregateRecord) -> Evidence | None:
         port = agg.top_port
         flows_thr, pkts_thr = self.baseline.threshold("dos_flows", port), self.baseline.threshold("dos_packets", port)
-        if agg.flows < flows_thr and agg.packets < pkts_thr:
+        ping_flood = agg.icmp_packets >= self.baseline.threshold("dos_packets", 0)
+        if agg.flows < flows_thr and agg.packets < pkts_thr and not ping_flood:
             return None
-        if agg.top_port_flows / agg.flows < SERVICE_SHARE and agg.icmp / agg.flows < SERVICE_SHARE:
+        one_service = agg.top_port_flows / agg.flows >= SERVICE_SHARE or agg.icmp / agg.flows >= SERVICE_SHARE
+        if not (one_service or ping_flood):
             return None  # many ports of one host: a scan's victim, judged in the source view
+        if ping_flood and (not one_service or agg.icmp_packets / agg.packets >= SERVICE_SHARE):
+            return self._ping_flood(agg)  # its packets, not its one flow, are the flood
         facts = (
             self._fact(agg, "flows", agg.flows, "dos_flows",
                        "{value} connections to " + f"{agg.key} port {agg.top_port}" + " in {seconds} s "
@@ -137,6 +142,20 @@ class VolumeRules:
         )  # fmt: skip
         score = min(1.0, max(agg.flows / flows_thr, agg.packets / pkts_thr) / 2)
         return self._evidence(agg, Family.DOS, self._flood_kind(agg), score, facts)
+
+    def _ping_flood(self, agg: AggregateRecord) -> Evidence:
+        """ICMP packets past the packet threshold in a bucket whose flows are mostly other traffic: a ping flood is
+        one flow (one echo identifier) of thousands of packets, and expires among its victim's other flows."""
+        limit = self.baseline.threshold("dos_packets", 0)
+        facts = (
+            self._fact(agg, "icmp_packets", agg.icmp_packets, "dos_packets",
+                       "{value} ICMP packets to " + f"{agg.key}" + " in {seconds} s (benign: {median})", 0),
+            self._fact(agg, "distinct_peers", agg.distinct_peers, "dos_sources",
+                       "from {value} sources (benign: {median})"),
+        )  # fmt: skip
+        many = agg.distinct_peers >= self.baseline.threshold("dos_sources")
+        kind = "distributed ICMP flood" if many else "ICMP flood"
+        return self._evidence(agg, Family.DOS, kind, min(1.0, agg.icmp_packets / limit / 2), facts)
 
     def _flood_kind(self, agg: AggregateRecord) -> str:
         n = agg.flows

@@ -65,7 +65,8 @@ def _top(counter: dict[_T, int]) -> tuple[_T | None, int]:
 
 
 def flow_counts(record: FlowRecord) -> tuple[int, ...]:
-    """What one flow adds to a bucket's sums: packets, bytes, tcp, udp, icmp, unanswered, rejected, no_payload.
+    """What one flow adds to a bucket's sums: packets, bytes, tcp, udp, icmp, unanswered, rejected, no_payload,
+    icmp_packets.
 
     Computed once per flow for both views; the definitions are those of :mod:`tapwatch.features.aggregates`.
     """
@@ -75,6 +76,7 @@ def flow_counts(record: FlowRecord) -> tuple[int, ...]:
     return (
         m.packets, m.bytes, proto == _TCP, proto == _UDP, proto in _ICMP, v[_BWD_PACKETS] == 0,
         proto == _TCP and v[_BWD_RST] > 0 and no_fwd, proto in (_TCP, _UDP) and no_fwd and v[_BWD_BYTES] == 0,
+        m.packets if proto in _ICMP else 0,
     )  # fmt: skip
 
 
@@ -114,8 +116,8 @@ class Bucket:
         self.max_distinct = max_distinct
         self.flows = 0
         self.first_ms, self.last_ms = 0, 0
-        # packets, bytes, tcp, udp, icmp, unanswered, rejected, no_payload
-        self.sums = [0] * 8
+        # packets, bytes, tcp, udp, icmp, unanswered, rejected, no_payload, icmp_packets
+        self.sums = [0] * 9
         self.capped = False
         self.ports: dict[int, int] = {}
         self.peers: dict[str, int] = {}
@@ -153,13 +155,14 @@ class Bucket:
         pair_peer, pair_port, pair = "", 0, None
         if self.pairs:
             (pair_peer, pair_port), pair = max(self.pairs.items(), key=lambda kv: kv[1].flows)
-        packets, bytes_, tcp, udp, icmp, unanswered, rejected, no_payload = self.sums
+        packets, bytes_, tcp, udp, icmp, unanswered, rejected, no_payload, icmp_packets = self.sums
         return AggregateRecord(
             sensor=sensor, view=self.view, key=key, start_ms=start_ms, bucket_ms=bucket_ms,
             first_ms=self.first_ms, last_ms=self.last_ms, flows=self.flows, packets=packets, bytes=bytes_,
             tcp=tcp, udp=udp, icmp=icmp, unanswered=unanswered, rejected=rejected, no_payload=no_payload,
             distinct_ports=len(self.ports), distinct_peers=len(self.peers), capped=self.capped,
-            top_port=port or 0, top_port_flows=port_flows, top_peer=peer or "", top_peer_flows=peer_flows,
+            top_port=port or 0, top_port_flows=port_flows, icmp_packets=icmp_packets, top_peer=peer or "",
+            top_peer_flows=peer_flows,
             pair_peer=pair_peer, pair_port=pair_port, pair_flows=pair.flows if pair else 0,
             pair_bytes=pair.bytes if pair else 0, top_src_port=src_port or 0,
             top_src_port_flows=src_port_flows, beacons=beacons, sample=pair.newest if pair else None,

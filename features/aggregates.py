@@ -37,7 +37,9 @@ from typing import Any
 from tapwatch.features.errors import SchemaError
 from tapwatch.features.schema import FlowMeta
 
-AGGREGATE_SCHEMA_VERSION = 2  # 2: ``beacons`` (several pairs) replaced ``beacon_*`` (one)
+AGGREGATE_SCHEMA_VERSION = 3
+"""2: ``beacons`` (several pairs) replaced ``beacon_*`` (one); 3: ``icmp_packets`` (a ping flood is one long flow:
+one among many in its victim's bucket, but most of its packets)."""
 AGGREGATES_STREAM = "tapwatch:aggregates"
 
 
@@ -102,6 +104,8 @@ class AggregateRecord:
         Distinct destination ports and hosts (victim view: ports of the victim and distinct sources).
     top_port, top_port_flows, top_peer, top_peer_flows
         The busiest destination port and peer.
+    icmp_packets
+        Packets of the ICMP flows (a ping flood is one flow of thousands of packets).
     pair_peer, pair_port, pair_flows, pair_bytes
         The busiest (peer, destination port) pair and its flows and bytes.
     top_src_port, top_src_port_flows
@@ -133,6 +137,7 @@ class AggregateRecord:
     capped: bool = False
     top_port: int = 0
     top_port_flows: int = 0
+    icmp_packets: int = 0
     top_peer: str = ""
     top_peer_flows: int = 0
     pair_peer: str = ""

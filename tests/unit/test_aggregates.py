@@ -312,3 +312,18 @@ def test_aggregates_can_be_turned_off_and_are_set_from_the_environment(monkeypat
     monkeypatch.setenv("TAPWATCH_AGGREGATE_BUCKET_S", "0.5")
     with pytest.raises(ValueError, match="aggregate_bucket_s"):
         CaptureSettings()
+
+
+def test_a_ping_flood_of_one_flow_counts_its_packets_apart_and_the_dos_rule_names_it() -> None:
+    """A ping flood is one ICMP flow of thousands of packets: in its victim's bucket it is one flow among the
+    server's other clients, so its share of flows says nothing; its ICMP packets do."""
+    from tapwatch.alerting.volume import VolumeRules
+    from tapwatch.features.baseline import SiteBaseline
+
+    ping = flow("10.0.0.66", VICTIM, 0, 5_000, first_ms=1_000, proto=1, packets=15_000, nbytes=1_500_000)
+    dns = [flow(f"10.0.1.{i}", VICTIM, 53, 1_000 + i, sport=50_000 + i, proto=17, packets=2) for i in range(1, 40)]
+    (victim,) = of(run([ping, *dns]), View.VICTIM, VICTIM)
+    assert (victim.flows, victim.icmp, victim.icmp_packets, victim.packets) == (40, 1, 15_000, 15_078)
+    (ev,) = VolumeRules(SiteBaseline()).judge(victim)
+    assert (ev.family.value, ev.detail, ev.facts[0].value) == ("dos", "ICMP flood", 15_000)
+    assert AggregateRecord.decode(victim.encode()) == victim  # the new count crosses the bus

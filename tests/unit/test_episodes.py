@@ -147,6 +147,9 @@ def agg(view: View, key: str, **counts: Any) -> AggregateRecord:
              top_port_flows=900, top_src_port=53, top_src_port_flows=900), Family.DOS, "reflection from port 53"),
         (agg(View.VICTIM, "10.0.0.2", flows=600, udp=600, unanswered=600, distinct_peers=1, top_port=9,
              top_port_flows=600), Family.DOS, "UDP flood"),
+        # a ping flood is one flow of 15,000 packets, expired into a bucket of its victim's other flows
+        (agg(View.VICTIM, "10.0.0.2", flows=40, packets=15_400, icmp=1, icmp_packets=15_000, udp=39,
+             distinct_ports=12, distinct_peers=5, top_port=53, top_port_flows=15), Family.DOS, "ICMP flood"),
         (agg(View.SOURCE, "10.0.0.9", flows=60, pair_flows=60, pair_port=22, pair_peer="10.0.0.2", pair_bytes=60_000,
              distinct_ports=1, distinct_peers=1), Family.BRUTEFORCE, "repeated logins to one service"),
         (agg(View.SOURCE, "10.0.0.9", flows=60, pair_flows=60, pair_port=80, pair_peer="10.0.0.2",
@@ -191,7 +194,9 @@ def test_the_volume_rules_leave_a_scans_victim_and_ordinary_traffic_alone() -> N
                          top_port=80, top_port_flows=1, distinct_peers=1)  # fmt: skip
     browsing = agg(View.SOURCE, "10.0.0.7", flows=40, distinct_ports=2, distinct_peers=12, pair_flows=9)
     ntp = agg(View.SOURCE, "10.0.0.7", flows=1, beacons=(Beacon("10.0.0.3", 123, 12, 64_000.0, 0.01),))
-    assert rules.judge(victim_of_scan) == rules.judge(browsing) == rules.judge(ntp) == []
+    pinged = agg(View.VICTIM, "10.0.0.2", flows=40, packets=9_000, icmp=1, icmp_packets=3_000, udp=39,
+                 distinct_ports=12, distinct_peers=5, top_port=53, top_port_flows=15)  # fmt: skip
+    assert rules.judge(victim_of_scan) == rules.judge(browsing) == rules.judge(ntp) == rules.judge(pinged) == []
 
 
 def test_a_polled_service_does_not_hide_a_beacon_of_the_same_host() -> None:
