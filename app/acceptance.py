@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tapwatch.app.episodes_match import flow_counts, match, read_attacks, wilson
+from tapwatch.app.episodes_match import score_run, wilson
 from tapwatch.app.episodes_report import SLACK_S, lab_run, manifest_rows, run_detect
 
 GOAL_OUT_OF_BOX = 1.0
@@ -122,14 +122,11 @@ def live_run(run: Path) -> dict[str, Any]:
             continue
         stamp = datetime.fromtimestamp(when, tz=UTC).isoformat(timespec="milliseconds")
         lines.append({**line, "timestamp": stamp})
-    attacks = read_attacks(run / "episodes.csv")
-    benign, per_episode = flow_counts(run / "flows.csv")
-    results, false_lines, _ = match(lines, attacks, SLACK_S)
-    kept = [asdict(r) for r in results if per_episode.get(r.attack)]
+    s = score_run(run, lines, SLACK_S)
     return {
         "name": run.name, "lines": len(lines), "untimed": untimed, "ready_s": sensor["ready_s"],
-        "exit_status": sensor["exit_status"], "attacks": kept, "false_lines": false_lines, "benign_flows": benign,
-        "not_captured": [r.attack for r in results if not per_episode.get(r.attack)],
+        "exit_status": sensor["exit_status"], "attacks": [asdict(r) for r in s.results],
+        "false_lines": s.false_lines, "benign_flows": s.benign_flows, "not_captured": s.not_captured,
     }  # fmt: skip
 
 
@@ -351,16 +348,9 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Runs: {', '.join(f'`{r}`' for r in report['out_of_box']['lab']['runs'])}.",
         "",
-        "| family | detected | named by its family | first line, s (median, max) | first line within 5 s | "
-        "lines per attack (median, max) | joined an open episode |",
-        "|---|---|---|---|---|---|---|",
+        *FAMILY_HEAD,
     ]
-    for fam, f in report["families"].items():
-        md.append(
-            f"| {fam} | {fmt(f['detected'])} | {fmt(f['named'])} | {f['first_s']['median']}, "
-            f"{f['first_s']['max']} | {fmt(f['first_s']['within_5s'])} | {f['lines']['median']}, "
-            f"{f['lines']['max']} | {f['joined']} |"
-        )
+    md += _family_rows(report["families"])
     md += _live_section(report.get("live"))
     box, prof = report["out_of_box"], report["with_profile"]
     md += [
@@ -434,6 +424,21 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(md) + "\n"
 
 
+FAMILY_HEAD = (
+    "| family | detected | named by its family | first line, s (median, max) | first line within 5 s | "
+    "lines per attack (median, max) | joined an open episode |",
+    "|---|---|---|---|---|---|---|",
+)
+
+
+def _family_rows(families: dict[str, Any]) -> list[str]:
+    return [
+        f"| {fam} | {fmt(f['detected'])} | {fmt(f['named'])} | {f['first_s']['median']}, {f['first_s']['max']} | "
+        f"{fmt(f['first_s']['within_5s'])} | {f['lines']['median']}, {f['lines']['max']} | {f['joined']} |"
+        for fam, f in families.items()
+    ]
+
+
 def _live_section(lv: dict[str, Any] | None) -> list[str]:
     if lv is None:
         return []
@@ -457,16 +462,9 @@ def _live_section(lv: dict[str, Any] | None) -> list[str]:
         )
     md += [
         "",
-        "| family | detected | named by its family | first line, s (median, max) | first line within 5 s | "
-        "lines per attack (median, max) | joined an open episode |",
-        "|---|---|---|---|---|---|---|",
+        *FAMILY_HEAD,
     ]
-    for fam, f in lv["families"].items():
-        md.append(
-            f"| {fam} | {fmt(f['detected'])} | {fmt(f['named'])} | {f['first_s']['median']}, "
-            f"{f['first_s']['max']} | {fmt(f['first_s']['within_5s'])} | {f['lines']['median']}, "
-            f"{f['lines']['max']} | {f['joined']} |"
-        )
+    md += _family_rows(lv["families"])
     md.append(f"| all | | | | {fmt(lv['within_5s'])} | | |")
     return md
 

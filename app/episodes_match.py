@@ -160,3 +160,25 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def per_k(k: int, n: int) -> str:
     lo, hi = wilson(k, n)
     return f"{1000 * k / n:.2f} [{1000 * lo:.2f}, {1000 * hi:.2f}]" if n else "n/a"
+
+
+@dataclass
+class Scored:
+    """A lab run's lines against its attacks: the attacks it captured, the ones it did not, false lines."""
+
+    results: list[AttackResult]
+    not_captured: list[str]
+    false_lines: int
+    false_episodes: int
+    benign_flows: int
+
+
+def score_run(run: Path, lines: list[dict[str, Any]], slack_s: float) -> Scored:
+    """Match ``lines`` to the attacks of the lab run folder ``run`` (its ``episodes.csv`` and ``flows.csv``); an
+    attack without flows was not captured and is left out of the results."""
+    attacks = read_attacks(run / "episodes.csv")
+    benign, per_episode = flow_counts(run / "flows.csv")
+    results, false_lines, false_eps = match(lines, attacks, slack_s)
+    missing = [a.id for a in attacks if not per_episode.get(a.id)]
+    kept = [r for r in results if r.attack not in missing]
+    return Scored(kept, missing, false_lines, false_eps, benign)

@@ -36,11 +36,10 @@ from typing import Any
 from tapwatch.app.episodes_match import (
     AttackResult,
     false_windows,
-    flow_counts,
-    match,
     ms,
     per_k,
     read_attacks,
+    score_run,
 )
 from tapwatch.features.families import ATTACK_FAMILIES
 
@@ -117,13 +116,10 @@ def lab_run(
     run: Path, work: Path, slack_s: float, reuse: bool, examined: bool = False, extra: tuple[str, ...] = ()
 ) -> LabRun:
     d = run_detect(run / "capture.pcap", work / run.name, reuse, extra)
-    attacks = read_attacks(run / "episodes.csv")
-    benign, per_episode = flow_counts(run / "flows.csv")
-    results, fl, fe = match(d.lines, attacks, slack_s)
-    before = false_windows(d.over, attacks, slack_s)
-    missing = [a.id for a in attacks if not per_episode.get(a.id)]
-    kept = [r for r in results if r.attack not in missing]
-    return LabRun(run.name, d, benign, kept, fl, fe, before, missing, provenance(run), examined)
+    s = score_run(run, d.lines, slack_s)
+    before = false_windows(d.over, read_attacks(run / "episodes.csv"), slack_s)
+    return LabRun(run.name, d, s.benign_flows, s.results, s.false_lines, s.false_episodes, before, s.not_captured,
+                  provenance(run), examined)  # fmt: skip
 
 
 def provenance(run: Path) -> str:
