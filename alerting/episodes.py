@@ -4,7 +4,9 @@ An episode is keyed by (family, role, host): the victim of a flood, the source o
 (:class:`~tapwatch.alerting.evidence.Evidence`). Its life:
 
 * **pending**: window evidence collects until ``open_windows`` pieces fell within ``open_within_s`` (one odd
-  window opens nothing); volume evidence has already crossed a learned threshold over a bucket of many flows,
+  window opens nothing) and, about a flood's victim, until ``open_concurrent`` of those flows were open at one
+  moment (a flood is many connections at once: one client's requests one after another deny nobody service);
+  volume evidence has already crossed a learned threshold over a bucket of many flows,
   and opens at once, except a piece that may not open alone (``Evidence.alone``: many connections to one
   service), which opens only once window evidence of the same episode fell within ``open_within_s`` of it.
 * **open**: the episode's first line (``state: open``). Further evidence grows it; an ``update`` line goes out
@@ -38,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -67,6 +69,8 @@ class EpisodeConfig:
     open_windows: int = 8
     open_within_s: float = 60.0
     open_min_score: float = 0.0
+    open_concurrent: int = 6
+    """Window-view evidence about a flood's victim opens only once this many of its flows were open at one moment."""
     update_every_s: float = 60.0
     update_max_s: float = 3600.0
     max_lines_5min: int = 10
@@ -112,7 +116,7 @@ def _new_state(ev: Evidence) -> State:
         "n_sources": 0, "n_targets": 0, "n_ports": 0, "views": [], "rep": None, "rep_score": -1.0,
         "model": "", "model_version": "", "facts": [], "lines": [], "next_update_ms": 0, "gap_ms": 0,
         "grown": False, "explanation": None, "summary": None, "opened_ms": None, "seen_sources": [],
-        "seen_targets": [], "seen_ports": [], "weak": [],
+        "seen_targets": [], "seen_ports": [], "weak": [], "spans": [],
     }  # fmt: skip
 
 
@@ -168,6 +172,20 @@ def _corroborated(s: State, within: float) -> bool:
     """Whether a volume piece that may not open alone (``Evidence.alone``) has window evidence of the same
     episode within ``within`` ms of it: two views agree."""
     return any(abs(w - h) <= within for w in s.get("weak", ()) for h in s["hits"])
+
+
+def most_concurrent(spans: Iterable[Sequence[int]]) -> int:
+    """The most of ``spans`` ((first, last) packet ms) open at one moment; touching spans overlap.
+
+    >>> most_concurrent([(0, 10), (5, 20), (10, 12), (30, 40)])
+    3
+    """
+    edges = sorted(e for a, b in spans for e in ((a, 0), (b, 1)))  # at one time, starts before ends
+    best = now = 0
+    for _, end in edges:
+        now += -1 if end else 1
+        best = max(best, now)
+    return best
 
 
 def _outranks(ev: Evidence, s: State) -> bool:
@@ -242,6 +260,10 @@ class EpisodeTracker:
                 s["hits"] = [h for h in s["hits"] if ev.at_ms - h <= within] + [ev.at_ms]
                 s["hits"] = s["hits"][-need:]
                 ready = ev.score >= c.open_min_score and (len(s["hits"]) >= need or _corroborated(s, within))
+                if s["role"] == "victim" and c.open_concurrent > 1:
+                    spans = [sp for sp in s.get("spans", []) if ev.at_ms - sp[1] <= within]
+                    s["spans"] = [*spans[-(4 * c.open_concurrent) :], [ev.flow.first_seen_ms, ev.at_ms]]
+                    ready = ready and most_concurrent(s["spans"]) >= c.open_concurrent
             elif ev.alone:
                 ready = True
             else:

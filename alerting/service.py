@@ -185,7 +185,8 @@ def episode_config(settings: AlerterSettings, baseline: SiteBaseline, model: str
     bars = tuple(sorted(baseline.window_open.get(model, {}).items())) if model else ()
     return EpisodeConfig(quiet_s=s.episode_quiet_s, open_windows=s.episode_open_windows,
                          open_within_s=s.episode_open_within_s, open_min_score=s.episode_open_min_score,
-                         update_every_s=s.episode_update_s, open_by_family=bars)  # fmt: skip
+                         open_concurrent=s.episode_open_concurrent, update_every_s=s.episode_update_s,
+                         open_by_family=bars)  # fmt: skip
 
 
 def build_episode_alerter(

@@ -125,6 +125,9 @@ class AlerterSettings(BaseSettings):
     )
     episode_open_within_s: float = Field(60.0, gt=0, le=86_400, description="Time the opening windows must fall in.")
     episode_open_min_score: float = Field(0.0, ge=0, le=1, description="Attack score the opening window needs.")
+    episode_open_concurrent: int = Field(
+        6, ge=1, le=10_000, description="Flows of a flood's window-view evidence open at one moment that open it."
+    )
     episode_update_s: float = Field(
         60.0, gt=0, le=86_400, description="First gap between update lines (doubling, at most an hour)."
     )

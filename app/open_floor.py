@@ -1,17 +1,19 @@
-"""How much window-view evidence benign hosts and attacks give within a minute: what ``episode_open_windows`` was
-chosen on.
+"""How much window-view evidence benign hosts and attacks give within a minute, and how many of a flood's flows
+were open at once: what ``episode_open_windows`` and ``episode_open_concurrent`` were chosen on.
 
 ``python -m tapwatch.app.open_floor --run RUN_DIR:VERDICTS.jsonl ... -o models/reports/open-floor`` reads the
 verdicts ``tapwatch detect --verdicts`` wrote for lab runs (their ``episodes.csv`` says who attacked whom, when) and
 prints, per attack, the most evidence one of its episode keys (the attacker, or a flood's victim) gathered within
-any 60 s, and the same for every key that belongs to no attack. Give it only runs that may shape rules (never
-the fresh held-out runs or the real captures): the floor is chosen between the benign maximum and the smallest
-attack the window view found.
+any 60 s, and the same for every key that belongs to no attack. For a flood's victim it also counts the most
+evidence flows open at one moment (their first and last packet times, from the run's ``flows.csv``). Give it only
+runs that may shape rules (never the fresh held-out runs or the real captures): each floor is chosen between the
+benign maximum and the smallest attack the window view found.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
@@ -21,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from tapwatch.alerting.episodes import EpisodeConfig
+from tapwatch.alerting.episodes import EpisodeConfig, most_concurrent
 from tapwatch.app.episodes_match import ms, read_attacks
 from tapwatch.features.families import Family
 
 MINUTE_MS = 60_000
 OPEN_WINDOWS = EpisodeConfig().open_windows
+OPEN_CONCURRENT = EpisodeConfig().open_concurrent
+Span = tuple[int, int]
 
 
 def most_within(times: list[int], span_ms: int = MINUTE_MS) -> int:
@@ -43,17 +47,32 @@ def most_within(times: list[int], span_ms: int = MINUTE_MS) -> int:
     return best
 
 
-def evidence_keys(verdicts: Path, novel: bool = False) -> dict[tuple[str, str], list[int]]:
-    """(family, host) -> packet times of the window-view evidence about it (the episode key's host); with ``novel``,
-    only the evidence a site profile's ``novel`` rule keeps (novelty ratio >= 1: the verdicts must carry it)."""
-    out: dict[tuple[str, str], list[int]] = defaultdict(list)
+def first_seen(run: Path) -> dict[tuple[str, int], int]:
+    """(community id, last packet ms) -> first packet ms of the run's flows; empty without ``flows.csv``."""
+    path = run / "flows.csv"
+    if not path.exists():
+        return {}
+    with path.open(newline="") as fh:
+        return {(r["community_id"], int(r["last_seen_ms"])): int(r["first_seen_ms"]) for r in csv.DictReader(fh)}
+
+
+def evidence_keys(
+    verdicts: Path, novel: bool = False, firsts: dict[tuple[str, int], int] | None = None
+) -> dict[tuple[str, str], list[Span]]:
+    """(family, host) -> (first, last) packet times of the window-view evidence about it (the episode key's host);
+    a flow ``firsts`` does not know is the moment of its last packet. With ``novel``, only the evidence a site
+    profile's ``novel`` rule keeps (novelty ratio >= 1: the verdicts must carry it)."""
+    out: dict[tuple[str, str], list[Span]] = defaultdict(list)
+    firsts = firsts or {}
     with verdicts.open() as fh:
         for line in fh:
             v = json.loads(line)
             if not v["evidence"] or (novel and v["novelty"] < 1.0):
                 continue
             fam = Family(v["family"])
-            out[(fam.value, v["dest_ip"] if fam.by_victim else v["src_ip"])].append(ms(v["timestamp"]))
+            last = ms(v["timestamp"])
+            first = firsts.get((v.get("community_id", ""), last), last)
+            out[(fam.value, v["dest_ip"] if fam.by_victim else v["src_ip"])].append((first, last))
     return out
 
 
@@ -74,22 +93,31 @@ def novelty_stats(verdicts: Path) -> dict[str, Any] | None:
 
 def measure(run: Path, verdicts: Path, slack_s: float = 30.0, novel: bool = False) -> dict[str, Any]:
     attacks = read_attacks(run / "episodes.csv")
-    keys = evidence_keys(verdicts, novel)
+    keys = evidence_keys(verdicts, novel, first_seen(run))
     rows, claimed = [], set()
+    used: set[tuple[str, str, Span]] = set()
     for a in attacks:
         hosts = a.victims if a.family.by_victim else a.attackers
-        best, fam = 0, "-"
-        for (f, host), ts in keys.items():
+        best, fam, spans = 0, "-", []
+        for (f, host), all_spans in keys.items():
             if host not in hosts:
                 continue
             claimed.add((f, host))
-            n = most_within([t for t in ts if a.start_ms - 5000 <= t <= a.end_ms + slack_s * 1000])
+            mine = [sp for sp in all_spans if a.start_ms - 5000 <= sp[1] <= a.end_ms + slack_s * 1000]
+            used.update((f, host, sp) for sp in mine)
+            n = most_within([t for _, t in mine])
             if n > best:
-                best, fam = n, f
-        rows.append({"attack": a.id, "tool": a.tool, "family": a.family.value, "evidence_60s": best, "as": fam})
-    benign = sorted(((most_within(ts), f, h) for (f, h), ts in keys.items() if (f, h) not in claimed), reverse=True)
+                best, fam, spans = n, f, mine
+        conc = most_concurrent(spans) if fam != "-" and Family(fam).by_victim else None
+        rows.append({"attack": a.id, "tool": a.tool, "family": a.family.value, "evidence_60s": best, "as": fam,
+                     "concurrent": conc})  # fmt: skip
+    others = {k: v for k, v in keys.items() if k not in claimed}
+    benign = sorted(((most_within([t for _, t in sp]), f, h) for (f, h), sp in others.items()), reverse=True)
+    # a flood's victim outside its attacks (the DNS server hit by a UDP flood also serves the office all day)
+    victims = [most_concurrent([sp for sp in spans if (f, h, sp) not in used])
+               for (f, h), spans in keys.items() if Family(f).by_victim]  # fmt: skip
     return {"run": run.name, "attacks": rows, "benign_max_60s": benign[0][0] if benign else 0,
-            "novelty": novelty_stats(verdicts),
+            "benign_max_concurrent": max(victims, default=0), "novelty": novelty_stats(verdicts),
             "benign_top": [{"evidence_60s": n, "family": f, "host": h} for n, f, h in benign[:5]]}  # fmt: skip
 
 
@@ -99,6 +127,10 @@ def render(found: list[dict[str, Any]], command: str, novel: bool = False) -> st
     # the smallest attack that clearly used the window view (a handful of windows is the volume view's catch)
     smallest = min((n for n in seen if n > benign), default=0)
     mid = math.sqrt(benign * smallest) if benign and smallest else 0.0
+    floods = [r["concurrent"] for x in found for r in x["attacks"] if r["concurrent"] and r["evidence_60s"] > benign]
+    calm = max((x.get("benign_max_concurrent", 0) for x in found), default=0)
+    least = min((n for n in floods if n > calm), default=0)
+    middle = math.sqrt(calm * least) if calm and least else 0.0
     lines = [
         "# Window-view evidence within a minute: benign hosts and attacks", "",
         f"Generated by `{command}`; do not edit by hand.", "",
@@ -109,12 +141,18 @@ def render(found: list[dict[str, Any]], command: str, novel: bool = False) -> st
         *([] if novel else [f"- Their geometric middle: **{mid:.1f}** (`episode_open_windows` is set at or near it)."]),
         f"- Attacks with at least {OPEN_WINDOWS} pieces within 60 s (what opens an episode by the window view alone): "
         f"**{sum(r['evidence_60s'] >= OPEN_WINDOWS for x in found for r in x['attacks'])}** of "
-        f"{sum(len(x['attacks']) for x in found)}.", "",
-        "| run | attack | tool | family | evidence within 60 s | as |", "|---|---|---|---|---|---|",
+        f"{sum(len(x['attacks']) for x in found)}.",
+        f"- Most of a flood's evidence flows open at one moment at a victim, outside the attacks on it: **{calm}**; "
+        f"least at a DoS attack the window view found: **{least}**"
+        + ("." if novel else f"; their geometric middle: **{middle:.1f}** (`episode_open_concurrent`).")
+        + f" Floods the window view found with at least {OPEN_CONCURRENT} open at once: "
+        f"**{sum(n >= OPEN_CONCURRENT for n in floods)}** of {len(floods)}.", "",
+        "| run | attack | tool | family | evidence within 60 s | as | open at once |", "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for x in found:
         for r in x["attacks"]:
-            cells = (x["run"], r["attack"], r["tool"], r["family"], r["evidence_60s"], r["as"])
+            conc = "-" if r.get("concurrent") is None else r["concurrent"]
+            cells = (x["run"], r["attack"], r["tool"], r["family"], r["evidence_60s"], r["as"], conc)
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if all(x["novelty"] for x in found):
         lines += ["", "Novelty (error over the profile's threshold) of window-view evidence and of other windows:",

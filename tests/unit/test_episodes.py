@@ -6,6 +6,7 @@ tests/redis/test_episodes_redis.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def test_an_episode_opens_updates_at_a_bounded_rate_and_closes_after_quiet() -> 
 
 
 def test_another_family_of_the_same_host_is_another_episode_and_dos_is_keyed_by_its_victim() -> None:
-    t, _ = tracker(open_windows=1)
+    t, _ = tracker(open_windows=1, open_concurrent=1)
     a = t.observe(window_ev(T0, Family.BRUTEFORCE, src="10.0.0.9", dst="10.0.0.2"))
     b = t.observe(window_ev(T0, Family.SCAN, src="10.0.0.9", dst="10.0.0.2"))
     c = t.observe(window_ev(T0, Family.DOS, src="10.0.0.9", dst="10.0.0.2"))
@@ -91,6 +92,33 @@ def test_another_family_of_the_same_host_is_another_episode_and_dos_is_keyed_by_
     keys = [x[0].episode["key"] for x in (a, b, c)]
     assert keys == ["bruteforce|source|10.0.0.9", "scan|source|10.0.0.9", "dos|victim|10.0.0.2"]
     assert d == [] and t.store.get("dos|victim|10.0.0.2")["n_sources"] == 2  # type: ignore[index]
+
+
+def flood_ev(first_ms: int, last_ms: int, src: str = "10.0.0.9") -> Evidence:
+    m = meta(1, src=src, dst="10.0.0.2", last_seen_ms=last_ms)
+    m = dataclasses.replace(m, first_seen_ms=first_ms)
+    return Evidence(Family.DOS, ViewKind.WINDOW, "10.0.0.2", last_ms, 0.99, m, "DoS slowloris", sources=(src,),
+                    targets=("10.0.0.2",), ports=(80,), n_sources=1, n_targets=1, n_ports=1)  # fmt: skip
+
+
+def test_a_floods_window_evidence_opens_only_when_its_connections_were_open_at_once() -> None:
+    t, _ = tracker(open_windows=8, open_concurrent=6)
+    # one client's requests one after another, 4 s each (an HTTP test suite): 40 windows the model calls DoS
+    one_by_one = [flood_ev(T0 + i * 4100, T0 + i * 4100 + 4000) for i in range(40)]
+    assert [line for ev in one_by_one for line in t.observe(ev)] == []
+    assert t.store.get("dos|victim|10.0.0.2")["status"] == "pending"  # type: ignore[index]
+    # slowloris: connections held open together; open once 8 windows are in (the requests above fell out of the
+    # minute) and at least 6 were open at once
+    start = T0 + 200_000
+    held = [flood_ev(start + i * 100, start + 30_000 + i * 100, src="10.0.0.66") for i in range(10)]
+    opened = [(i, line) for i, ev in enumerate(held) for line in t.observe(ev)]
+    assert [(i, line.state.value) for i, line in opened] == [(7, "open")]
+    t3, _ = tracker(open_windows=1, open_concurrent=6)  # one window is enough here, six at once still are not
+    assert [(i, line.state.value) for i, ev in enumerate(held) for line in t3.observe(ev)] == [(5, "open")]
+    # a volume rule's flood evidence is decisive alone, whatever its flows' overlap
+    t2, _ = tracker(open_windows=8, open_concurrent=6)
+    rule = Evidence(Family.DOS, ViewKind.VOLUME, "10.0.0.2", T0, 1.0, meta(2), "SYN flood")
+    assert states(t2.observe(rule)) == ["open"]
 
 
 def test_rule_evidence_names_the_episode_before_the_models_windows_and_is_explained_anew() -> None:
