@@ -33,6 +33,8 @@ LAZY_COMMANDS = {
     "detect": "tapwatch.app.embedded:detect_command",
     "run": "tapwatch.app.embedded:run_command",
     "learn": "tapwatch.app.learn:learn_command",
+    # The console is a floor above app/: named here, never imported by app/ (it needs the web extra).
+    "console": "tapwatch.console.cli:console_group",
 }
 
 

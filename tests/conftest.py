@@ -14,7 +14,7 @@ import pytest
 from tests.support.env import SHARED, RedisServer, need, redis_binary
 
 TESTS = Path(__file__).resolve().parent
-LAYERS = {"unit": "unit", "redis": "redis", "netns": "netns", "corpus": "shared", "e2e": "e2e"}
+LAYERS = {"unit": "unit", "redis": "redis", "netns": "netns", "corpus": "shared", "e2e": "e2e", "console": "console"}
 """Each layer folder of tests/ and the marker its tests get (declared in pyproject.toml)."""
 
 
