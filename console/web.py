@@ -82,7 +82,8 @@ def _when(ms: int | None) -> str:
 def _num(x: float | None) -> str:
     if x is None:
         return "-"
-    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.3f}"
+    x = float(x) + 0.0  # -0.0 (a LIME-perturbed zero) reads as 0
+    return f"{x:,.0f}" if x.is_integer() else f"{x:,.3f}"
 
 
 def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret: str) -> Flask:

@@ -1,0 +1,122 @@
+"""The console in a real browser: Debian's chromium driven by Playwright, against ``tapwatch console serve`` run as a
+process on a data folder that the CLI made (a user, and the episodes ``detect`` wrote for the sample capture).
+
+Screenshots of each page go to tests/out/screenshots/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.console import PASSWORD
+from tests.support.env import REPO, free_port, need
+
+SHOTS = REPO / "tests" / "out" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def tapwatch(*args: str, stdin: str = "", cwd: Path | None = None) -> str:
+    proc = subprocess.run([sys.executable, "-m", "tapwatch.app", *args], input=stdin, capture_output=True, text=True,
+                          timeout=300, cwd=cwd)  # fmt: skip
+    assert proc.returncode == 0, f"tapwatch {' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("console")
+    data = str(tmp / "data")
+    password_twice = f"{PASSWORD}\n{PASSWORD}\n"
+    tapwatch("console", "user", "add", "ann", "--role", "analyst", "--data-dir", data, stdin=password_twice)
+    alerts = tmp / "alerts.jsonl"
+    tapwatch("detect", str(REPO / "capture" / "samples" / "sample.pcap"), "-o", str(alerts))
+    assert "alert lines stored, 0 refused" in tapwatch("console", "ingest", str(alerts), "--data-dir", data)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tapwatch.app", "console", "serve", "--port", str(port),
+                             "--data-dir", data], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "the console did not listen within 60 s"
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    chromium = shutil.which("chromium")
+    need(chromium is not None, "Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "playwright is not installed (the dev extra)")
+        raise
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_an_analyst_logs_in_reads_the_scan_archives_it_by_keyboard_and_logs_out(served: str, browser: Any) -> None:
+    page = browser.new_page()
+    errors: list[str] = []  # script errors and Content-Security-Policy refusals (not the pages' 401 and 404)
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+    for path in ("/inbox", "/archived", "/episodes/whatever"):
+        page.goto(served + path)
+        assert "/login?next=" in page.url, path
+    shot(page, "login")
+    page.fill("input[name=username]", "ann")
+    page.fill("input[name=password]", "not the password")
+    page.click("button[type=submit]")
+    assert page.inner_text("p.error") == "Wrong user name or password."
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(served + "/episodes/whatever")  # back where the first redirect came from
+    page.goto(served + "/inbox")
+    rows = page.locator("tr.episode")
+    assert rows.count() == 1 and "Network scan" in rows.first.inner_text()
+    assert "cursor" in (rows.first.get_attribute("class") or "")  # the keyboard cursor starts on the first row
+    shot(page, "inbox")
+    page.keyboard.press("o")  # open the episode under the cursor
+    page.wait_for_url("**/episodes/*")
+    assert "Network scan" in page.inner_text("h1") and page.locator("p.summary").inner_text().strip()
+    bars = page.locator("#explanation rect")
+    assert bars.count() >= 3  # the scan's LIME explanation, drawn
+    shot(page, "episode")
+    page.go_back()
+    page.keyboard.press("e")  # archive it
+    page.wait_for_load_state()
+    assert page.locator("td.empty").inner_text() == "No episodes here."
+    page.click("text=Archived")
+    assert "Network scan" in page.locator("tr.episode").first.inner_text()
+    shot(page, "archived")
+    page.click("#logout")
+    page.wait_for_url("**/login")
+    page.goto(served + "/inbox")
+    assert "/login?next=" in page.url
+    assert not errors, errors
