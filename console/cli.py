@@ -146,6 +146,23 @@ def ingest_command(files: tuple[Path, ...], data_dir: Path | None, database_url:
     run_guarded(go)
 
 
+@console_group.command("purge")
+@data_option
+@url_option
+def purge_command(data_dir: Path | None, database_url: str | None) -> None:
+    """Delete jobs (with their files) and episodes older than the retention period (TAPWATCH_CONSOLE_RETENTION_DAYS)."""
+
+    def go() -> None:
+        from tapwatch.console.jobs import purge
+
+        settings = _settings(data_dir, database_url)
+        with _open(settings)() as db:
+            n_jobs, n_episodes = purge(db, settings.retention_days)
+        click.echo(f"purged {n_jobs} jobs and {n_episodes} episodes older than {settings.retention_days} days")
+
+    run_guarded(go)
+
+
 @console_group.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8070, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
@@ -161,6 +178,7 @@ def serve_command(host: str, port: int, secure_cookies: bool | None, trusted_pro
     def go() -> None:
         from waitress import serve
 
+        from tapwatch.console.jobs import JobRunner
         from tapwatch.console.settings import prepare_data, session_secret
         from tapwatch.console.store import user_count
         from tapwatch.console.web import create_app
@@ -170,8 +188,14 @@ def serve_command(host: str, port: int, secure_cookies: bool | None, trusted_pro
         if user_count(factory) == 0:
             raise BadInputError("console", "no user yet: add one first with `tapwatch console user add NAME --role "
                                 "admin` (same --data-dir)")  # fmt: skip
-        app = create_app(settings, factory, session_secret(settings, prepare_data(settings)))
-        log.info("console on http://%s:%d (data %s)", host, port, settings.data)
-        serve(app, host=host, port=port, threads=8, ident="tapwatch-console")
+        data = prepare_data(settings)
+        runner = JobRunner(settings, factory)
+        runner.start()
+        app = create_app(settings, factory, session_secret(settings, data), data, runner)
+        log.info("console on http://%s:%d (data %s)", host, port, data)
+        try:
+            serve(app, host=host, port=port, threads=8, ident="tapwatch-console")
+        finally:
+            runner.close()
 
     run_guarded(go)

@@ -180,6 +180,12 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     size: Mapped[int] = mapped_column(BigInteger)
     path: Mapped[str] = mapped_column(String(512))
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    """Packets of a capture, rows of a CSV."""
+    first_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """A capture's first and last packet times: the progress bar's scale."""
+    labelled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_ms: Mapped[int] = mapped_column(BigInteger, default=now_ms, index=True)
     finished_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")

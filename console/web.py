@@ -86,7 +86,8 @@ def _num(x: float | None) -> str:
     return f"{x:,.0f}" if x.is_integer() else f"{x:,.3f}"
 
 
-def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret: str) -> Flask:
+def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret: str, data: Path | None = None,
+               runner: Any = None) -> Flask:  # fmt: skip
     """The console application (see the module docstring)."""
     # root_path given: Flask cannot find the folder of a module of a namespace package (tapwatch) by itself
     app = Flask(__name__, root_path=str(Path(__file__).parent), static_folder="static", template_folder="templates")
@@ -96,6 +97,7 @@ def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_minutes),
         WTF_CSRF_TIME_LIMIT=settings.session_minutes * 60, MAX_CONTENT_LENGTH=settings.max_upload_bytes + 65_536,
         TAPWATCH_SETTINGS=settings, TAPWATCH_MEDIANS=benign_medians(), TAPWATCH_FACTORY=factory,
+        TAPWATCH_DATA=data or settings.data, TAPWATCH_RUNNER=runner,
     )  # fmt: skip
     app.session_interface = _SessionInterface()
     if settings.trusted_proxies:
@@ -141,9 +143,10 @@ def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret
 
     app.jinja_env.filters.update(when=_when, num=_num)
     app.jinja_env.globals["roles"] = Role
-    from tapwatch.console import views_api, views_auth, views_inbox
+    from tapwatch.console import views_api, views_auth, views_inbox, views_upload
 
     views_auth.register(app, settings)
     views_inbox.register(app)
     views_api.register(app, csrf)
+    views_upload.register(app)
     return app

@@ -41,3 +41,19 @@
     setInterval(() => { if (!selected().length && document.visibilityState === "visible") { window.location.reload(); } }, every * 1000);
   }
 })();
+
+// A job's page: poll its status while it is queued or running; reload when it ends.
+(function () {
+  "use strict";
+  const box = document.getElementById("job");
+  if (!box || (box.dataset.status !== "queued" && box.dataset.status !== "running")) { return; }
+  const bar = document.getElementById("job-progress");
+  const said = document.getElementById("job-status");
+  const timer = setInterval(() => {
+    fetch(box.dataset.statusUrl, { credentials: "same-origin" }).then((r) => r.json()).then((job) => {
+      bar.value = job.progress;
+      said.textContent = job.status;
+      if (job.status !== "queued" && job.status !== "running") { clearInterval(timer); window.location.reload(); }
+    }).catch(() => {});
+  }, 1500);
+})();

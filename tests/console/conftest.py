@@ -42,9 +42,10 @@ def factory(settings: ConsoleSettings) -> sessionmaker[Session]:
 
 @pytest.fixture
 def make_app(settings: ConsoleSettings, factory: sessionmaker[Session]) -> Callable[..., Flask]:
-    def make(**change: Any) -> Flask:
+    def make(runner: Any = None, **change: Any) -> Flask:
         s = settings.model_copy(update=change)
-        app = create_app(s, factory, session_secret(s, prepare_data(s)))
+        data = prepare_data(s)
+        app = create_app(s, factory, session_secret(s, data), data, runner)
         app.config["TESTING"] = True
         return app
 

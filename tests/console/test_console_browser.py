@@ -1,5 +1,5 @@
 """The console in a real browser: Debian's chromium driven by Playwright, against ``tapwatch console serve`` run as a
-process on a data folder that the CLI made (a user, and the episodes ``detect`` wrote for the sample capture).
+process on a data folder that the CLI made (a user); the browser uploads the sample capture and triages its episode.
 
 Screenshots of each page go to tests/out/screenshots/ (gitignored).
 """
@@ -37,9 +37,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = str(tmp / "data")
     password_twice = f"{PASSWORD}\n{PASSWORD}\n"
     tapwatch("console", "user", "add", "ann", "--role", "analyst", "--data-dir", data, stdin=password_twice)
-    alerts = tmp / "alerts.jsonl"
-    tapwatch("detect", str(REPO / "capture" / "samples" / "sample.pcap"), "-o", str(alerts))
-    assert "alert lines stored, 0 refused" in tapwatch("console", "ingest", str(alerts), "--data-dir", data)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tapwatch.app", "console", "serve", "--port", str(port),
                              "--data-dir", data], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
@@ -81,7 +78,9 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_an_analyst_logs_in_reads_the_scan_archives_it_by_keyboard_and_logs_out(served: str, browser: Any) -> None:
+def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and_logs_out(
+    served: str, browser: Any
+) -> None:  # fmt: skip
     page = browser.new_page()
     errors: list[str] = []  # script errors and Content-Security-Policy refusals (not the pages' 401 and 404)
     page.on("pageerror", lambda err: errors.append(str(err)))
@@ -97,7 +96,16 @@ def test_an_analyst_logs_in_reads_the_scan_archives_it_by_keyboard_and_logs_out(
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(served + "/episodes/whatever")  # back where the first redirect came from
-    page.goto(served + "/inbox")
+    page.goto(served + "/upload")
+    page.set_input_files("input[name=file]", str(REPO / "capture" / "samples" / "sample.pcap"))
+    page.fill("input[name=name]", "the sample capture")
+    shot(page, "upload")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_url("**/jobs/1")
+    page.wait_for_selector("text=Flows by predicted family", timeout=180_000)  # the page reloads when the job ends
+    assert page.locator("#flows tbody tr").count() > 50 and page.locator("#download").is_visible()
+    shot(page, "job")
+    page.click("text=its episodes in the inbox")
     rows = page.locator("tr.episode")
     assert rows.count() == 1 and "Network scan" in rows.first.inner_text()
     assert "cursor" in (rows.first.get_attribute("class") or "")  # the keyboard cursor starts on the first row
