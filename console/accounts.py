@@ -98,3 +98,19 @@ def revoke_token(db: Session, token_id: int, user: User) -> bool:
 def audit(db: Session, user: str, address: str, action: str, detail: str = "", ok: bool = True) -> None:
     """One line of the audit log (committed with the caller's change)."""
     db.add(AuditEvent(user=user[:64], address=address[:64], action=action, ok=ok, detail=detail[:2000]))
+
+
+def admins(db: Session) -> int:
+    return len(db.scalars(select(User.id).where(User.role == Role.ADMIN, User.disabled.is_(False))).all())
+
+
+def change_user(db: Session, user: User, role: Role | None = None, disabled: bool | None = None) -> None:
+    """Change a user's role or disable them; the last enabled admin is kept (no lock-out)."""
+    losing_admin = user.role is Role.ADMIN and not user.disabled and (
+        (role is not None and role is not Role.ADMIN) or disabled is True)  # fmt: skip
+    if losing_admin and admins(db) <= 1:
+        raise BadInputError(user.name, "is the last admin: make another admin first")
+    if role is not None:
+        user.role = role
+    if disabled is not None:
+        user.disabled = disabled
