@@ -143,11 +143,21 @@ def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret
 
     app.jinja_env.filters.update(when=_when, num=_num)
     app.jinja_env.globals["roles"] = Role
-    from tapwatch.console import views_admin, views_api, views_auth, views_inbox, views_upload
+    from tapwatch.console import (
+        views_admin,
+        views_api,
+        views_auth,
+        views_hosts,
+        views_inbox,
+        views_overview,
+        views_upload,
+    )  # fmt: skip
 
     views_auth.register(app, settings)
     views_inbox.register(app)
     views_api.register(app, csrf)
     views_upload.register(app)
     views_admin.register(app)
+    views_hosts.register(app)
+    views_overview.register(app)
     return app

@@ -123,6 +123,15 @@ def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and
     page.click("text=Archived")
     assert "Network scan" in page.locator("tr.episode").first.inner_text()
     shot(page, "archived")
+    page.click("text=Hosts")
+    page.click("text=10.211.0.1")  # the scanner
+    assert page.locator("#windows tbody tr").count() >= 1
+    page.locator("#windows a").first.click()  # its time window: its flows and verdicts
+    assert "scan" in page.locator("#host-flows").inner_text()
+    shot(page, "host")
+    page.click("text=Overview")
+    assert page.locator("#over-time rect").count() >= 1
+    shot(page, "overview")
     page.click("#logout")
     page.wait_for_url("**/login")
     page.goto(served + "/inbox")

@@ -1,0 +1,68 @@
+"""The hosts and overview pages over a job's flows and episodes (the upload runs through the real runner)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from flask import Flask
+from sqlalchemy import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from tapwatch.console.ingest import ingest
+from tapwatch.console.store import Job, JobFlow
+from tests.console.conftest import log_in
+from tests.support.console import eve_line
+
+T0 = 1_796_119_200_000  # 2026-12-01T10:00:00Z, the test line's hour
+
+
+def add_flows(factory: sessionmaker[Session]) -> None:
+    with factory() as db:
+        job = Job(name="t", owner="ann", kind="csv", size=1, path="", records=3, status="done")
+        db.add(job)
+        db.flush()
+        rows = [("10.0.0.9", "10.0.0.2", "bruteforce", "SSH-Patator", 0.97, "SSH-Patator"),
+                ("10.0.0.9", "10.0.0.2", "bruteforce", "SSH-Patator", 0.95, "SSH-Patator"),
+                ("10.0.0.5", "10.0.0.2", "benign", "BENIGN", 0.01, "BENIGN")]  # fmt: skip
+        db.execute(insert(JobFlow), [
+            {"job_id": job.id, "at_ms": T0 + i * 1000, "src_ip": s, "src_port": 40000 + i, "dest_ip": d,
+             "dest_port": 22, "proto": 6, "family": f, "predicted": c, "score": sc, "label": lab}
+            for i, (s, d, f, c, sc, lab) in enumerate(rows)])  # fmt: skip
+        later = eve_line("ep-2", timestamp="2026-12-01T13:00:30.000000+0000")
+        later["episode"].update(first_seen="2026-12-01T13:00:00.000Z", last_seen="2026-12-01T13:00:30.000Z",
+                                max_score=0.5)  # fmt: skip
+        ingest(db, later)
+        db.commit()
+
+
+def test_hosts_show_scores_over_time_windows_and_a_windows_flows(
+    make_app: Callable[..., Flask], factory: sessionmaker[Session]
+) -> None:  # fmt: skip
+    add_flows(factory)
+    client = make_app().test_client()
+    log_in(client, "vic")
+    page = client.get("/hosts").get_data(as_text=True)
+    row = re.search(r'href="/hosts/10.0.0.9">10.0.0.9</a></td>(.*?)</tr>', page, re.S)
+    assert row is not None and row.group(1).count("<rect") == 2  # two one-hour windows with episodes
+    assert "<td>2</td><td>bruteforce</td><td>0.980</td><td>2</td>" in row.group(1)
+    host = client.get("/hosts/10.0.0.9").get_data(as_text=True)
+    assert host.count('href="?window=') == 2 and "2026-12-01 13:00:00Z" in host and "2026-12-01 10:00:00Z" in host
+    window = client.get(f"/hosts/10.0.0.9?window={T0}").get_data(as_text=True)
+    flows = re.search(r'id="host-flows">(.*?)</table>', window, re.S)
+    assert flows is not None and flows.group(1).count("SSH-Patator") == 2 and "BENIGN" not in flows.group(1)
+    assert client.get("/hosts/10.9.9.9").status_code == 404
+
+
+def test_the_overview_charts_alerts_by_family_top_hosts_classes_and_the_attack_mix(
+    make_app: Callable[..., Flask], factory: sessionmaker[Session]
+) -> None:  # fmt: skip
+    add_flows(factory)
+    client = make_app().test_client()
+    log_in(client, "vic")
+    page = client.get("/overview?span=day").get_data(as_text=True)
+    chart = re.search(r'id="over-time">(.*?)</svg>', page, re.S)
+    assert chart is not None and chart.group(1).count("bruteforce: 1") == 2  # one line at 10:00, one at 13:00
+    assert 'href="/hosts/10.0.0.9">10.0.0.9</a></td><td>2</td>' in page
+    mix = re.search(r'id="attack-mix">(.*?)</table>', page, re.S)
+    assert mix is not None and "SSH-Patator</td><td>2</td>" in mix.group(1) and "BENIGN</td><td>1</td>" in mix.group(1)
