@@ -127,7 +127,7 @@ def ingest_command(files: tuple[Path, ...], data_dir: Path | None, database_url:
         from tapwatch.console.ingest import LineError, ingest
 
         factory = _open(_settings(data_dir, database_url))
-        stored = refused = 0
+        stored = refused = twice = 0
         with factory() as db:
             for path in files:
                 with path.open("rb") as fh:
@@ -135,13 +135,15 @@ def ingest_command(files: tuple[Path, ...], data_dir: Path | None, database_url:
                         if not raw.strip():
                             continue
                         try:
-                            ingest(db, raw)
-                            stored += 1
+                            if ingest(db, raw) is None:
+                                twice += 1
+                            else:
+                                stored += 1
                         except LineError as err:
                             refused += 1
                             log.warning("%s line %d refused: %s", path, number, err)
             db.commit()
-        click.echo(f"{stored} alert lines stored, {refused} refused")
+        click.echo(f"{stored} alert lines stored, {refused} refused, {twice} stored already")
 
     run_guarded(go)
 
@@ -169,26 +171,45 @@ def purge_command(data_dir: Path | None, database_url: str | None) -> None:
 @click.option("--secure-cookies", is_flag=True, default=None, help="Send the session cookie over HTTPS only.")
 @click.option("--trusted-proxies", type=click.IntRange(0, 5), default=None,
               help="Reverse proxies in front whose X-Forwarded-* headers are believed.")  # fmt: skip
+@click.option("--redis", "redis_url", default=None, help="Read the alerter's alert stream from this Redis URL.")
+@click.option("--metrics-port", default=9643, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of /metrics, /livez, /readyz on 127.0.0.1.")  # fmt: skip
 @data_option
 @url_option
 def serve_command(host: str, port: int, secure_cookies: bool | None, trusted_proxies: int | None,
-                  data_dir: Path | None, database_url: str | None) -> None:  # fmt: skip
+                  redis_url: str | None, metrics_port: int, data_dir: Path | None,
+                  database_url: str | None) -> None:  # fmt: skip
     """Serve the console (Waitress); refuses to start while the console has no user."""
 
     def go() -> None:
+        import threading
+
+        from prometheus_client import CollectorRegistry
         from waitress import serve
 
+        from tapwatch.alerting.settings import default_consumer
         from tapwatch.console.jobs import JobRunner
         from tapwatch.console.settings import prepare_data, session_secret
         from tapwatch.console.store import user_count
+        from tapwatch.console.stream import ConsoleMetrics, start_reader
         from tapwatch.console.web import create_app
+        from tapwatch.features.health import HealthServer
 
-        settings = _settings(data_dir, database_url, secure_cookies=secure_cookies, trusted_proxies=trusted_proxies)
+        settings = _settings(data_dir, database_url, secure_cookies=secure_cookies, trusted_proxies=trusted_proxies,
+                             redis_url=redis_url)  # fmt: skip
         factory = _open(settings)
         if user_count(factory) == 0:
             raise BadInputError("console", "no user yet: add one first with `tapwatch console user add NAME --role "
                                 "admin` (same --data-dir)")  # fmt: skip
         data = prepare_data(settings)
+        registry = CollectorRegistry()
+        metrics = ConsoleMetrics(registry)
+        stop = threading.Event()
+        if settings.redis_url:
+            from tapwatch.bus.streams import RedisBus
+
+            start_reader(RedisBus(settings.redis_url), factory, metrics, default_consumer(), stop)
+        HealthServer(registry, lambda: {"database": True}, port=metrics_port).start()
         runner = JobRunner(settings, factory)
         runner.start()
         app = create_app(settings, factory, session_secret(settings, data), data, runner)
@@ -196,6 +217,7 @@ def serve_command(host: str, port: int, secure_cookies: bool | None, trusted_pro
         try:
             serve(app, host=host, port=port, threads=8, ident="tapwatch-console")
         finally:
+            stop.set()
             runner.close()
 
     run_guarded(go)

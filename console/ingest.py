@@ -11,6 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tapwatch.console.store import AlertLine, Episode
@@ -55,17 +56,22 @@ def parse(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-def ingest(db: Session, raw: str | bytes | dict[str, Any], job_id: int | None = None) -> Episode:
-    """Store one alert line (the caller commits); :class:`LineError` for a line that is not one."""
+def ingest(db: Session, raw: str | bytes | dict[str, Any], job_id: int | None = None) -> Episode | None:
+    """Store one alert line (the caller commits) and return its episode; :class:`LineError` for a line that is not
+    one. A line whose ``ml.alert_id`` is stored already changes nothing and returns None (delivered twice)."""
     line = parse(raw)
     ep, alert, ml = line["episode"], line["alert"], line.get("ml") or {}
     at = epoch_ms(line["timestamp"])
+    alert_id = str(ml["alert_id"])[:64] if ml.get("alert_id") else None
+    seen = alert_id is not None and db.scalar(select(AlertLine.id).where(AlertLine.alert_id == alert_id))
+    if seen:
+        return None
     episode = db.get(Episode, ep["id"])
     if episode is None:
         episode = Episode(id=ep["id"][:64], job_id=job_id, lines=0, first_ms=epoch_ms(ep["first_seen"]), last_ms=0)
         db.add(episode)
     episode.lines = (episode.lines or 0) + 1
-    db.add(AlertLine(episode_id=episode.id, at_ms=at, state=str(ep.get("state", "")), line=line))
+    db.add(AlertLine(episode_id=episode.id, alert_id=alert_id, at_ms=at, state=str(ep.get("state", "")), line=line))
     if at < (episode.last_ms or 0):
         return episode  # a late line: kept, but the episode already says more
     episode.sensor = str(line.get("host") or "")[:128]

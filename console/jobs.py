@@ -288,8 +288,7 @@ def _store_alerts(db: Session, job_id: int, path: Path) -> int:
     with path.open("rb") as fh:
         for raw in fh:
             try:
-                ingest(db, raw, job_id=job_id)
-                n += 1
+                n += ingest(db, raw, job_id=job_id) is not None
             except LineError as err:
                 log.warning("job %d: alert line refused: %s", job_id, err)
     return n

@@ -153,6 +153,8 @@ class AlertLine(Base):
     __tablename__ = "alert_lines"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    alert_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    """The line's ``ml.alert_id``: a line delivered twice (the stream is at least once) is stored once."""
     at_ms: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16))
     line: Mapped[dict] = mapped_column(JSON)  # type: ignore[type-arg]

@@ -149,6 +149,7 @@ def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret
         views_auth,
         views_hosts,
         views_inbox,
+        views_live,
         views_overview,
         views_upload,
     )  # fmt: skip
@@ -160,4 +161,5 @@ def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret
     views_admin.register(app)
     views_hosts.register(app)
     views_overview.register(app)
+    views_live.register(app)
     return app

@@ -57,3 +57,33 @@
     }).catch(() => {});
   }, 1500);
 })();
+
+// The live page: prepend each alert line the server sends (text only: no HTML from the data is ever parsed).
+(function () {
+  "use strict";
+  const table = document.getElementById("live");
+  if (!table || !window.EventSource) { return; }
+  const body = table.querySelector("tbody");
+  const state = document.getElementById("live-state");
+  const source = new EventSource(table.dataset.events);
+  source.onopen = () => { state.textContent = "connected"; };
+  source.onerror = () => { state.textContent = "reconnecting"; };
+  source.addEventListener("alert", (ev) => {
+    const r = JSON.parse(ev.data);
+    const tr = document.createElement("tr");
+    tr.className = "new";
+    const when = new Date(r.at_ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+    const cells = [when, r.state, null, r.host, String(r.flows ?? ""), r.sensor, r.summary];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      if (i === 2) {
+        const a = document.createElement("a");
+        a.href = table.dataset.episode.replace("EPISODE", encodeURIComponent(r.episode));
+        a.textContent = r.signature;
+        td.appendChild(a);
+      } else { td.textContent = text; }
+      tr.appendChild(td);
+    });
+    body.insertBefore(tr, body.firstChild);
+  });
+})();

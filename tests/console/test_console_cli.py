@@ -69,14 +69,17 @@ def test_the_session_secret_is_generated_once_private_and_a_short_given_one_is_r
 def test_ingest_stores_episode_lines_and_refuses_the_rest_with_a_count(tmp_path: Path) -> None:
     alerts = tmp_path / "alerts.jsonl"
     update = eve_line(timestamp="2026-12-01T10:01:30.000000+0000")
+    update["ml"]["alert_id"] = "a-1-close"
     update["episode"].update(state="close", flows=90, last_seen="2026-12-01T10:01:30.000Z")
     older = eve_line(timestamp="2026-12-01T10:00:10.000000+0000")  # arrives last, says less
     older["episode"].update(flows=5)
+    older["ml"]["alert_id"] = "a-1-late"
     flow_mode = {k: v for k, v in eve_line().items() if k != "episode"}
-    rows = [json.dumps(eve_line()), json.dumps(update), json.dumps(older), "not json", json.dumps(flow_mode), ""]
+    rows = [json.dumps(eve_line()), json.dumps(update), json.dumps(older), "not json", json.dumps(flow_mode), "",
+            json.dumps(eve_line())]  # fmt: skip
     alerts.write_text("\n".join(rows) + "\n")
     code, out = run(["ingest", str(alerts), "--data-dir", str(tmp_path / "data")])
-    assert code == 0 and "3 alert lines stored, 2 refused" in out
+    assert code == 0 and "3 alert lines stored, 2 refused, 1 stored already" in out
     with open_database(ConsoleSettings(data=tmp_path / "data").url)() as db:
         e = db.get(Episode, "ep-1")
         assert e is not None and e.state == "close" and e.flows == 90 and e.lines == 3

@@ -30,6 +30,7 @@ def add_flows(factory: sessionmaker[Session]) -> None:
              "dest_port": 22, "proto": 6, "family": f, "predicted": c, "score": sc, "label": lab}
             for i, (s, d, f, c, sc, lab) in enumerate(rows)])  # fmt: skip
         later = eve_line("ep-2", timestamp="2026-12-01T13:00:30.000000+0000")
+        later["ml"]["alert_id"] = "a-2"
         later["episode"].update(first_seen="2026-12-01T13:00:00.000Z", last_seen="2026-12-01T13:00:30.000Z",
                                 max_score=0.5)  # fmt: skip
         ingest(db, later)
@@ -66,3 +67,26 @@ def test_the_overview_charts_alerts_by_family_top_hosts_classes_and_the_attack_m
     assert 'href="/hosts/10.0.0.9">10.0.0.9</a></td><td>2</td>' in page
     mix = re.search(r'id="attack-mix">(.*?)</table>', page, re.S)
     assert mix is not None and "SSH-Patator</td><td>2</td>" in mix.group(1) and "BENIGN</td><td>1</td>" in mix.group(1)
+
+
+def test_the_live_stream_sends_the_lines_after_the_clients_last_and_is_bounded(
+    make_app: Callable[..., Flask], factory: sessionmaker[Session]
+) -> None:  # fmt: skip
+    app = make_app()
+    app.config["TAPWATCH_SSE_SECONDS"] = 1.0
+    client = app.test_client()
+    log_in(client, "vic")
+    assert "TAPWATCH Password guessing" in client.get("/live").get_data(as_text=True)
+    with factory() as db:
+        newer = eve_line("ep-3")
+        newer["ml"]["alert_id"] = "a-3"
+        ingest(db, newer)
+        db.commit()
+    body = client.get("/live/events", headers={"Last-Event-ID": "1"}).get_data(as_text=True)
+    events = [b for b in body.split("\n\n") if b.startswith("id: ")]
+    assert len(events) == 1 and events[0].startswith("id: 2\nevent: alert\n") and '"episode": "ep-3"' in events[0]
+    gate = app.config["TAPWATCH_SSE_GATE"]
+    for _ in range(4):  # four streams open: the fifth is told to retry
+        gate.acquire()
+    r = client.get("/live/events")
+    assert r.status_code == 503 and "retry: 5000" in r.get_data(as_text=True)

@@ -28,8 +28,10 @@ _LINE: dict[str, Any] = {
 
 
 def eve_line(episode_id: str = "ep-1", **change: Any) -> dict[str, Any]:
-    """A copy of the line for episode ``episode_id``; ``change`` replaces top-level fields."""
+    """A copy of the line for episode ``episode_id``; ``change`` replaces top-level fields. Its alert id is
+    ``a-1`` for ep-1 (each line of an alert stream has its own: set another for a second line of an episode)."""
     line = copy.deepcopy(_LINE)
     line["episode"]["id"] = episode_id
+    line["ml"]["alert_id"] = "a-" + episode_id.removeprefix("ep-")
     line.update(change)
     return line

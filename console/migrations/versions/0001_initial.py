@@ -152,11 +152,13 @@ def upgrade() -> None:
         "alert_lines",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("episode_id", sa.String(length=64), nullable=False),
+        sa.Column("alert_id", sa.String(length=64), nullable=True),
         sa.Column("at_ms", sa.BigInteger(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("line", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(["episode_id"], ["episodes.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("alert_id"),
     )
     with op.batch_alter_table("alert_lines", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_alert_lines_episode_id"), ["episode_id"], unique=False)
