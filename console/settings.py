@@ -55,8 +55,9 @@ class ConsoleSettings(BaseSettings):
 
     @property
     def url(self) -> str:
-        """The database URL in use."""
-        return self.database_url or f"sqlite:///{self.data / 'console.db'}"
+        """The database URL in use; ``postgresql://`` means the psycopg 3 driver of the web extra."""
+        url = self.database_url or f"sqlite:///{self.data / 'console.db'}"
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
     @property
     def max_upload_bytes(self) -> int:
