@@ -148,6 +148,27 @@ def ingest_command(files: tuple[Path, ...], data_dir: Path | None, database_url:
     run_guarded(go)
 
 
+@console_group.command("export-labels")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The labelled flows (.csv, or .csv.gz).")  # fmt: skip
+@click.option("--only", type=click.Choice(["all", "benign", "attacks"]), default="all", show_default=True,
+              help="Which rows: benign ones suit `learn --flows`, all of them `train --lab-corpus`.")  # fmt: skip
+@data_option
+@url_option
+def export_labels_command(output: Path, only: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Analysts' true/false-positive verdicts on uploaded captures as labelled flows (the lab corpus's columns)."""
+
+    def go() -> None:
+        from tapwatch.console.labels import export_file
+
+        with _open(_settings(data_dir, database_url))() as db:
+            counts = export_file(db, output, only)
+        click.echo(f"{sum(counts.values())} flows written to {output}: " + ", ".join(
+            f"{family} {n}" for family, n in sorted(counts.items())))  # fmt: skip
+
+    run_guarded(go)
+
+
 @console_group.command("purge")
 @data_option
 @url_option

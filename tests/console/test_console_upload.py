@@ -149,3 +149,33 @@ def test_a_pcapng_is_walked_block_by_block(tmp_path: Path) -> None:
     cut.write_bytes(path.read_bytes()[:3000])
     with pytest.raises(BadInputError, match="corrupt pcapng: it ends inside the block at byte"):
         check(cut)
+
+
+def test_analysts_verdicts_export_as_labelled_flows_that_training_and_learn_read(
+    make_app: Callable[..., Flask], runner: JobRunner, settings: ConsoleSettings, factory: sessionmaker[Session],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from tapwatch.console.labels import export_file
+    from tapwatch.models.baseline import benign_records
+    from tapwatch.models.training.data_lab import load_lab
+
+    client = make_app(runner=runner).test_client()
+    log_in(client, "ann")
+    upload(client, SAMPLE.read_bytes(), "sample.pcap")
+    assert wait_done(client, 1)["status"] == "done"
+    with factory() as db:
+        with pytest.raises(BadInputError, match="no flow to export"):
+            export_file(db, tmp_path / "none.csv")
+        scan = db.scalars(select(Episode).where(Episode.job_id == 1)).one()
+        token = csrf_of(client, f"/episodes/{scan.id}")
+    assert client.post(f"/episodes/{scan.id}/verdict", data={"verdict": "tp", "csrf_token": token}).status_code == 302
+    with factory() as db:
+        counts = export_file(db, tmp_path / "labels.csv.gz")
+    assert set(counts) == {"scan"} and counts["scan"] > 100  # the scanner's flows (one-packet probes included)
+    ds = load_lab([tmp_path / "labels.csv.gz"])  # what `tapwatch train --lab-corpus` reads
+    assert set(ds.y.unique()) == {"scan"} and len(ds.y) > 0
+    client.post(f"/episodes/{scan.id}/verdict", data={"verdict": "fp", "csrf_token": token})
+    with factory() as db:
+        counts = export_file(db, tmp_path / "benign.csv", only="benign")
+    assert set(counts) == {"benign"}
+    assert len(list(benign_records([tmp_path / "benign.csv"]))) == counts["benign"]  # what `learn --flows` reads
