@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 PALETTE = {"scan": "#0b5cad", "dos": "#b3261e", "bruteforce": "#c26a00", "webattack": "#6b3fa0", "botnet": "#2e7d32",
            "benign": "#9aa6b2"}  # fmt: skip
@@ -55,3 +57,28 @@ def spark(values: list[float], width: int = 160, height: int = 20) -> list[Rect]
     step = width / max(1, len(values))
     return [Rect(i * step, height - v * height, max(1.0, step - 1), max(1.0, v * height),
                  "#b3261e" if v >= 0.9 else "#0b5cad", f"{v:.2f}") for i, v in enumerate(values)]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Timeline:
+    width: int
+    height: int
+    marks: list[Rect]
+    start_ms: int
+    end_ms: int
+
+
+def timeline(episode: Any, lines: Sequence[Any], flows: Sequence[Any], width: int = 720) -> Timeline:
+    """An episode's alert lines (tall marks, by state) and flows (short ticks, by family) on one time axis."""
+    times = [x.at_ms for x in lines] + [f.at_ms for f in flows] + [episode.first_ms, episode.last_ms]
+    start, end = min(times), max(times)
+    span = max(1, end - start)
+
+    def x(t: int) -> float:
+        return round((t - start) / span * (width - 4) + 2, 1)
+
+    colour = {"open": "#b3261e", "update": "#c26a00", "close": "#5a6b7b"}
+    marks = [Rect(x(f.at_ms), 30, 1.5, 14, PALETTE.get(f.family, OTHER), f"{f.family} {f.predicted} {f.score:.2f}")
+             for f in flows]  # fmt: skip
+    marks += [Rect(x(a.at_ms) - 1, 4, 3, 22, colour.get(a.state, OTHER), f"{a.state} line") for a in lines]
+    return Timeline(width, 48, marks, start, end)

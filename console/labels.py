@@ -5,8 +5,8 @@ For every uploaded capture with episodes an analyst judged (true or false positi
 extracted again by ``tapwatch flows`` (the sensor's own extractor, kept in the job's folder) and each flow an
 episode covers is labelled: the episode's family for a true positive, ``benign`` for a false positive. A flow is
 covered when the episode is about its source (or, for a flood, its destination) and the flow falls within the
-episode's time, give or take ``SLACK_MS`` (episodes are dated by evidence, flows by their packets). Flows no judged
-episode covers are not exported: nobody looked at them.
+episode's time, give or take a minute (``COVER_SLACK_MS``: episodes are dated by evidence, flows by their packets).
+Flows no judged episode covers are not exported: nobody looked at them.
 
 The file has the lab corpus's columns (``tapwatch flows``' columns, then ``family``, ``unit``, ``scenario``,
 ``seed``, ``link_profile``, ``episode_id``): ``tapwatch train --lab-corpus FILE`` trains on it, and
@@ -26,11 +26,10 @@ from typing import IO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tapwatch.console.store import Episode, Job, Verdict
+from tapwatch.console.store import COVER_SLACK_MS, Episode, Job, Verdict
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.families import Family
 
-SLACK_MS = 60_000
 EXTRA = ("family", "unit", "scenario", "seed", "link_profile", "episode_id")
 
 
@@ -51,7 +50,7 @@ def _label(row: dict[str, str], judged: list[Episode]) -> Episode | None:
     first, last = int(row["first_seen_ms"]), int(row["last_seen_ms"])
     for e in judged:
         host = row["Dst IP"] if e.role == "victim" else row["Src IP"]
-        if host == e.host and first <= e.last_ms + SLACK_MS and last >= e.first_ms - SLACK_MS:
+        if host == e.host and first <= e.last_ms + COVER_SLACK_MS and last >= e.first_ms - COVER_SLACK_MS:
             return e
     return None
 

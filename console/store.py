@@ -29,6 +29,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+COVER_SLACK_MS = 60_000
+"""How far outside an episode's time a flow of its host still belongs to it: episodes are dated by their evidence,
+flows by their packets."""
 
 
 def now_ms() -> int:

@@ -9,12 +9,14 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from tapwatch.console import actions, queries
+from tapwatch.console.charts import timeline
 from tapwatch.console.explain import bars
 from tapwatch.console.guard import requires
-from tapwatch.console.store import Comment, Episode, Role, Triage
+from tapwatch.console.store import COVER_SLACK_MS, Comment, Episode, JobFlow, Role, Triage
 from tapwatch.console.web import address, db
 from tapwatch.features.errors import BadInputError
 
+FLOWS_SHOWN = 500
 QUEUES = {"inbox": Triage.INBOX, "escalated": Triage.ESCALATED, "archived": Triage.ARCHIVED}
 
 
@@ -53,8 +55,21 @@ def episode(episode_id: str) -> Any:
     comments = db().scalars(select(Comment).where(Comment.episode_id == e.id).order_by(Comment.at_ms)).all()
     ml = e.detail.get("ml", {}) if isinstance(e.detail, dict) else {}
     medians = current_app.config["TAPWATCH_MEDIANS"]
+    flows = _flows(e)
     return render_template("episode.html", e=e, ep=e.detail.get("episode", {}), ml=ml, bars=bars(ml, medians),
-                           comments=comments, lines=e.alert_lines)  # fmt: skip
+                           comments=comments, lines=e.alert_lines, flows=flows,
+                           timeline=timeline(e, e.alert_lines, flows))  # fmt: skip
+
+
+def _flows(e: Episode) -> list[JobFlow]:
+    """An uploaded episode's flows with the model's verdicts: its host's (as source, or as a flood's victim) within
+    its time, give or take a minute (live episodes keep their alert lines, not every flow)."""
+    if e.job_id is None:
+        return []
+    host = JobFlow.dest_ip if e.role == "victim" else JobFlow.src_ip
+    within = JobFlow.at_ms.between(e.first_ms - COVER_SLACK_MS, e.last_ms + COVER_SLACK_MS)
+    q = select(JobFlow).where(JobFlow.job_id == e.job_id, host == e.host, within)
+    return list(db().scalars(q.order_by(JobFlow.at_ms).limit(FLOWS_SHOWN)))
 
 
 @requires(Role.ANALYST)

@@ -85,7 +85,20 @@ def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and
     errors: list[str] = []  # script errors and Content-Security-Policy refusals (not the pages' 401 and 404)
     page.on("pageerror", lambda err: errors.append(str(err)))
     page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
-    for path in ("/inbox", "/archived", "/episodes/whatever"):
+    for path in (
+        "/inbox",
+        "/escalated",
+        "/archived",
+        "/live",
+        "/hosts",
+        "/hosts/10.211.0.1",
+        "/overview",
+        "/upload",
+        "/jobs/1",
+        "/admin",
+        "/account",
+        "/episodes/whatever",
+    ):
         page.goto(served + path)
         assert "/login?next=" in page.url, path
     shot(page, "login")
@@ -115,6 +128,8 @@ def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and
     assert "Network scan" in page.inner_text("h1") and page.locator("p.summary").inner_text().strip()
     bars = page.locator("#explanation rect")
     assert bars.count() >= 3  # the scan's LIME explanation, drawn
+    assert page.locator("#timeline rect").count() > 100  # its alert lines and flows on a timeline
+    assert "scan" in page.locator("#episode-flows").inner_text()  # the per-flow verdicts
     shot(page, "episode")
     page.go_back()
     page.keyboard.press("e")  # archive it

@@ -84,3 +84,31 @@ def test_ingest_stores_episode_lines_and_refuses_the_rest_with_a_count(tmp_path:
         e = db.get(Episode, "ep-1")
         assert e is not None and e.state == "close" and e.flows == 90 and e.lines == 3
         assert len(db.scalars(select(AlertLine)).all()) == 3
+
+
+def test_purge_deletes_what_is_older_than_the_retention_with_its_files(tmp_path: Path) -> None:
+    from tapwatch.console.ingest import ingest
+    from tapwatch.console.store import Job, now_ms
+
+    data = tmp_path / "data"
+    settings = ConsoleSettings(data=data)
+    prepare_data(settings)
+    factory = open_database(settings.url)
+    with factory() as db:
+        ingest(db, eve_line("ep-new", timestamp="2099-01-01T00:00:00.000000+0000"))
+        stale = eve_line("ep-old", timestamp="2020-01-01T00:00:30.000000+0000")
+        stale["episode"].update(first_seen="2020-01-01T00:00:00.000Z", last_seen="2020-01-01T00:00:30.000Z")
+        ingest(db, stale)
+        for created in (now_ms() - 100 * 86_400_000, now_ms()):  # 100 days old, and new
+            job = Job(name="j", owner="ann", kind="pcap", size=1, path="", records=1, status="done", created_ms=created)
+            db.add(job)
+            db.flush()
+            (data / "jobs" / str(job.id)).mkdir()
+            job.path = str(data / "jobs" / str(job.id) / "input.pcap")
+            Path(job.path).write_bytes(b"x")
+        db.commit()
+    code, out = run(["purge", "--data-dir", str(data)])
+    assert code == 0 and "purged 1 jobs and 1 episodes older than 90 days" in out
+    assert sorted(p.name for p in (data / "jobs").iterdir()) == ["2"]
+    with factory() as db:
+        assert [e.id for e in db.scalars(select(Episode))] == ["ep-new"]
