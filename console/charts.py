@@ -70,12 +70,13 @@ class Timeline:
 
 def timeline(episode: Any, lines: Sequence[Any], flows: Sequence[Any], width: int = 720) -> Timeline:
     """An episode's alert lines (tall marks, by state) and flows (short ticks, by family) on one time axis."""
-    times = [x.at_ms for x in lines] + [f.at_ms for f in flows] + [episode.first_ms, episode.last_ms]
+    times: list[int] = [int(x.at_ms) for x in lines] + [int(f.at_ms) for f in flows]
+    times += [int(episode.first_ms), int(episode.last_ms)]
     start, end = min(times), max(times)
     span = max(1, end - start)
 
     def x(t: int) -> float:
-        return round((t - start) / span * (width - 4) + 2, 1)
+        return round(float(t - start) / span * (width - 4) + 2, 1)
 
     colour = {"open": "#b3261e", "update": "#c26a00", "close": "#5a6b7b"}
     marks = [Rect(x(f.at_ms), 30, 1.5, 14, PALETTE.get(f.family, OTHER), f"{f.family} {f.predicted} {f.score:.2f}")
