@@ -37,6 +37,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = str(tmp / "data")
     password_twice = f"{PASSWORD}\n{PASSWORD}\n"
     tapwatch("console", "user", "add", "ann", "--role", "analyst", "--data-dir", data, stdin=password_twice)
+    tapwatch("console", "user", "add", "ada", "--role", "admin", "--data-dir", data, stdin=password_twice)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tapwatch.app", "console", "serve", "--port", str(port),
                              "--data-dir", data], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
@@ -147,8 +148,19 @@ def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and
     page.click("text=Overview")
     assert page.locator("#over-time rect").count() >= 1
     shot(page, "overview")
+    page.click("text=Live")
+    page.wait_for_selector("text=connected")  # the server-sent events stream is open
+    assert page.locator("#live tbody tr").count() == 2  # the scan episode's open and close lines
+    shot(page, "live")
     page.click("#logout")
     page.wait_for_url("**/login")
     page.goto(served + "/inbox")
     assert "/login?next=" in page.url
+    page.fill("input[name=username]", "ada")  # the admin reads what the analyst did
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(served + "/admin")
+    audit = page.locator("table.audit").inner_text()
+    assert "archive" in audit and "upload" in audit and "ann" in audit
+    shot(page, "admin")
     assert not errors, errors
