@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -170,8 +171,9 @@ class JobRunner:
             self._finish(job_id, "failed", error)
             return
         with self.factory() as db:
-            flows = _store_scored(db, job_id, folder / "scored.csv") if kind is Kind.CSV else \
-                _store_verdicts(db, job_id, folder / "verdicts.jsonl")  # fmt: skip
+            rows = _scored_rows(job_id, folder / "scored.csv") if kind is Kind.CSV else \
+                _verdict_rows(job_id, folder / "verdicts.jsonl")  # fmt: skip
+            flows = _insert(db, rows)
             alerts = 0 if kind is Kind.CSV else _store_alerts(db, job_id, folder / "alerts.jsonl")
             db.execute(update(Job).where(Job.id == job_id).values(flows=flows, alerts=alerts))
             db.commit()
@@ -239,46 +241,42 @@ def _family(cls: str) -> str:
     return fam.value if fam is not None else "unknown"
 
 
-def _store_verdicts(db: Session, job_id: int, path: Path) -> int:
-    rows: list[dict[str, Any]] = []
-    n = 0
+def _insert(db: Session, rows: Iterator[dict[str, Any]]) -> int:
+    """Insert job flows in chunks of ``INSERT_ROWS``; return how many."""
+    n, chunk = 0, []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= INSERT_ROWS:
+            db.execute(insert(JobFlow), chunk)
+            n, chunk = n + len(chunk), []
+    if chunk:
+        db.execute(insert(JobFlow), chunk)
+    return n + len(chunk)
+
+
+def _verdict_rows(job_id: int, path: Path) -> Iterator[dict[str, Any]]:
+    """``detect --verdicts``: each window's newest flow with the model's verdict (its family only as evidence)."""
     with path.open() as fh:
         for raw in fh:
             v = json.loads(raw)
-            rows.append({"job_id": job_id, "at_ms": epoch_ms(v["timestamp"]), "src_ip": v["src_ip"],
-                         "src_port": int(v["src_port"]), "dest_ip": v["dest_ip"], "dest_port": int(v["dest_port"]),
-                         "proto": int(v["proto"]), "family": v["family"] if v["evidence"] else "benign",
-                         "predicted": v["predicted"], "score": float(v["score"]), "label": None})  # fmt: skip
-            n += 1
-            if len(rows) >= INSERT_ROWS:
-                db.execute(insert(JobFlow), rows)
-                rows = []
-    if rows:
-        db.execute(insert(JobFlow), rows)
-    return n
+            yield {"job_id": job_id, "at_ms": epoch_ms(v["timestamp"]), "src_ip": v["src_ip"],
+                   "src_port": int(v["src_port"]), "dest_ip": v["dest_ip"], "dest_port": int(v["dest_port"]),
+                   "proto": int(v["proto"]), "family": v["family"] if v["evidence"] else "benign",
+                   "predicted": v["predicted"], "score": float(v["score"]), "label": None}  # fmt: skip
 
 
-def _store_scored(db: Session, job_id: int, path: Path) -> int:
-    rows: list[dict[str, Any]] = []
-    n = 0
+def _scored_rows(job_id: int, path: Path) -> Iterator[dict[str, Any]]:
+    """``score``'s CSV: each input row with its predicted class and score (and the input's label, if any)."""
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-        for r in csv.DictReader(fh):
-            r = {k.strip(): v for k, v in r.items() if k is not None}
+        for raw in csv.DictReader(fh):
+            r = {k.strip(): v for k, v in raw.items() if k is not None}
             cls = r.get("predicted_class") or ""
-            rows.append({"job_id": job_id, "at_ms": _csv_time(r.get("Timestamp", "")),
-                         "src_ip": r.get("Src IP") or r.get("Source IP") or "", "src_port": _int(r.get("Src Port")),
-                         "dest_ip": r.get("Dst IP") or r.get("Destination IP") or "",
-                         "dest_port": _int(r.get("Dst Port") or r.get("Destination Port")),
-                         "proto": _int(r.get("Protocol")), "family": _family(cls), "predicted": cls,
-                         "score": float(r.get("score") or 0.0),
-                         "label": r.get("Label") or None})  # fmt: skip
-            n += 1
-            if len(rows) >= INSERT_ROWS:
-                db.execute(insert(JobFlow), rows)
-                rows = []
-    if rows:
-        db.execute(insert(JobFlow), rows)
-    return n
+            yield {"job_id": job_id, "at_ms": _csv_time(r.get("Timestamp", "")),
+                   "src_ip": r.get("Src IP") or r.get("Source IP") or "", "src_port": _int(r.get("Src Port")),
+                   "dest_ip": r.get("Dst IP") or r.get("Destination IP") or "",
+                   "dest_port": _int(r.get("Dst Port") or r.get("Destination Port")),
+                   "proto": _int(r.get("Protocol")), "family": _family(cls), "predicted": cls,
+                   "score": float(r.get("score") or 0.0), "label": r.get("Label") or None}  # fmt: skip
 
 
 def _store_alerts(db: Session, job_id: int, path: Path) -> int:
