@@ -380,9 +380,13 @@ def render(report: dict[str, Any]) -> str:
             f"benign flows kept, {p['left_out'][0]} and {p['left_out'][1]} left out by the poisoning check) "
             "scored the other half."
         )
+
+    def named(captures: list[str]) -> str:
+        return ", ".join(f"`{c}`" for c in captures) or "none"
+
     md.append(
-        f"- Out of the box, real captures with lines: {', '.join(f'`{c}`' for c in box['real']['with_lines'])}"
-        f"{'; with a profile: ' + ', '.join(f'`{c}`' for c in prof['real']['with_lines']) if prof.get('real') else ''}."
+        f"- Out of the box, real captures with lines: {named(box['real']['with_lines'])}"
+        f"{'; with a profile: ' + named(prof['real']['with_lines']) if prof.get('real') else ''}."
     )
     md += [
         "",
