@@ -21,6 +21,7 @@ from tests.support.console import PASSWORD
 from tests.support.env import REPO, free_port, need
 
 SHOTS = REPO / "tests" / "out" / "screenshots"
+SERVE_LOG: list[Path | None] = [None]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -38,9 +39,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     password_twice = f"{PASSWORD}\n{PASSWORD}\n"
     tapwatch("console", "user", "add", "ann", "--role", "analyst", "--data-dir", data, stdin=password_twice)
     tapwatch("console", "user", "add", "ada", "--role", "admin", "--data-dir", data, stdin=password_twice)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tapwatch.app", "console", "serve", "--port", str(port),
-                             "--data-dir", data], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    port, metrics_port = free_port(), free_port()
+    # The server's log goes to a file (a pipe nobody reads would stall the server once its buffer is full); a failing
+    # test prints it (see `said`).
+    log = tmp / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tapwatch.app", "console", "serve", "--port", str(port),
+                                 "--metrics-port", str(metrics_port), "--data-dir", data], stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    SERVE_LOG[0] = log
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -48,7 +55,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "the console did not listen within 60 s"
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
@@ -83,9 +90,23 @@ def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and
     served: str, browser: Any
 ) -> None:  # fmt: skip
     page = browser.new_page()
+    page.set_default_timeout(60_000)  # a loaded CI machine; a page here normally takes well under a second
     errors: list[str] = []  # script errors and Content-Security-Policy refusals (not the pages' 401 and 404)
     page.on("pageerror", lambda err: errors.append(str(err)))
     page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        walk(page, served)
+    except Exception as err:  # what the browser showed and what the server said, for whoever reads the failure
+        shot(page, "failure")
+        log = SERVE_LOG[0]
+        said = log.read_text(errors="replace")[-6000:] if log is not None and log.exists() else "(no log)"
+        body = page.inner_text("body", timeout=5_000)[:2000] if not page.is_closed() else "(closed)"
+        raise AssertionError(f"{err}\nat {page.url}; the page said:\n{body}\nthe server's log ends:\n{said}") from err
+    assert not errors, errors
+
+
+def walk(page: Any, served: str) -> None:
+    """The analyst's and then the admin's walk through the console."""
     for path in (
         "/inbox",
         "/escalated",
@@ -114,7 +135,9 @@ def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and
     page.set_input_files("input[name=file]", str(REPO / "capture" / "samples" / "sample.pcap"))
     page.fill("input[name=name]", "the sample capture")
     shot(page, "upload")
-    page.click("#upload-form button[type=submit]")
+    with page.expect_response(lambda r: r.url.endswith("/upload") and r.request.method == "POST") as posted:
+        page.click("#upload-form button[type=submit]")
+    assert posted.value.status == 302, posted.value.status  # the upload was taken; its job's page is next
     page.wait_for_url("**/jobs/1")
     page.wait_for_selector("text=Flows by predicted family", timeout=180_000)  # the page reloads when the job ends
     assert page.locator("#flows tbody tr").count() > 50 and page.locator("#download").is_visible()
@@ -128,7 +151,10 @@ def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and
     page.wait_for_url("**/episodes/*")
     assert "Network scan" in page.inner_text("h1") and page.locator("p.summary").inner_text().strip()
     bars = page.locator("#explanation rect")
-    assert bars.count() >= 3  # the scan's LIME explanation, drawn
+    # The scan's explanation, drawn: LIME's (3 or more features) when a window's verdict opened the episode, the
+    # counts' (flows, distinct ports) when the volume view did. Which evidence reaches the alerter first depends on
+    # the machine's load (two streams, two threads; see docs/alerts.md "Known limits").
+    assert bars.count() >= 2
     assert page.locator("#timeline rect").count() > 100  # its alert lines and flows on a timeline
     assert "scan" in page.locator("#episode-flows").inner_text()  # the per-flow verdicts
     shot(page, "episode")
@@ -163,4 +189,3 @@ def test_an_analyst_uploads_a_capture_reads_its_scan_archives_it_by_keyboard_and
     audit = page.locator("table.audit").inner_text()
     assert "archive" in audit and "upload" in audit and "ann" in audit
     shot(page, "admin")
-    assert not errors, errors

@@ -22,12 +22,15 @@ def test_pip_builds_the_wheel_without_a_warning_and_with_the_right_files(tmp_pat
     assert "Warning" not in said and "deprecated" not in said, said
     (wheel,) = tmp_path.glob("tapwatch-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for room in ("features", "bus", "capture", "inference", "alerting", "models", "app"):
+    for room in ("features", "bus", "capture", "inference", "alerting", "models", "app", "console"):
         assert f"tapwatch/{room}/__init__.py" in names, room
     for shipped in ("tapwatch/capture/samples/sample.pcap", "tapwatch/models/hybrid-cic.onnx",
                     "tapwatch/models/hybrid-cic.card.json", "tapwatch/models/hybrid-lab.onnx",
                     "tapwatch/models/hybrid-lab.card.json", "tapwatch/models/hybrid-lab.profile.json",
-                    "tapwatch/models/training/train.py"):  # fmt: skip
+                    "tapwatch/models/training/train.py", "tapwatch/console/templates/episode.html",
+                    "tapwatch/console/static/console.css", "tapwatch/console/migrations/env.py",
+                    "tapwatch/console/migrations/script.py.mako",
+                    "tapwatch/console/migrations/versions/0001_initial.py"):  # fmt: skip
         assert shipped in names, shipped
     assert not [n for n in names if n.startswith(("tests/", "lab/", "tapwatch/tests", "tapwatch/lab"))]
     assert not [n for n in names if n.endswith("testing.py")], "test kits stay in tests/support"
