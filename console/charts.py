@@ -32,6 +32,10 @@ class Chart:
     """(colour, name)."""
 
 
+LABEL_PX = 80
+"""Room a time label under the bars takes ("11-25 18:00" in 11 px type)."""
+
+
 def stacked(buckets: list[tuple[str, dict[str, int]]], width: int = 720, height: int = 160) -> Chart:
     """Stacked bars: one per (label, counts by series), series coloured by family."""
     series = sorted({s for _, counts in buckets for s in counts})
@@ -47,7 +51,7 @@ def stacked(buckets: list[tuple[str, dict[str, int]]], width: int = 720, height:
             h = n / top * (height - 4)
             y -= h
             rects.append(Rect(i * step + 1, y, max(1.0, step - 2), h, PALETTE.get(s, OTHER), f"{label} {s}: {n}"))
-        if i % max(1, len(buckets) // 8) == 0:
+        if i % max(1, len(buckets) // 8) == 0 and i * step <= width - LABEL_PX:  # a label must fit in the chart
             labels.append((i * step, label))
     return Chart(width, height, rects, labels, [(PALETTE.get(s, OTHER), s) for s in series])
 

@@ -14,7 +14,15 @@ import pytest
 from tests.support.env import SHARED, RedisServer, need, redis_binary
 
 TESTS = Path(__file__).resolve().parent
-LAYERS = {"unit": "unit", "redis": "redis", "netns": "netns", "corpus": "shared", "e2e": "e2e", "console": "console"}
+LAYERS = {
+    "unit": "unit",
+    "redis": "redis",
+    "netns": "netns",
+    "corpus": "shared",
+    "e2e": "e2e",
+    "console": "console",
+    "deploy": "deploy",
+}
 """Each layer folder of tests/ and the marker its tests get (declared in pyproject.toml)."""
 
 

@@ -90,3 +90,16 @@ def test_the_live_stream_sends_the_lines_after_the_clients_last_and_is_bounded(
         gate.acquire()
     r = client.get("/live/events")
     assert r.status_code == 503 and "retry: 5000" in r.get_data(as_text=True)
+
+
+def test_the_stacked_chart_stacks_each_buckets_families_and_keeps_every_time_label_inside() -> None:
+    from tapwatch.console.charts import LABEL_PX, stacked
+
+    buckets = [(f"11-{i:02d} 00:00", {"scan": i % 3, "dos": 1}) for i in range(1, 25)]
+    chart = stacked(buckets, width=720, height=160)
+    assert len(chart.rects) == sum(1 for _, c in buckets for n in c.values() if n)
+    assert chart.labels and all(x <= 720 - LABEL_PX for x, _ in chart.labels)
+    tallest = max(sum(c.values()) for _, c in buckets)
+    column = [r for r in chart.rects if r.x == chart.rects[-1].x]  # the last bucket's stack ends at the bottom
+    assert abs(sum(r.height for r in column) - sum(buckets[-1][1].values()) / tallest * 156) < 1e-6
+    assert sorted(name for _, name in chart.legend) == ["dos", "scan"]
