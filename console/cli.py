@@ -187,25 +187,30 @@ def purge_command(data_dir: Path | None, database_url: str | None) -> None:
 
 
 @console_group.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8070, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="TAPWATCH_CONSOLE_HOST",
+              help="Address to listen on (env TAPWATCH_CONSOLE_HOST).")  # fmt: skip
+@click.option("--port", default=8070, show_default=True, type=click.IntRange(0, 65535), envvar="TAPWATCH_CONSOLE_PORT",
+              help="Port to listen on (env TAPWATCH_CONSOLE_PORT).")  # fmt: skip
 @click.option("--secure-cookies", is_flag=True, default=None, help="Send the session cookie over HTTPS only.")
 @click.option("--trusted-proxies", type=click.IntRange(0, 5), default=None,
               help="Reverse proxies in front whose X-Forwarded-* headers are believed.")  # fmt: skip
 @click.option("--redis", "redis_url", default=None, help="Read the alerter's alert stream from this Redis URL.")
 @click.option("--metrics-port", default=9643, show_default=True, type=click.IntRange(0, 65535),
-              help="Port of /metrics, /livez, /readyz on 127.0.0.1.")  # fmt: skip
+              envvar="TAPWATCH_CONSOLE_METRICS_PORT",
+              help="Port of /metrics, /livez, /readyz (env TAPWATCH_CONSOLE_METRICS_PORT).")  # fmt: skip
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, envvar="TAPWATCH_CONSOLE_METRICS_HOST",
+              help="Address of /metrics, /livez, /readyz (env TAPWATCH_CONSOLE_METRICS_HOST).")  # fmt: skip
 @data_option
 @url_option
 def serve_command(host: str, port: int, secure_cookies: bool | None, trusted_proxies: int | None,
-                  redis_url: str | None, metrics_port: int, data_dir: Path | None,
+                  redis_url: str | None, metrics_port: int, metrics_host: str, data_dir: Path | None,
                   database_url: str | None) -> None:  # fmt: skip
     """Serve the console (Waitress); refuses to start while the console has no user."""
 
     def go() -> None:
         import threading
 
-        from prometheus_client import CollectorRegistry
+        from prometheus_client import CollectorRegistry, ProcessCollector
         from waitress import serve
 
         from tapwatch.alerting.settings import default_consumer
@@ -224,13 +229,14 @@ def serve_command(host: str, port: int, secure_cookies: bool | None, trusted_pro
                                 "admin` (same --data-dir)")  # fmt: skip
         data = prepare_data(settings)
         registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, as the others
         metrics = ConsoleMetrics(registry)
         stop = threading.Event()
         if settings.redis_url:
             from tapwatch.bus.streams import RedisBus
 
             start_reader(RedisBus(settings.redis_url), factory, metrics, default_consumer(), stop)
-        HealthServer(registry, lambda: {"database": True}, port=metrics_port).start()
+        HealthServer(registry, lambda: {"database": True}, metrics_host, metrics_port).start()
         runner = JobRunner(settings, factory)
         runner.start()
         app = create_app(settings, factory, session_secret(settings, data), data, runner)

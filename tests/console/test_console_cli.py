@@ -112,3 +112,44 @@ def test_purge_deletes_what_is_older_than_the_retention_with_its_files(tmp_path:
     assert sorted(p.name for p in (data / "jobs").iterdir()) == ["2"]
     with factory() as db:
         assert [e.id for e in db.scalars(select(Episode))] == ["ep-new"]
+
+
+def test_serve_takes_its_addresses_from_the_environment_and_serves_process_metrics(tmp_path: Path) -> None:
+    """What a container or a systemd unit sets: TAPWATCH_CONSOLE_HOST, _PORT, _METRICS_HOST, _METRICS_PORT."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.support.env import free_port
+
+    data = tmp_path / "data"
+    assert run(["user", "add", "ada", "--role", "admin", "--data-dir", str(data)], f"{PASSWORD}\n{PASSWORD}\n")[0] == 0
+    port, metrics = free_port(), free_port()
+    env = {**os.environ, "TAPWATCH_CONSOLE_DATA": str(data), "TAPWATCH_CONSOLE_HOST": "127.0.0.1",
+           "TAPWATCH_CONSOLE_PORT": str(port), "TAPWATCH_CONSOLE_METRICS_HOST": "127.0.0.2",
+           "TAPWATCH_CONSOLE_METRICS_PORT": str(metrics)}  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tapwatch.app", "console", "serve"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5).read().decode()
+                text = urllib.request.urlopen(f"http://127.0.0.2:{metrics}/metrics", timeout=5).read().decode()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        assert 'name="username"' in page
+        assert "process_resident_memory_bytes" in text and "process_cpu_seconds_total" in text
+        with pytest.raises(urllib.error.URLError):  # the metrics listen on the address given, not on 127.0.0.1
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
