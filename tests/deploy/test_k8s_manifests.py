@@ -339,7 +339,7 @@ def test_network_policies_let_in_only_the_right_pods(built: list[dict[str, Any]]
                for s in sources)  # fmt: skip
     metrics = policies["tapwatch-metrics-from-prometheus"]["spec"]
     (rule,) = metrics["ingress"]
-    assert {p["port"] for p in rule["ports"]} == {PORTS["worker"], PORTS["alerter"]}
+    assert {p["port"] for p in rule["ports"]} == {PORTS["worker"], PORTS["alerter"], PORTS["console"]}
     ((prometheus,),) = [rule["from"]]
     assert set(prometheus) == {"namespaceSelector", "podSelector"}  # both: Prometheus pods in that namespace only
 
