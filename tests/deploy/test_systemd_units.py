@@ -458,7 +458,7 @@ def test_pcap_through_capture_worker_alerter_under_the_units_sandbox(host: Host)
         assert windows > 100
         wait_for("every window's verdict", lambda: db.xlen("tapwatch:verdicts") == windows, w, host)
         assert "tapwatch:dead" not in {k.decode() for k in db.keys("tapwatch:*")}
-        alerts = host.root / "log" / "tapwatch" / "alerts.jsonl"  # the unit's TAPWATCH_ALERT_FILE=%L/...
+        alerts = host.root / "log" / "tapwatch" / "eve.json"  # the unit's TAPWATCH_ALERT_FILE=%L/...
         wait_for("an alert line in the logs directory", lambda: alerts.exists() and alerts.stat().st_size > 0, a, host)
         assert json.loads(alerts.read_text().splitlines()[0])["event_type"] == "alert"
         assert db.xlen("tapwatch:alerts") >= 1
