@@ -28,7 +28,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from tests.support.cli import tapwatch
-from tests.support.env import REPO, RedisServer, free_port, need
+from tests.support.env import REPO, RedisServer, end, free_port, need
 
 COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE = COMPOSE_DIR / "compose.yaml"
@@ -390,12 +390,7 @@ def test_healthcheck_reports_a_real_worker_healthy_then_unready_without_redis(re
         assert done.stderr.startswith(f"unhealthy: http://127.0.0.1:{port}/readyz: HTTP 503"), done.stderr
         assert "bus_reachable" in done.stderr, done.stderr
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end(proc)
     gone = healthcheck(port)
     assert gone.returncode == 1 and f"127.0.0.1:{port}/livez" in gone.stderr, gone.stderr
 
@@ -480,13 +475,7 @@ class Stack:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            end(proc)
 
 
 def wait_for(check: Any, what: str, timeout: float = 60) -> Any:

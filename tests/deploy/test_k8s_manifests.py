@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.support.env import REPO, need
+from tests.support.tls import make_test_ca
 
 try:  # the test extra's kubernetes-validate (it brings PyYAML) and cloudcoil-models-keda
     import kubernetes_validate
@@ -72,17 +73,7 @@ def _operator_files(k8s: Path) -> None:
     secrets_dir = k8s / "secrets"
     for user in PASSWORDS:
         (secrets_dir / f"{user}.env").write_text(f"password=test-{user}-0123456789abcdef\n")
-    need(shutil.which("openssl") is not None, "openssl is not on PATH")
-
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=secrets_dir, check=True, capture_output=True)
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=tapwatch test CA")  # fmt: skip
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "redis.key", "-out", "redis.csr", "-subj", "/CN=redis")
-    (secrets_dir / "ext.cnf").write_text("subjectAltName=DNS:tapwatch-redis.tapwatch.svc.cluster.local\n")
-    ssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "redis.crt", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    make_test_ca(secrets_dir, "DNS:tapwatch-redis.tapwatch.svc.cluster.local")
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.console.stream import ConsoleMetrics
 from tapwatch.features.metric_names import CATALOGUE, series_in
 from tapwatch.inference.metrics import InferenceMetrics
-from tests.support.env import REPO, RedisServer, free_port, need
+from tests.support.env import REPO, RedisServer, end, free_port, need
 
 RULES = REPO / "deploy" / "prometheus" / "rules"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "tapwatch.json"
@@ -122,13 +122,7 @@ def tapwatch_process(logs: Path, name: str, *args: str, stdin: str | None = None
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    end(proc)
 
 
 def scrape(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> str:

@@ -34,6 +34,7 @@ from redis.retry import Retry
 
 from tests.support.cli import TAPWATCH
 from tests.support.env import REPO, free_port, need
+from tests.support.tls import make_test_ca
 
 RULES = REPO / "deploy" / "redis" / "users.acl"
 BUILD_ACL = REPO / "deploy" / "redis" / "build-acl.sh"
@@ -332,19 +333,7 @@ def test_each_user_is_refused_what_its_stage_must_not_do(tmp_path: Path) -> None
 
 def _test_ca(tmp: Path) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for 127.0.0.1 and localhost, made by openssl."""
-    need(shutil.which("openssl") is not None, "openssl is not on PATH")
-    tmp.mkdir(parents=True)
-
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=tapwatch test CA")  # fmt: skip
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "redis.key", "-out", "redis.csr", "-subj", "/CN=redis")
-    (tmp / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    ssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "redis.crt", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
-    return tmp / "ca.crt", tmp / "redis.crt", tmp / "redis.key"
+    return make_test_ca(tmp, "DNS:localhost,IP:127.0.0.1")
 
 
 def _deployed_conf(tmp_path: Path, ca: Path, cert: Path, key: Path) -> Path:
