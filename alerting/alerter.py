@@ -42,6 +42,7 @@ from tapwatch.alerting.signatures import Signature, signature_for
 from tapwatch.alerting.sinks import RedisStreamSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor
 from tapwatch.bus.consumer import Consumer
+from tapwatch.bus.entries import DeadReason, oversized
 from tapwatch.bus.streams import Bus, BusUnavailable, Entry
 from tapwatch.features.card import ModelCard
 from tapwatch.features.errors import ModelCardError, SchemaError
@@ -302,24 +303,31 @@ class Alerter:
                  p.entry_id)  # fmt: skip
 
     def _decode(self, entry_id: str, fields: Mapping[str, Any]) -> Verdict | None:
-        """A verdict, or None after dead-lettering a malformed entry."""
-        try:
-            return Verdict.decode(fields)
-        except SchemaError as err:
-            reason, detail = err.reason, err.detail
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
-            reason, detail = "malformed", f"{type(err).__name__}: {err}"
+        """A verdict, or None after dead-lettering a hostile entry: one over ``max_entry_bytes`` before anything of
+        it is parsed, then one the schema refuses (truncated, wrong type or version, out of range)."""
+        limit = self.settings.max_entry_bytes
+        size = oversized(fields, limit)
+        if size is not None:
+            reason, detail = DeadReason.TOO_LARGE.value, f"{size} bytes, over max_entry_bytes {limit}"
+        else:
+            try:
+                return Verdict.decode(fields)
+            except SchemaError as err:
+                reason, detail = err.reason, err.detail
+            except (ValueError, TypeError, KeyError, UnicodeDecodeError, OverflowError) as err:
+                reason, detail = DeadReason.MALFORMED.value, f"{type(err).__name__}: {err}"
         self._dead_letter(entry_id, reason, detail)
         return None
 
     def _dead_letter(self, entry_id: str, reason: str, detail: str) -> None:
         """Log with the entry id, copy to the dead-letter stream with the reason, count; the batch ack acks it."""
         s = self.settings
-        log.warning("verdict entry %s rejected (%s): %s; dead-lettered", entry_id, reason, detail)
+        log.warning("entry %s of %s rejected (%s): %s; dead-lettered", entry_id, s.verdicts_stream, reason,
+                    detail[:300])  # fmt: skip
         fields = {"stage": "alerter", "stream": s.verdicts_stream, "id": entry_id, "reason": reason,
                   "detail": detail[:1000]}  # fmt: skip
         self.bus.add_many(s.dead_stream, [fields])
-        self.metrics.dead.labels(reason=reason).inc()
+        self.metrics.dead.labels(reason=reason, stream=s.verdicts_stream).inc()
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 

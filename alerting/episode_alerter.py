@@ -7,7 +7,8 @@ Its store is Redis for the service (two alerters open one episode per key; a res
 ones) and memory for ``detect``/``run``. Each line the tracker returns is explained once per episode
 (:mod:`tapwatch.alerting.narrate`), written to the sinks, and the entries are acked after. Delivery is at least
 once: a verdict delivered twice after a crash counts twice as evidence (a count a little high, never a second
-episode: the store's transaction decides who opens). Malformed entries are dead-lettered with the reason.
+episode: the store's transaction decides who opens). Malformed entries are dead-lettered with the reason, counted by
+reason and stream, and logged with their id; an entry over ``max_entry_bytes`` is dead-lettered before it is parsed.
 
 Per-window verdicts stay on the verdicts stream for analysis; with ``verdicts_file`` each one is also written as
 a JSON line (``detect --verdicts FILE``).
@@ -41,6 +42,7 @@ from tapwatch.alerting.sinks import SinkSet
 from tapwatch.alerting.suppress import Suppressor
 from tapwatch.alerting.volume import VolumeRules
 from tapwatch.bus.consumer import Consumer
+from tapwatch.bus.entries import DeadReason, oversized
 from tapwatch.bus.state import State
 from tapwatch.bus.streams import Bus, BusUnavailable, Entry
 from tapwatch.features.aggregates import AggregateRecord
@@ -215,13 +217,20 @@ class EpisodeAlerter:
     # -- entries --------------------------------------------------------------------------------------------------
 
     def take(self, stream: str, entry_id: str, fields: Mapping[str, Any], decode: Any) -> None:
+        """Decode one entry into evidence and track it; a hostile entry (too large, truncated, of the wrong type or
+        version, out of range) is dead-lettered, never raised: the size is checked before anything is parsed."""
+        size = oversized(fields, self.settings.max_entry_bytes)
+        if size is not None:
+            self._dead_letter(stream, entry_id, DeadReason.TOO_LARGE.value,
+                              f"{size} bytes, over max_entry_bytes {self.settings.max_entry_bytes}")  # fmt: skip
+            return
         try:
             evidence = decode(fields)
         except SchemaError as err:
             self._dead_letter(stream, entry_id, err.reason, err.detail)
             return
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
-            self._dead_letter(stream, entry_id, "malformed", f"{type(err).__name__}: {err}")
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError, OverflowError) as err:
+            self._dead_letter(stream, entry_id, DeadReason.MALFORMED.value, f"{type(err).__name__}: {err}")
             return
         for ev in evidence:
             self.metrics.evidence.labels(view=ev.view.value, family=ev.family.value).inc()
@@ -308,7 +317,7 @@ class EpisodeAlerter:
             log.info("episode %s closed after %s lines", line.episode["id"], len(line.episode["lines"]))
 
     def _dead_letter(self, stream: str, entry_id: str, reason: str, detail: str) -> None:
-        log.warning("entry %s of %s rejected (%s): %s; dead-lettered", entry_id, stream, reason, detail)
+        log.warning("entry %s of %s rejected (%s): %s; dead-lettered", entry_id, stream, reason, detail[:300])
         fields = {"stage": "alerter", "stream": stream, "id": entry_id, "reason": reason, "detail": detail[:1000]}
         self.bus.add_many(self.settings.dead_stream, [fields])
-        self.metrics.dead.labels(reason=reason).inc()
+        self.metrics.dead.labels(reason=reason, stream=stream).inc()

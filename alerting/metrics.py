@@ -53,8 +53,9 @@ class AlerterMetrics:
         self.duplicates = Counter("tapwatch_alerting_duplicates",
                                   "Re-delivered verdicts of a window that already had an alert (acked, no alert).",
                                   registry=r)
-        self.dead = Counter("tapwatch_alerting_dead_lettered", "Malformed verdicts sent to tapwatch:dead, by reason.",
-                            ["reason"], registry=r)
+        self.dead = Counter("tapwatch_alerting_dead_lettered", "Entries sent to tapwatch:dead (malformed, too large, "
+                            "truncated, wrong type or version), by reason and stream.", ["reason", "stream"],
+                            registry=r)
         self.threshold_evictions = Counter("tapwatch_alerting_threshold_evictions",
                                            "Threshold tracking entries evicted by the LRU cap.", registry=r)
         for outcome in ("below", "over"):

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tapwatch.bus.consumer import ConsumerConfig
+from tapwatch.bus.entries import MAX_ENTRY_BYTES
 from tapwatch.bus.streams import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM
 from tapwatch.features.aggregates import AGGREGATES_STREAM
 
@@ -54,6 +55,13 @@ class AlerterSettings(BaseSettings):
     claim_idle_ms: int = Field(30_000, ge=0, description="Claim verdicts pending this long in any alerter.")
     claim_interval_s: float = Field(10.0, gt=0, description="How often to look for stale pending verdicts.")
     dead_stream: str = Field(DEAD_STREAM, description="Where malformed verdicts go, with the reason.")
+    max_entry_bytes: int = Field(
+        MAX_ENTRY_BYTES,
+        ge=16_384,
+        le=512 * 2**20,
+        description="Largest verdict or aggregate entry decoded (field names and values, bytes); a larger one is "
+        "dead-lettered unparsed (too_large). 1 MiB: three times the largest verdict a card allows (T = 1024).",
+    )
     dedup_ttl_s: int = Field(
         3600, ge=60, le=30 * 86400, description="Lifetime of the per-window 'alerted' key (one Redis key per alert)."
     )

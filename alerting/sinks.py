@@ -20,6 +20,7 @@ from tapwatch.alerting.alert import AlertLine
 from tapwatch.alerting.errors import SinkError
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.bus.streams import ALERTS_STREAM, Bus
+from tapwatch.features.schema import ALERT_ENTRY_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ class RedisStreamSink:
     def fields(alert: AlertLine, line: str) -> dict[str, str | bytes]:
         """The stream entry of one alert (the alerter also writes it together with the alert's dedup key)."""
         return {
+            "v": str(ALERT_ENTRY_VERSION),
             "eve": line,
             "signature_id": str(alert.signature.sid),
             "severity": str(int(alert.severity)),

@@ -249,8 +249,11 @@ def _after(a: str, b: str) -> bool:
 
 
 def _entry(eid: Any, fields: Mapping[Any, Any]) -> Entry:
+    """An entry as read: its id and its field names as text. A field name that is not UTF-8 (anything may XADD
+    anything) keeps its odd bytes as ``\\xNN`` escapes rather than stop the reader: it names no known field, so
+    readers ignore it, and a dead letter can still copy it."""
     key = eid.decode() if isinstance(eid, bytes) else str(eid)
-    return key, {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+    return key, {(k.decode(errors="backslashreplace") if isinstance(k, bytes) else k): v for k, v in fields.items()}
 
 
 class RedisBus:

@@ -235,7 +235,8 @@ def serve_command(host: str, port: int, secure_cookies: bool | None, trusted_pro
         if settings.redis_url:
             from tapwatch.bus.streams import RedisBus
 
-            start_reader(RedisBus(settings.redis_url), factory, metrics, default_consumer(), stop)
+            start_reader(RedisBus(settings.redis_url), factory, metrics, default_consumer(), stop,
+                         settings.max_entry_bytes)  # fmt: skip
         HealthServer(registry, lambda: {"database": True}, metrics_host, metrics_port).start()
         runner = JobRunner(settings, factory)
         runner.start()

@@ -44,6 +44,8 @@ class ConsoleSettings(BaseSettings):
     max_jobs: int = Field(1, ge=1, le=16, description="Uploads processed at once (each takes a core).")
     max_queued: int = Field(8, ge=0, le=1000, description="Uploads waiting beyond those; a full queue refuses one.")
     retention_days: int = Field(90, ge=1, le=3650, description="Jobs and episodes older than this are purged.")
+    max_entry_bytes: int = Field(1 << 20, ge=16 << 10, le=512 << 20,
+                                 description="Larger alert stream entries are dead-lettered unread.")  # fmt: skip
     redis_url: str | None = Field(None, description="Redis of the alerter: episodes are read from its alert stream.")
 
     @field_validator("database_url")

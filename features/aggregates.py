@@ -29,18 +29,22 @@ True
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import Any
 
 from tapwatch.features.errors import SchemaError
+from tapwatch.features.fieldcheck import COUNT, PORT, TEXT, TIME, check_value, load_json
 from tapwatch.features.schema import FlowMeta
 
 AGGREGATE_SCHEMA_VERSION = 3
 """2: ``beacons`` (several pairs) replaced ``beacon_*`` (one); 3: ``icmp_packets`` (a ping flood is one long flow:
 one among many in its victim's bucket, but most of its packets)."""
 AGGREGATES_STREAM = "tapwatch:aggregates"
+BEACONS_MAX = 64
+"""Most beacons a decoded bucket may list (the sensor sends a few)."""
 
 
 class View(str, Enum):
@@ -172,40 +176,45 @@ class AggregateRecord:
 
     @classmethod
     def decode(cls, fields_: Mapping[Any, Any]) -> AggregateRecord:
-        """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason."""
+        """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason.
+
+        Every count is checked for its type and range (``dtype``, ``value``, ``non_finite``); counts and fields this
+        version does not know are ignored (as Suricata's and Zeek's readers ignore unknown keys)."""
         f = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields_.items()}
 
         def text(name: str) -> str:
             if name not in f:
                 raise SchemaError("aggregate", "missing_field", f"field {name!r} is missing")
             v = f[name]
-            return v.decode() if isinstance(v, bytes) else str(v)
+            try:
+                return v.decode() if isinstance(v, bytes) else str(v)
+            except UnicodeDecodeError as err:
+                raise SchemaError("aggregate", "malformed", f"field {name!r} is not UTF-8") from err
 
         if text("v") != str(AGGREGATE_SCHEMA_VERSION):
-            raise SchemaError("aggregate", "version", f"unknown aggregate schema version {text('v')!r}")
+            raise SchemaError("aggregate", "version", f"unknown aggregate schema version {text('v')[:40]!r}")
         try:
             view = View(text("view"))
-            counts = json.loads(text("counts"))
-            if not isinstance(counts, dict):
-                raise TypeError("counts is not a JSON object")
-            known = {x.name for x in fields(cls)}
-            unknown = sorted(set(counts) - known)
-            if unknown:
-                raise KeyError(f"unknown counts {unknown}")
-            sample = FlowMeta.from_json(text("flow")) if "flow" in f else None
-            beacons = counts.pop("beacons", [])
-            if not isinstance(beacons, list):
-                raise TypeError("beacons is not a JSON list")
-            return cls(
-                sensor=text("sensor"),
-                view=view,
-                key=text("key"),
-                sample=sample,
-                beacons=tuple(Beacon.from_dict(b) for b in beacons),
-                **counts,
-            )
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
-            raise SchemaError("aggregate", "value", str(err)) from err
+        except ValueError as err:
+            raise SchemaError("aggregate", "value", str(err)[:200]) from err
+        counts = load_json(text("counts"), "aggregate", "counts")
+        if not isinstance(counts, dict):
+            raise SchemaError("aggregate", "dtype", "counts is not a JSON object")
+        for name in ("start_ms", "bucket_ms"):
+            if name not in counts:
+                raise SchemaError("aggregate", "missing_field", f"count {name!r} is missing")
+        known = {name: counts[name] for name in _COUNT_CHECKS if name in counts}
+        for name, value in known.items():
+            check_value("aggregate", name, value, *_COUNT_CHECKS[name])
+        beacons = counts.get("beacons", [])
+        if not isinstance(beacons, list) or len(beacons) > BEACONS_MAX:
+            raise SchemaError("aggregate", "dtype", f"beacons is not a JSON list of at most {BEACONS_MAX}")
+        sensor, key = text("sensor"), text("key")
+        check_value("aggregate", "sensor", sensor, *TEXT)
+        check_value("aggregate", "key", key, *TEXT)
+        return cls(sensor=sensor, view=view, key=key,
+                   sample=FlowMeta.checked(text("flow"), "aggregate") if "flow" in f else None,
+                   beacons=tuple(_beacon(b) for b in beacons), **known)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the view as its name, the sample as a dict)."""
@@ -215,3 +224,32 @@ class AggregateRecord:
         if self.sample is not None:
             d["sample"] = json.loads(self.sample.to_json())
         return d
+
+
+def _count_checks() -> dict[str, tuple[type, float, float]]:
+    """Type and range of each count a reader accepts (times, ports and names have their own)."""
+    special: dict[str, tuple[type, float, float]] = {
+        "start_ms": TIME, "first_ms": TIME, "last_ms": TIME, "bucket_ms": (int, 1, 86_400_000),
+        "top_port": PORT, "pair_port": PORT, "top_src_port": PORT, "top_peer": TEXT, "pair_peer": TEXT,
+        "capped": (bool, 0, 1),
+    }  # fmt: skip
+    skip = {"sensor", "view", "key", "sample", "version", "beacons"}
+    return {x.name: special.get(x.name, COUNT) for x in fields(AggregateRecord) if x.name not in skip}
+
+
+_COUNT_CHECKS = _count_checks()
+
+
+def _beacon(d: Any) -> Beacon:
+    """A beacon of a bucket read from the bus, checked like the counts."""
+    if not isinstance(d, dict):
+        raise SchemaError("aggregate", "dtype", "a beacon is not a JSON object")
+    checks = {"peer": TEXT, "port": PORT, "count": COUNT, "interval_ms": (float, 0, math.inf),
+              "cv": (float, 0, math.inf)}  # fmt: skip
+    for name, check in checks.items():
+        if name not in d:
+            raise SchemaError("aggregate", "missing_field", f"beacon field {name!r} is missing")
+        check_value("aggregate", f"beacon.{name}", d[name], *check)
+    sample = d.get("sample")
+    meta = None if sample is None else FlowMeta.checked(json.dumps(sample), "aggregate")
+    return Beacon(d["peer"], d["port"], d["count"], float(d["interval_ms"]), float(d["cv"]), meta)

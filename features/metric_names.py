@@ -132,7 +132,8 @@ SERIES: tuple[Series, ...] = (
            "Alerts not emitted, by reason (suppress, threshold, whitelist)."),
     Series("tapwatch_alerting_duplicates_total", COUNTER, ALERTER, "Re-delivered verdicts that already had an alert."),
     Series("tapwatch_alerting_dead_lettered_total", COUNTER, ALERTER,
-           "Malformed verdicts sent to tapwatch:dead, by reason."),
+           "Verdict and aggregate entries sent to tapwatch:dead (malformed, too_large, truncated, dtype, version, "
+           "value, non_finite...), by reason and stream."),
     Series("tapwatch_alerting_threshold_evictions_total", COUNTER, ALERTER,
            "Threshold tracking entries evicted by the LRU cap."),
     Series("tapwatch_alerting_sink_failures_total", COUNTER, ALERTER, "Alerts a sink failed to take, by sink."),
@@ -160,6 +161,9 @@ SERIES: tuple[Series, ...] = (
     # -- console (tapwatch console serve, port 9643): console/stream.py -----------------------------------------------
     Series("tapwatch_console_alert_lines_total", COUNTER, CONSOLE,
            "Alert lines read from tapwatch:alerts, by outcome (stored, refused)."),
+    Series("tapwatch_console_dead_lettered_total", COUNTER, CONSOLE,
+           "Entries of tapwatch:alerts sent to tapwatch:dead (too_large, truncated, dtype, version, json, not_episode"
+           "...), by reason and stream."),
 )  # fmt: skip
 
 CATALOGUE: dict[str, Series] = {s.name: s for s in SERIES}

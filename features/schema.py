@@ -7,9 +7,9 @@ raw little-endian float32 bytes, never JSON numbers.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -19,6 +19,20 @@ import numpy as np
 
 from tapwatch.features.contract import FEATURE_NAMES, feature_index
 from tapwatch.features.errors import SchemaError
+from tapwatch.features.fieldcheck import (
+    COUNT,
+    PORT,
+    STREAM_ID,
+    TEXT,
+    TIME,
+    _classes_json,
+    check_value,
+    classes_and_probs,
+    integer,
+    load_json,
+    number,
+    verdict_tensor,
+)
 
 _Bytes = bytes  # FlowMeta has a field named "bytes"
 
@@ -94,8 +108,41 @@ class FlowMeta:
         object.__setattr__(meta, "_json", text.decode() if isinstance(text, _Bytes) else text)
         return meta
 
+    @classmethod
+    def checked(cls, text: str | _Bytes, record: str) -> FlowMeta:
+        """:meth:`from_json` for a reader that acts on the flow (the alerter): every field's type and range is
+        checked (:class:`SchemaError` with reason ``dtype``, ``value``, ``non_finite``, ``truncated``,
+        ``missing_field`` or ``flow_meta``), and keys it does not know are ignored.
+
+        >>> FlowMeta.checked('{"flow_id": 1, "community_id": "1:x=", "src_ip": "10.0.0.1", "src_port": 1, "dst_ip": '
+        ...     '"::1", "dst_port": 80, "protocol": 6, "first_seen_ms": 0, "last_seen_ms": 5, "packets": 2, "bytes": '
+        ...     '120, "expiry": "fin", "expired_at_ms": 6, "sensor": "s", "new": 1}', "verdict").dst_port
+        80
+        """
+        d = load_json(text, record, "flow")
+        if not isinstance(d, dict):
+            raise SchemaError(record, "dtype", "flow is not a JSON object")
+        for name in _META_FIELDS:
+            if name not in d:
+                raise SchemaError(record, "missing_field", f"flow field {name!r} is missing")
+            check_value(record, f"flow.{name}", d[name], *_META_CHECKS[name])
+        try:
+            expiry = ExpiryReason(d["expiry"])
+        except ValueError as err:
+            raise SchemaError(record, "value", f"flow.expiry {str(d['expiry'])[:40]!r} is no expiry reason") from err
+        meta = cls(**{**{name: d[name] for name in _META_FIELDS}, "expiry": expiry})
+        if len(d) == len(_META_FIELDS):  # exactly these fields: the text is what to_json would say
+            object.__setattr__(meta, "_json", text.decode() if isinstance(text, _Bytes) else text)
+        return meta
+
 
 _META_FIELDS = tuple(f.name for f in fields(FlowMeta))
+_META_CHECKS: dict[str, tuple[type, float, float]] = {
+    "flow_id": COUNT, "community_id": TEXT, "src_ip": TEXT, "src_port": PORT, "dst_ip": TEXT, "dst_port": PORT,
+    "protocol": (int, 0, 255), "first_seen_ms": TIME, "last_seen_ms": TIME, "packets": COUNT, "bytes": COUNT,
+    "expiry": TEXT, "expired_at_ms": TIME, "sensor": TEXT,
+}  # fmt: skip
+"""Type, lowest and highest value (for text: length) of each FlowMeta field, as a reader checks them."""
 
 
 @dataclass(frozen=True)
@@ -241,18 +288,9 @@ class WindowEntry:
 
 
 VERDICT_SCHEMA_VERSION = 1
-
-
-@functools.lru_cache(maxsize=64)
-def _classes_json(names: tuple[str, ...]) -> str:
-    """The ``classes`` field: the same few class lists, encoded once each."""
-    return json.dumps(list(names))
-
-
-@functools.lru_cache(maxsize=64)
-def _classes_of(text: str) -> tuple[str, ...]:
-    """The ``classes`` field read back, parsed once per distinct text (raises ValueError or TypeError)."""
-    return tuple(str(c) for c in json.loads(text))
+ALERT_ENTRY_VERSION = 1
+"""Version of an entry of ``tapwatch:alerts`` (fields ``v``, ``eve``: the EVE line, and ``signature_id``, ``severity``,
+``window_id``); a reader takes one without ``v`` (an older alerter's) as version 1 and refuses any other."""
 
 
 @dataclass(frozen=True)
@@ -333,22 +371,30 @@ class Verdict:
 
     @classmethod
     def decode(cls, fields: Mapping[Any, Any]) -> Verdict:
-        """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason."""
+        """Parse a field map read from the bus; raises :class:`SchemaError` with a closed-set reason.
+
+        Every field is checked for its type and range (the alerter acts on them: a wrong one must be refused here,
+        not fail later); fields this version does not know are ignored, as Suricata's and Zeek's readers ignore
+        unknown keys.
+        """
         f = _Fields("verdict", fields)
         text = f.text
         if text("v") != str(VERDICT_SCHEMA_VERSION):
-            raise SchemaError("verdict", "version", f"unknown verdict schema version {text('v')!r}")
-        try:
-            classes = _classes_of(text("classes"))
-            probs = tuple(float(p) for p in json.loads(text("probs")))
-            score, threshold, at = float(text("score")), float(text("threshold")), int(text("at"))
-            novelty = float(text("novelty")) if "novelty" in f else None
-        except (ValueError, TypeError) as err:
-            raise SchemaError("verdict", "value", str(err)) from err
-        tensor, valid = f.tensor() if "tensor" in f else (None, 0)
+            raise SchemaError("verdict", "version", f"unknown verdict schema version {text('v')[:40]!r}")
+        window_id = text("window_id")
+        if not STREAM_ID.fullmatch(window_id):
+            raise SchemaError("verdict", "value", f"window_id is no stream entry id ({len(window_id)} characters)")
+        names = {n: text(n) for n in ("sensor", "key", "model", "model_version", "predicted", "fsid")}
+        for name, value in names.items():
+            check_value("verdict", name, value, *TEXT)
+        classes, probs = classes_and_probs(text("classes"), text("probs"), names["predicted"])
+        score, threshold = number(text, "score", 0.0, 1.0), number(text, "threshold", 0.0, 1.0)
+        novelty = number(text, "novelty", 0.0, math.inf) if "novelty" in f else None
+        at = integer(text, "at", *TIME[1:])
+        tensor, valid = verdict_tensor(f) if "tensor" in f else (None, 0)
         return cls(
-            window_id=text("window_id"), sensor=text("sensor"), key=text("key"), flow=FlowMeta.from_json(text("flow")),
-            model=text("model"), model_version=text("model_version"), class_names=classes, probabilities=probs,
-            predicted=text("predicted"), score=score, threshold=threshold, feature_set_id=text("fsid"),
-            decided_at_ms=at, tensor=tensor, valid_rows=valid, novelty=novelty,
+            window_id=window_id, sensor=names["sensor"], key=names["key"],
+            flow=FlowMeta.checked(text("flow"), "verdict"), model=names["model"], model_version=names["model_version"],
+            class_names=classes, probabilities=probs, predicted=names["predicted"], score=score, threshold=threshold,
+            feature_set_id=names["fsid"], decided_at_ms=at, tensor=tensor, valid_rows=valid, novelty=novelty,
         )  # fmt: skip

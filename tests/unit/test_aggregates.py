@@ -146,9 +146,9 @@ def test_every_regular_pair_of_a_bucket_is_reported_most_regular_first() -> None
 @pytest.mark.parametrize(
     ("beacons", "reason", "message"),
     [
-        ('"x"', "value", "beacons is not a JSON list"),
-        ('[{"peer": "192.0.2.1"}]', "value", "'port'"),
-        ("[7]", "value", "a beacon is not a JSON object"),
+        ('"x"', "dtype", "beacons is not a JSON list"),
+        ('[{"peer": "192.0.2.1"}]', "missing_field", "'port'"),
+        ("[7]", "dtype", "a beacon is not a JSON object"),
     ],
 )
 def test_a_malformed_beacon_list_is_a_schema_error_naming_it(beacons: str, reason: str, message: str) -> None:

@@ -83,7 +83,7 @@ def test_malformed_verdicts_are_dead_lettered_acked_and_counted(tmp_path: Path) 
     dead = bus.read_group(DEAD_STREAM, "t", "t", 10, 0)
     assert [f["reason"] for _, f in dead] == [b"missing_field", b"version", b"invalid_alert"]
     assert all(f["stage"] == b"alerter" and f["id"] for _, f in dead)
-    assert sample(m, "tapwatch_alerting_dead_lettered_total", reason="version") == 1
+    assert sample(m, "tapwatch_alerting_dead_lettered_total", reason="version", stream=VERDICTS_STREAM) == 1
     assert bus.claim_stale(VERDICTS_STREAM, "alerters", "other", 0, 100) == []
 
 
@@ -222,7 +222,7 @@ def test_metrics_scraped_equal_the_counted_events(tmp_path: Path) -> None:
     assert v("tapwatch_alerting_suppressed_total", reason="whitelist") == 1
     assert v("tapwatch_alerting_suppressed_total", reason="suppress") == 0
     assert v("tapwatch_alerting_duplicates_total") == 1
-    assert v("tapwatch_alerting_dead_lettered_total", reason="missing_field") == 1
+    assert v("tapwatch_alerting_dead_lettered_total", reason="missing_field", stream=VERDICTS_STREAM) == 1
     assert v("tapwatch_alerting_explanations_skipped_total", reason="disabled") == len(alerts)
     assert v("tapwatch_alerting_sink_failures_total", sink="webhook") == len(alerts)
     assert v("tapwatch_alerting_sink_failures_total", sink="file") == 0
