@@ -27,7 +27,7 @@ from tapwatch.capture.cicflow import CicFlow
 from tapwatch.capture.cid import community_id
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.plugin import CAPTURE_DELAY_MS, FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
-from tapwatch.capture.source import PcapScan, check_interface, link_type_problem, probe_pcap, scan_pcap
+from tapwatch.capture.source import MAX_CAPTURE_MS, PcapScan, check_interface, link_type_problem, probe_pcap, scan_pcap
 from tapwatch.features.errors import BadInputError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, make_flow_id
 
@@ -110,6 +110,8 @@ class RecordBuilder:
         self._seq = 0
         self._single_seq = 0
         self._flows_by_reason = {reason.value: metrics.flows.labels(reason=reason.value) for reason in ExpiryReason}
+        self.out_of_time = 0
+        """Flows left out because a time of theirs is one no output can hold (a corrupt pcap timestamp)."""
 
     def community_id(self, r: FlowResult) -> str:
         return community_id(r.protocol, r.src_ip, r.dst_ip, r.src_port, r.dst_port, r.icmp)
@@ -125,7 +127,11 @@ class RecordBuilder:
         return self._seq
 
     def build(self, r: FlowResult, capture_end_ms: int | None = None) -> FlowRecord | None:
-        """Count the flow; return its record, or None for a one-packet flow (unless configured)."""
+        """Count the flow; return its record, or None for a one-packet flow (unless configured) or a flow whose
+        times are impossible (NFStream keeps a corrupt timestamp, and every later one, since it never goes back)."""
+        if not (0 <= r.first_ms <= MAX_CAPTURE_MS and 0 <= r.last_ms <= MAX_CAPTURE_MS):
+            self.out_of_time += 1
+            return None
         if r.reason == IDLE_OR_END:
             idle = capture_end_ms is not None and capture_end_ms - r.last_ms >= self.config.idle_timeout_s * 1000
             r = r._replace(reason=(ExpiryReason.IDLE if idle else ExpiryReason.END_OF_CAPTURE).value)
@@ -213,8 +219,16 @@ class PcapSource:
                 raise self.config.input_error(",".join(self.paths), err) from err
             self.metrics.read_packets.inc(sum(s.packets for s in self.scans))
             self.problems = self.refused + [s for s in self.scans if s.problem is not None]
+            if self.builder.out_of_time and len(self.problems) == len(self.refused):  # no walk explained them
+                self.problems.append(self._out_of_time())
             for s in self.problems:
                 log.info("pcap %s: %s", s.path, s.problem)  # the command prints it as its error line
+
+    def _out_of_time(self) -> PcapScan:
+        scans = self.scans
+        words = (f"corrupt: {self.builder.out_of_time} flows had timestamps before 1970 or after the year 9999 and "
+                 "were left out")  # fmt: skip
+        return PcapScan(", ".join(self.paths), sum(s.packets for s in scans), 0, sum(s.size for s in scans), words)
 
 
 class LiveSource:

@@ -28,6 +28,9 @@ _PCAP_MAGICS = {
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 _PCAPNG_PACKET_BLOCKS = {2, 3, 6}  # obsolete packet, simple packet, enhanced packet
 _MAX_RECORD = 262_144 * 4  # larger than any snap length libpcap writes: a bigger record is corruption
+MAX_CAPTURE_MS = 253_402_300_799_999
+"""9999-12-31 23:59:59.999 UTC in epoch ms: the latest time every output (CSV, EVE JSON) can write. NFStream keeps
+packet times as unsigned ms, so a time libpcap reads as before 1970 comes out near 2^64, far past this."""
 _RELEASE_EVERY = 64 << 20  # drop walked pages from RSS every 64 MiB: a 1 GB pcap would otherwise count in full
 
 
@@ -118,6 +121,11 @@ def probe_pcap(path: str) -> None:
     except OSError as err:
         raise BadInputError(str(path), err.strerror or str(err)) from err
     if head in _PCAP_MAGICS and size < 24:
+        raise BadInputError(str(path), f"truncated: {size} bytes, shorter than the 24-byte pcap header; 0 packets read")
+    if len(head) < 4 and _PCAPNG_SHB.startswith(head):  # "\n\r\r" would read as blank text: say what it is
+        header = "28-byte pcapng section header block"
+        raise BadInputError(str(path), f"truncated: {size} bytes, shorter than the {header}; 0 packets read")
+    if len(head) < 4 and any(magic.startswith(head) for magic in _PCAP_MAGICS):
         raise BadInputError(str(path), f"truncated: {size} bytes, shorter than the 24-byte pcap header; 0 packets read")
     if head not in _PCAP_MAGICS and head != _PCAPNG_SHB:
         raise BadInputError(str(path), not_a_capture(path))
@@ -268,7 +276,12 @@ def _scan_pcap(path: str, m: mmap.mmap, size: int, endian: str) -> PcapScan:
             return PcapScan(path, n, off, size, _corrupt(n, off, size, f"record length {incl}"), last)
         if off + 16 + incl > size:
             return PcapScan(path, n, off, size, _truncated(n, off, size), last)
-        last = max(last, sec * 1000 + frac // frac_per_ms)
+        ms = sec * 1000 + frac // frac_per_ms
+        if (sec | frac) >> 31:  # libpcap reads both as signed 32-bit: this may be a time before 1970
+            ms = _signed32(sec) * 1000 + int(_signed32(frac) / frac_per_ms)
+            if ms < 0:
+                return PcapScan(path, n, off, size, _corrupt(n, off, size, f"timestamp {_when(ms)}"), last)
+        last = max(last, ms)
         off += 16 + incl
         n += 1
     return PcapScan(path, n, off, size, None, last)
@@ -276,6 +289,7 @@ def _scan_pcap(path: str, m: mmap.mmap, size: int, endian: str) -> PcapScan:
 
 def _scan_pcapng(path: str, m: mmap.mmap, size: int) -> PcapScan:
     off, n, endian, last = 0, 0, "<", 0
+    resolutions: list[int] = []  # timestamp units per second of each interface of the section
     pager = _Pager(m)
     while off < size:
         pager.walked(off)
@@ -290,12 +304,50 @@ def _scan_pcapng(path: str, m: mmap.mmap, size: int) -> PcapScan:
             return PcapScan(path, n, off, size, _corrupt(n, off, size, f"block length {blen}"), last)
         if off + blen > size:
             return PcapScan(path, n, off, size, _truncated(n, off, size), last)
-        if btype == 6 and blen >= 28:  # enhanced packet block; default resolution 1 µs (if_tsresol unset)
-            hi, lo = struct.unpack_from(endian + "II", m, off + 12)
-            last = max(last, ((hi << 32) | lo) // 1000)
+        if btype_raw == _PCAPNG_SHB:
+            resolutions = []
+        elif btype == _PCAPNG_IDB:
+            resolutions.append(_if_tsresol(m, off, blen, endian))
+        elif btype == 6 and blen >= 28:  # enhanced packet block: interface, timestamp in that interface's units
+            iface, hi, lo = struct.unpack_from(endian + "III", m, off + 8)
+            units = resolutions[iface] if iface < len(resolutions) else 1_000_000
+            ms = ((hi << 32) | lo) * 1000 // units
+            if ms > MAX_CAPTURE_MS:
+                return PcapScan(path, n, off, size, _corrupt(n, off, size, f"timestamp {_when(ms)}"), last)
+            last = max(last, ms)
         n += btype in _PCAPNG_PACKET_BLOCKS
         off += blen
     return PcapScan(path, n, off, size, None, last)
+
+
+def _signed32(x: int) -> int:
+    return x - (1 << 32) if x >= 1 << 31 else x
+
+
+def _when(ms: int) -> str:
+    """A timestamp no output can hold, in words.
+
+    >>> _when(-1000), _when(MAX_CAPTURE_MS + 1)
+    ('-1 s (before 1970)', '253402300800 s (after the year 9999)')
+    """
+    return f"{ms // 1000} s ({'before 1970' if ms < 0 else 'after the year 9999'})"
+
+
+def _if_tsresol(m: mmap.mmap, off: int, blen: int, endian: str) -> int:
+    """Timestamp units per second of the interface block at ``off``: its if_tsresol option (code 9), else 10^6.
+
+    A resolution libpcap refuses (above 2^-63 or 10^-19) is returned as is: libpcap's own error names it.
+    """
+    opt, end = off + 16, off + blen - 4
+    while opt + 4 <= end:
+        code, length = struct.unpack_from(endian + "HH", m, opt)
+        if code == 0:
+            break
+        if code == 9 and length >= 1 and opt + 5 <= end:
+            res = m[opt + 4]
+            return 1 << (res & 0x7F) if res & 0x80 else 10**res
+        opt += 4 + length + (-length % 4)
+    return 1_000_000
 
 
 def _truncated(n: int, off: int, size: int) -> str:
