@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from nfstream import NFPlugin
 
 from tapwatch.capture.cicflow import READY, RST, SYN, CicFlow
+from tapwatch.capture.fastpath import COMPILED, COMPILED_MAX_MS, FlowState, decode, packet_layout
 from tapwatch.features.schema import ExpiryReason
 
 FLUSHED = "tapwatch:flushed"
@@ -84,49 +85,16 @@ class _State:
 
     __slots__ = ("bytes", "cic", "dst", "icmp", "last_ms", "protocol", "reason", "reversed", "src")
 
-    def __init__(self, pkt: Any, reversed_: bool, cic: CicFlow, icmp: tuple[int, int] | None) -> None:
+    def __init__(self, pkt: Any, reversed_: bool, cic: FlowState, icmp: tuple[int, int] | None) -> None:
         self.reversed = reversed_
         a, b = (pkt.src_ip, pkt.src_port), (pkt.dst_ip, pkt.dst_port)
         self.src, self.dst = (b, a) if reversed_ else (a, b)
         self.protocol = pkt.protocol
-        self.cic: CicFlow | None = cic
+        self.cic: FlowState | None = cic
         self.icmp = icmp
         self.bytes = pkt.raw_size
         self.last_ms = pkt.time
         self.reason = ExpiryReason.IDLE
-
-
-Decoded = tuple[int, int, int, int, "tuple[int, int] | None"]
-
-
-def decode(pkt: Any) -> Decoded:
-    """Read what CICFlowMeter reads of an NFStream packet: (payload, header, flags, window, icmp).
-
-    TCP flags and window come from the raw TCP header; lengths from NFStream, which derives them from
-    the IP total length (Ethernet padding is never payload). ICMP payload and header count 0.
-    """
-    proto = pkt.protocol
-    if proto == 6:
-        ip = pkt.ip_packet
-        off = (ip[0] & 0x0F) * 4 if pkt.ip_version == 4 else (40 if len(ip) > 6 and ip[6] == 6 else -1)
-        if off >= 0 and len(ip) >= off + 16:
-            flags = ip[off + 13]
-            window = (ip[off + 14] << 8) | ip[off + 15]
-        else:
-            flags = pkt.fin | pkt.syn << 1 | pkt.rst << 2 | pkt.psh << 3 | pkt.ack << 4 | pkt.urg << 5
-            flags |= pkt.ece << 6 | pkt.cwr << 7
-            window = 0
-        payload = pkt.payload_size
-        return payload, pkt.transport_size - payload, flags, window, None
-    if proto == 17:
-        return pkt.payload_size, 8, 0, 0, None
-    icmp = None
-    if proto in (1, 58):
-        ip = pkt.ip_packet
-        off = (ip[0] & 0x0F) * 4 if pkt.ip_version == 4 else 40
-        if len(ip) >= off + 2:
-            icmp = (ip[off], ip[off + 1])
-    return 0, 0, 0, 0, icmp
 
 
 def _key(pkt: Any) -> tuple[Any, ...]:
@@ -166,6 +134,10 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         self._lock: threading.Lock | None = None
         self._pid = -1
         self._linger_ms = config.termination_linger_ms
+        self._compiled_before_ms = COMPILED_MAX_MS - config.flow_timeout_ms - config.idle_timeout_ms
+        self._raw: bool | None = None  # pcap mode: NFStream's packets skipped (see _go_raw); None: not decided
+        self._pythonize: Any = None
+        self._cast: Any = None
         if not config.live:  # no clock thread, no lock: NFStream calls the flow logic directly (per packet)
             self.on_update = self._update  # type: ignore[method-assign]
 
@@ -178,6 +150,8 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
                 self._init(packet, flow)
         else:
             self._init(packet, flow)
+            if self._raw is None:
+                self._raw = self._go_raw(packet)
 
     def on_update(self, packet: Any, flow: Any) -> None:
         assert self._lock is not None
@@ -191,6 +165,53 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
                 self._expire(flow)
         else:
             self._expire(flow)
+
+    # -- NFStream's packets skipped (pcap mode, compiled meter) ----------------------------------------
+    def _go_raw(self, packet: Any) -> bool:
+        """In NFStream's meter process, on its first packet: stop NFStream building a Python packet per packet.
+
+        NFStream hands plugins a 28-field namedtuple made per packet (``nfstream.flow.pythonize_packet``), a
+        third of the meter's time. With the compiled meter, this process's NFStream is told to pass its C
+        packet as it is; the common case of :meth:`_update` then runs in C on the struct (``add_raw``, its
+        layout read from cffi), and every other case builds NFStream's own packet with NFStream's own function
+        and runs the reference code. Only a packet of NFStream's own type switches this on (unit tests drive
+        the plugin with hand-built packets), and only in pcap mode.
+        """
+        import nfstream.flow as nf_flow
+
+        if not COMPILED or not isinstance(packet, nf_flow.nf_packet):
+            return False
+        from _lib_engine import ffi
+
+        layout = packet_layout(ffi)
+        if layout is None:
+            return False
+        from tapwatch.capture import _cicflow  # type: ignore[attr-defined]
+
+        _cicflow.set_layout(*layout)
+        original = nf_flow.pythonize_packet
+        self._pythonize = lambda pkt, flow: original(pkt, ffi, flow)
+        self._cast = ffi.cast
+        nf_flow.pythonize_packet = _as_is
+        self.on_init = self._init_raw  # type: ignore[method-assign]
+        self.on_update = self._update_raw  # type: ignore[method-assign]
+        return True
+
+    def _init_raw(self, packet: Any, flow: Any) -> None:
+        self._init(self._pythonize(packet, flow), flow)
+
+    def _update_raw(self, packet: Any, flow: Any) -> None:
+        st: _State = flow.udps.state
+        cic = st.cic
+        if cic is not None and type(cic) is FlowState:
+            done = cic.add_raw(int(self._cast("uintptr_t", packet)), st.reversed)
+            if done >= 0:  # what _update does in its common case, done in C
+                st.bytes += done >> 2
+                st.last_ms = cic.last_us // 1000
+                if done & 3:
+                    st.reason = ExpiryReason.TCP_RST if done & 3 == 1 else ExpiryReason.TCP_FIN
+                return
+        self._update(self._pythonize(packet, flow), flow)
 
     # -- flow logic ------------------------------------------------------------------------------
     def _start(self, packet: Any, continues: bool = True) -> _State:
@@ -209,8 +230,12 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         # CICFlowMeter reads ICMP type and code for ICMPv4 only (jNetPcap's Icmp header).
         cic_icmp = icmp if packet.protocol == 1 else None
         cfg = self.config
-        cic = CicFlow(packet.protocol, t * 1000, not reversed_, payload, header, flags, window,
-                      cfg.activity_timeout_us, cic_icmp, carried_us)  # fmt: skip
+        # The compiled state holds microseconds in 64 bits (until the year 2262); NFStream's active timeout
+        # keeps every packet of a flow within flow_timeout_ms of its first. A corrupt capture's later times
+        # get the definition, whose integers have no limit (the reader then refuses times past 9999).
+        state = FlowState if t < self._compiled_before_ms else CicFlow
+        cic = state(packet.protocol, t * 1000, not reversed_, payload, header, flags, window,
+                    cfg.activity_timeout_us, cic_icmp, carried_us)  # fmt: skip
         return _State(packet, reversed_, cic, icmp)
 
     def _init(self, packet: Any, flow: Any) -> None:
@@ -329,6 +354,11 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         self.results.close()
         self.results.join_thread()
         os._exit(0)
+
+
+def _as_is(packet: Any, ffi: Any, flow: Any) -> Any:
+    """Stands in for ``nfstream.flow.pythonize_packet`` in a meter that reads NFStream's C packets itself."""
+    return packet
 
 
 def _key_state(st: _State) -> tuple[Any, ...]:
