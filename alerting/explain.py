@@ -6,10 +6,12 @@ from the model card's per-feature training statistics (``feature_stats``: invers
 the card gives at least three, else a normal with the mean and std), in raw feature units, then scaled as the
 window builder scales them. No pickled explainer and no training data are needed at run time.
 
-The local surrogate is :class:`lime.lime_base.LimeBase`: a weighted ridge regression of the attack score on
-the standardised sampled features, with LIME's exponential kernel on the distance to the explained flow and
-"highest_weights" feature selection. A weight is the score change per one training standard deviation of
-the feature, near this flow; the value is the flow's raw feature value.
+The local surrogate is what :class:`lime.lime_base.LimeBase` fits (:func:`lime_surrogate`, the same algebra in
+NumPy, bound to LimeBase by a parity test: importing LIME brings scikit-learn and SciPy, a second of start-up for
+every ``detect``): a weighted ridge regression of the attack score on the standardised sampled features, with
+LIME's exponential kernel on the distance to the explained flow and "highest_weights" feature selection. A
+weight is the score change per one training standard deviation of the feature, near this flow; the value is
+the flow's raw feature value.
 """
 
 from __future__ import annotations
@@ -166,9 +168,6 @@ class LimeExplainer:
         self.sampler = FeatureSampler(card)
         self.scaler = CardScaler(card)
         self._rng = np.random.default_rng(self.config.seed)
-        from lime.lime_base import LimeBase  # scikit-learn takes seconds to import: only when explaining
-
-        self._lime_base = LimeBase
 
     def explain(self, window: Array) -> tuple[Contribution, ...]:
         """Top-k contributions for ``window`` (T, F), strongest first."""
@@ -181,10 +180,8 @@ class LimeExplainer:
         z = self._standardise(rows)
         distances = np.linalg.norm(z - z[0], axis=1)
         width = self.config.kernel_width or 0.75 * np.sqrt(z.shape[1])
-        base = self._lime_base(_kernel(width), random_state=int(self._rng.integers(2**31)))
-        _, weights, _, _ = base.explain_instance_with_data(
-            z, scores[:, None], distances, 0, self.config.top_k, feature_selection="highest_weights"
-        )
+        self._rng.integers(2**31)  # LimeBase's random_state was drawn here: the same samples follow as before
+        weights = lime_surrogate(z, scores, _kernel(width)(distances), self.config.top_k)
         raw = self.scaler.to_raw(t[-1])
         return tuple(Contribution(self.names[i], float(raw[i]), float(w)) for i, w in weights)
 
@@ -205,6 +202,41 @@ class LimeExplainer:
         z = (rows - mu) / np.where(flat, 1.0, sd)
         z[:, flat] = 0.0  # a feature the statistics never vary cannot be credited
         return np.asarray(z)
+
+
+def ridge(x: Array, y: Array, sample_weight: Array, alpha: float) -> Array:
+    """Coefficients of scikit-learn's ``Ridge(alpha, fit_intercept=True).fit(x, y, sample_weight)`` (dense x).
+
+    The intercept is the weighted means': centre x and y on them, scale rows by the root of their weight and
+    solve the normal equations (x'x + alpha I) b = x'y, as Ridge's Cholesky solver does.
+
+    >>> x = np.array([[0.0], [1.0], [2.0]])
+    >>> ridge(x, 2 * x[:, 0] + 1, np.ones(3), 0.0).round(6).tolist()
+    [2.0]
+    """
+    w = np.asarray(sample_weight, dtype=np.float64)
+    total = w.sum()
+    xc = x - (w @ x) / total
+    yc = y - (w @ y) / total
+    root = np.sqrt(w)
+    xw, yw = xc * root[:, None], yc * root
+    gram = xw.T @ xw
+    gram.flat[:: gram.shape[0] + 1] += alpha
+    return np.asarray(np.linalg.solve(gram, xw.T @ yw))
+
+
+def lime_surrogate(z: Array, scores: Array, sample_weight: Array, top_k: int) -> list[tuple[int, float]]:
+    """``LimeBase.explain_instance_with_data(z, scores, ..., top_k, "highest_weights")``'s feature weights.
+
+    Row 0 of ``z`` is the explained flow. "highest_weights": a ridge (alpha 0.01) on every feature ranks them
+    by |coefficient x the flow's value|; the top k are fitted again (alpha 1) and returned as (feature index,
+    coefficient), strongest first (ties keep feature order, as Python's stable sort in LIME does).
+    """
+    rank = np.abs(ridge(z, scores, sample_weight, 0.01) * z[0])
+    used = np.argsort(-rank, kind="stable")[:top_k]
+    coef = ridge(z[:, used], scores, sample_weight, 1.0)
+    order = np.argsort(-np.abs(coef), kind="stable")
+    return [(int(used[i]), float(coef[i])) for i in order]
 
 
 def _kernel(width: float) -> Callable[[Array], Array]:

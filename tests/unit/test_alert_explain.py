@@ -192,3 +192,26 @@ def test_an_explanation_that_cannot_end_by_its_deadline_is_not_started() -> None
     assert [q.result(q.submit(np.zeros((T, 2))))[1] for _ in range(3)] == [ExplanationStatus.DEADLINE] * 3
     assert burn.calls == calls  # skipped before running: no CPU spent on an explanation no alert would carry
     q.close()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_surrogate_is_limes_own(seed: int) -> None:
+    """lime_surrogate (NumPy) picks the same features with the same weights as lime's LimeBase, which it replaces
+    on the hot path only because importing LIME (scikit-learn, SciPy) costs every `detect` a second."""
+    from lime.lime_base import LimeBase
+
+    from tapwatch.alerting.explain import _kernel, lime_surrogate
+
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(500, 82))
+    z[:, rng.choice(82, 5, replace=False)] = 0.0  # features the statistics never vary (zeroed, as _standardise does)
+    z[0] = rng.normal(scale=3.0, size=82) * (z[1] != 0)
+    scores = 1 / (1 + np.exp(-(z[:, :6] @ rng.normal(size=6)))) + rng.normal(scale=0.01, size=500)
+    distances = np.linalg.norm(z - z[0], axis=1)
+    kernel = _kernel(0.75 * np.sqrt(82))
+    _, expected, _, _ = LimeBase(kernel, random_state=seed).explain_instance_with_data(
+        z, scores[:, None], distances, 0, 5, feature_selection="highest_weights"
+    )
+    got = lime_surrogate(z, scores, kernel(distances), 5)
+    assert [i for i, _ in got] == [int(i) for i, _ in expected]
+    np.testing.assert_allclose([w for _, w in got], [w for _, w in expected], rtol=1e-7, atol=1e-12)
