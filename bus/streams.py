@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import OrderedDict
@@ -105,6 +106,11 @@ def _b(v: str | bytes) -> bytes:
 class _MemStream:
     def __init__(self) -> None:
         self.entries: OrderedDict[str, dict[str, bytes]] = OrderedDict()
+        # The ids in order and their (ms, seq) keys, from ``head`` on (trim drops the oldest): a read finds its
+        # cursor by bisection instead of scanning every entry the stream holds.
+        self.ids: list[str] = []
+        self.keys: list[tuple[int, int]] = []
+        self.head = 0
         self.last_ms = 0
         self.seq = 0
         # group -> (cursor, pending: entry id -> (consumer, delivery time))
@@ -148,6 +154,8 @@ class MemoryBus:
                     s.seq += 1
                 eid = f"{s.last_ms}-{s.seq}"
                 s.entries[eid] = {k: _b(v) for k, v in fields.items()}
+                s.ids.append(eid)
+                s.keys.append((s.last_ms, s.seq))
                 ids.append(eid)
             self._cond.notify_all()
         return ids
@@ -158,7 +166,11 @@ class MemoryBus:
             n = 0
             while len(s.entries) > maxlen:
                 s.entries.popitem(last=False)
+                s.head += 1
                 n += 1
+            if s.head > 4096 and s.head * 2 > len(s.ids):  # drop the trimmed ids now and then, not on every trim
+                del s.ids[: s.head], s.keys[: s.head]
+                s.head = 0
             return n
 
     def ensure_group(self, stream: str, group: str) -> bool:
@@ -177,7 +189,8 @@ class MemoryBus:
                 if group not in s.groups:
                     raise GroupMissing(f"memory bus: no group {group!r} on {stream!r}")
                 cursor, pending = s.groups[group]
-                out = [(eid, f) for eid, f in s.entries.items() if _after(eid, cursor[0])][:count]
+                start = bisect.bisect_right(s.keys, _key(cursor[0]), lo=s.head)
+                out = [(eid, s.entries[eid]) for eid in s.ids[start : start + count]]
                 if out or block_ms <= 0 or time.monotonic() >= deadline:
                     break
                 self._cond.wait(max(0.0, deadline - time.monotonic()))
@@ -242,10 +255,9 @@ class MemoryBus:
             return True
 
 
-def _after(a: str, b: str) -> bool:
-    ams, aseq = a.split("-")
-    bms, bseq = b.split("-")
-    return (int(ams), int(aseq)) > (int(bms), int(bseq))
+def _key(eid: str) -> tuple[int, int]:
+    ms, seq = eid.split("-")
+    return int(ms), int(seq)
 
 
 def _entry(eid: Any, fields: Mapping[Any, Any]) -> Entry:
