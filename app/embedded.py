@@ -165,15 +165,28 @@ def detect_command(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
 def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
     from prometheus_client import CollectorRegistry
 
-    from tapwatch.app.pipeline import Embedded
     from tapwatch.capture.meter import PcapSource
+    from tapwatch.capture.metrics import CaptureMetrics
 
     config = build_config(kw, output)
     if output != "-":  # one result file per run: no rotation of a temporary file the rename could not follow
         config = replace(config, alerter=config.alerter.model_copy(update={"alert_file_max_bytes": 2**62}))
+    registry = CollectorRegistry()  # a registry of its own: nothing serves it
+    capture_metrics = CaptureMetrics(registry)
+    # The meter starts first and reads the capture while the model loads and the stages are built (about a
+    # second); the sensor keeps one-packet flows for its aggregates, as Pipeline.source_config decides below.
+    reading = capture_config(**kw)
+    if config.capture.aggregates and config.alerter.alert_mode.value == "episodes":
+        reading = replace(reading, emit_single_packet_flows=True)
+    source = PcapSource(list(pcaps), reading, capture_metrics)
+    source.start()
+
+    from tapwatch.app.pipeline import Embedded
+
     model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
-    embedded = Embedded(model, config, CollectorRegistry(), offline=True)  # a registry of its own: nothing serves it
-    source = PcapSource(list(pcaps), embedded.pipeline.source_config(capture_config(**kw)), embedded.pipeline.metrics)
+    embedded = Embedded(model, config, registry, offline=True, capture_metrics=capture_metrics)
+    if embedded.pipeline.source_config(capture_config(**kw)) != reading:
+        raise RuntimeError("detect started its meter with a configuration the sensor does not read with")
     summary = embedded.process(source)
     for problem in source.problems:
         click.echo(f"tapwatch: error: {problem.line('its readable part was processed')}", err=True)

@@ -75,6 +75,13 @@ class EmbeddedSettings(BaseSettings):
     metrics_port: int = Field(9640, ge=0, le=65535, description="Port of /metrics, /livez, /readyz (run); 0: any.")
 
 
+def sensor_settings(config: EmbeddedConfig) -> CaptureSettings:
+    """The sensor's settings in one process: aggregates only for the episode alerter (which alone reads them)."""
+    if config.alerter.alert_mode is AlertMode.EPISODES:
+        return config.capture
+    return config.capture.model_copy(update={"aggregates": False})
+
+
 @dataclass(frozen=True)
 class EmbeddedConfig:
     """Everything the embedded pipeline is built from, read once by the command."""
@@ -158,7 +165,12 @@ class Embedded:
     """
 
     def __init__(
-        self, model: Model, config: EmbeddedConfig, registry: CollectorRegistry, offline: bool = False
+        self,
+        model: Model,
+        config: EmbeddedConfig,
+        registry: CollectorRegistry,
+        offline: bool = False,
+        capture_metrics: CaptureMetrics | None = None,
     ) -> None:
         s = config.settings
         if config.capture.stream_maxlen < s.backlog + s.batch_size:
@@ -166,8 +178,7 @@ class Embedded:
             raise ConfigError("stream_maxlen", f"must be >= backlog + batch_size ({s.backlog + s.batch_size})")
         self.model = model
         self.registry = registry
-        episodes = config.alerter.alert_mode is AlertMode.EPISODES
-        capture = config.capture if episodes else config.capture.model_copy(update={"aggregates": False})
+        capture = sensor_settings(config)
         if capture.aggregates_maxlen < s.backlog:
             raise ConfigError("aggregates_maxlen", f"must be >= backlog ({s.backlog})")
         # The episode alerter reads the aggregates (a few per 10 s bucket and host, far fewer than windows): the
@@ -175,7 +186,8 @@ class Embedded:
         # drains would stop the sensor).
         bounds = {WINDOWS_STREAM: s.backlog, VERDICTS_STREAM: s.backlog}
         self.bus = BoundedMemoryBus({**bounds, AGGREGATES_STREAM: s.backlog} if capture.aggregates else bounds)
-        self.pipeline: Pipeline = build_pipeline(capture, self.bus, model.card, CaptureMetrics(registry))
+        sensor_metrics = capture_metrics or CaptureMetrics(registry)
+        self.pipeline: Pipeline = build_pipeline(capture, self.bus, model.card, sensor_metrics)
         worker_config = WorkerConfig(batch_size=s.batch_size, block_ms=STAGE_BLOCK_MS, consumer="embedded")
         profile_file = Path(config.alerter.profile) if config.alerter.profile else None
         profile, _ = worker_profile(profile_file, model, s.threads, 0.0)  # fixed for the run, as the model is

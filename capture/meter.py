@@ -28,7 +28,7 @@ from tapwatch.capture.cid import community_id
 from tapwatch.capture.metrics import CaptureMetrics
 from tapwatch.capture.plugin import CAPTURE_DELAY_MS, FLUSHED, IDLE_OR_END, CicPlugin, FlowResult, MeterConfig
 from tapwatch.capture.source import MAX_CAPTURE_MS, PcapScan, check_interface, link_type_problem, probe_pcap, scan_pcap
-from tapwatch.features.errors import BadInputError
+from tapwatch.features.errors import BadInputError, TapwatchError
 from tapwatch.features.schema import ExpiryReason, FlowMeta, FlowRecord, make_flow_id
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ class PcapSource:
         self.refused = [PcapScan(p, 0, 0, os.path.getsize(p), why, read=False) for p, why in refused.items()]
         self.problems: list[PcapScan] = list(self.refused)
         self._scans: Future[list[PcapScan]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._started: _Prefetch | None = None
 
     @property
     def scans(self) -> list[PcapScan]:
@@ -200,15 +202,30 @@ class PcapSource:
             return [scan_pcap(p) for p in self.paths]
         return self._scans.result()
 
+    def start(self) -> None:
+        """Begin reading now: the structure walk and NFStream's meter start, and a thread keeps the first flows.
+
+        ``detect`` calls this before it loads the model, so that the meter process (forked here, while this
+        process is idle: :meth:`start` returns once it runs) reads packets during the second that loading and
+        building the stages take. Iterating without :meth:`start` starts at the first ``next``.
+        """
+        if self._started is not None:
+            return
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapwatch-scan")
+        self._scans = self._pool.submit(lambda: [scan_pcap(p) for p in self.paths])
+        plugin = CicPlugin(self.config.meter(live=False))
+        source: Any = self.paths[0] if len(self.paths) == 1 else self.paths
+        self._started = _Prefetch(iter(self.config.streamer(source, plugin)))
+
     def __iter__(self) -> Iterator[FlowRecord]:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapwatch-scan") as pool:
-            self._scans = pool.submit(lambda: [scan_pcap(p) for p in self.paths])
-            plugin = CicPlugin(self.config.meter(live=False))
-            source: Any = self.paths[0] if len(self.paths) == 1 else self.paths
+        try:
+            self.start()
+            assert self._started is not None
             end_ms: int | None = None
+            read = 0
             try:
-                streamer = self.config.streamer(source, plugin)
-                for nflow in streamer:
+                for nflow in self._started.take():
+                    read += len(nflow.udps.results)
                     for result in nflow.udps.results:
                         if result.reason == IDLE_OR_END and end_ms is None:
                             end_ms = max(s.last_ms for s in self.scans)  # the first such flow waits for the walk
@@ -217,18 +234,100 @@ class PcapSource:
                             yield record
             except ValueError as err:  # NFStream reports libpcap errors (bad BPF filter, unreadable file)
                 raise self.config.input_error(",".join(self.paths), err) from err
+            if code := self._started.died():
+                raise MeterDied(code, read)
             self.metrics.read_packets.inc(sum(s.packets for s in self.scans))
-            self.problems = self.refused + [s for s in self.scans if s.problem is not None]
-            if self.builder.out_of_time and len(self.problems) == len(self.refused):  # no walk explained them
-                self.problems.append(self._out_of_time())
-            for s in self.problems:
-                log.info("pcap %s: %s", s.path, s.problem)  # the command prints it as its error line
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+        self.problems = self.refused + [s for s in self.scans if s.problem is not None]
+        if self.builder.out_of_time and len(self.problems) == len(self.refused):  # no walk explained them
+            self.problems.append(self._out_of_time())
+        for s in self.problems:
+            log.info("pcap %s: %s", s.path, s.problem)  # the command prints it as its error line
 
     def _out_of_time(self) -> PcapScan:
         scans = self.scans
         words = (f"corrupt: {self.builder.out_of_time} flows had timestamps before 1970 or after the year 9999 and "
                  "were left out")  # fmt: skip
         return PcapScan(", ".join(self.paths), sum(s.packets for s in scans), 0, sum(s.size for s in scans), words)
+
+
+class MeterDied(TapwatchError):
+    """NFStream's meter process ended without finishing the capture (killed, or a crash in it)."""
+
+    def __init__(self, exitcode: int, flows: int) -> None:
+        how = f"was killed by signal {-exitcode}" if exitcode < 0 else f"exited with status {exitcode}"
+        super().__init__(f"the meter process {how} before the end of the capture; {flows} flows were read")
+
+
+class _Prefetch:
+    """Iterate ``items`` in a thread until :meth:`take` is called, then hand the rest over to the caller.
+
+    NFStream forks its meter on the first ``next``; the thread does that at once, and :class:`_Prefetch`
+    returns from its constructor only when the meter process exists (or the iteration ended or failed), so
+    the fork never races the caller's own work. The items read before :meth:`take` are kept in order (a few
+    thousand flows per second of start-up at most); a failure is raised by :meth:`take`.
+    """
+
+    FORK_WAIT_S = 5.0
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self.items = items
+        self.kept: list[Any] = []
+        self.error: BaseException | None = None
+        self.finished = False
+        self.taken = threading.Event()
+        before = {p.pid for p in multiprocessing.active_children()}
+        self.thread = threading.Thread(target=self._run, name="tapwatch-prefetch", daemon=True)
+        self.thread.start()
+        self.meter: Any = None
+        """NFStream's meter process, once forked."""
+        deadline = time.monotonic() + self.FORK_WAIT_S
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            forked = [p for p in multiprocessing.active_children() if p.pid not in before]
+            if forked:
+                self.meter = forked[0]
+                threading.Thread(target=self._watch, name="tapwatch-meter-watch", daemon=True).start()
+                break
+            time.sleep(0.002)
+
+    def _watch(self) -> None:
+        """A meter that dies (killed, or a crash) sends NFStream no end message, and NFStream would wait for
+        it for ever: wake NFStream's reading loop with the end message the meter would have sent. The reader
+        then raises :class:`MeterDied` (see :meth:`died`)."""
+        self.meter.join()
+        frame = getattr(self.items, "gi_frame", None)
+        channel = frame.f_locals.get("channel") if frame is not None and self.meter.exitcode else None
+        if channel is not None:
+            channel.put(None)
+
+    def died(self) -> int:
+        """The meter's exit code if it ended abnormally (negative: the signal), else 0."""
+        if self.meter is None:
+            return 0
+        self.meter.join(5.0)
+        return int(self.meter.exitcode or 0)
+
+    def _run(self) -> None:
+        try:
+            for item in self.items:
+                self.kept.append(item)
+                if self.taken.is_set():
+                    return
+            self.finished = True
+        except BaseException as err:  # raised again in the consumer's thread by take()
+            self.error = err
+
+    def take(self) -> Iterator[Any]:
+        self.taken.set()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        kept, self.kept = self.kept, []
+        yield from kept
+        if not self.finished:
+            yield from self.items
 
 
 class LiveSource:
