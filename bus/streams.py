@@ -27,6 +27,7 @@ import hiredis
 import redis
 
 from tapwatch.features.errors import TapwatchError
+from tapwatch.features.schema import Encoded
 
 WINDOWS_STREAM = "tapwatch:windows"
 VERDICTS_STREAM = "tapwatch:verdicts"
@@ -153,7 +154,9 @@ class MemoryBus:
                 else:
                     s.seq += 1
                 eid = f"{s.last_ms}-{s.seq}"
-                s.entries[eid] = {k: _b(v) for k, v in fields.items()}
+                stored = {k: _b(v) for k, v in fields.items()}
+                # an entry encoded in this process keeps its object (see features.schema.Encoded)
+                s.entries[eid] = Encoded(stored, fields.obj) if type(fields) is Encoded else stored
                 s.ids.append(eid)
                 s.keys.append((s.last_ms, s.seq))
                 ids.append(eid)

@@ -37,7 +37,7 @@ from typing import Any
 
 from tapwatch.features.errors import SchemaError
 from tapwatch.features.fieldcheck import COUNT, PORT, TEXT, TIME, check_value, load_json
-from tapwatch.features.schema import FlowMeta
+from tapwatch.features.schema import Encoded, FlowMeta
 
 AGGREGATE_SCHEMA_VERSION = 3
 """2: ``beacons`` (several pairs) replaced ``beacon_*`` (one); 3: ``icmp_packets`` (a ping flood is one long flow:
@@ -172,7 +172,7 @@ class AggregateRecord:
                "counts": json.dumps(counts, separators=(",", ":"))}  # fmt: skip
         if self.sample is not None:
             out["flow"] = self.sample.to_json()
-        return out
+        return Encoded(out, self)
 
     @classmethod
     def decode(cls, fields_: Mapping[Any, Any]) -> AggregateRecord:
@@ -180,6 +180,8 @@ class AggregateRecord:
 
         Every count is checked for its type and range (``dtype``, ``value``, ``non_finite``); counts and fields this
         version does not know are ignored (as Suricata's and Zeek's readers ignore unknown keys)."""
+        if (own := Encoded.object_of(fields_, cls)) is not None:
+            return own  # type: ignore[no-any-return]
         f = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields_.items()}
 
         def text(name: str) -> str:
