@@ -827,7 +827,55 @@ static PyObject *decode(PyObject *Py_UNUSED(module), PyObject *pkt) {
     return out;
 }
 
+
+/* -- walk_pcap: capture/source.py's _scan_pcap loop over ordinary records ----------------------------------------
+ * walk_pcap(buffer, off, end, big_endian, frac_per_ms, max_record, n, last_ms) -> (off, n, last_ms): from the record
+ * at off, take every record that lies whole before end, is at most max_record long and has a timestamp with
+ * neither word's top bit set, exactly as the Python loop does (ms = sec * 1000 + frac // frac_per_ms, the
+ * latest kept); stop before the first other record, which the Python loop then reads with its messages. */
+static PyObject *walk_pcap(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "walk_pcap(buffer, off, end, big_endian, frac_per_ms, max_record, n, last_ms)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    long long off = PyLong_AsLongLong(args[1]), end = PyLong_AsLongLong(args[2]);
+    int big = PyObject_IsTrue(args[3]);
+    long long frac_per_ms = PyLong_AsLongLong(args[4]), max_record = PyLong_AsLongLong(args[5]);
+    long long n = PyLong_AsLongLong(args[6]), last = PyLong_AsLongLong(args[7]);
+    if (PyErr_Occurred() || big < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (end > view.len) end = view.len;
+    if (off < 0 || frac_per_ms <= 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "walk_pcap: bad offset or fraction unit");
+        return NULL;
+    }
+    const unsigned char *b = view.buf;
+    while (off + 16 <= end) {
+        const unsigned char *r = b + off;
+        uint32_t w[3];
+        for (int i = 0; i < 3; i++)
+            w[i] = big ? (uint32_t)r[4 * i] << 24 | (uint32_t)r[4 * i + 1] << 16 | (uint32_t)r[4 * i + 2] << 8 | r[4 * i + 3]
+                       : (uint32_t)r[4 * i + 3] << 24 | (uint32_t)r[4 * i + 2] << 16 | (uint32_t)r[4 * i + 1] << 8 | r[4 * i];
+        uint32_t sec = w[0], frac = w[1], incl = w[2];
+        if ((long long)incl > max_record || off + 16 + (long long)incl > end || ((sec | frac) >> 31)) break;
+        long long ms = (long long)sec * 1000 + (long long)frac / frac_per_ms;
+        if (ms > last) last = ms;
+        off += 16 + (long long)incl;
+        n++;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(LLL)", off, n, last);
+}
+
 static PyMethodDef module_methods[] = {
+    {"walk_pcap", (PyCFunction)(void (*)(void))walk_pcap, METH_FASTCALL,
+     "walk_pcap(buffer, off, end, big_endian, frac_per_ms, max_record, n, last_ms)\n--\n\n"
+     "capture/source.py's pcap record walk over ordinary records, compiled: (off, n, last_ms)."},
     {"set_layout", (PyCFunction)(void (*)(void))set_layout, METH_FASTCALL,
      "set_layout(offsets, flag_bits)\n--\n\nNFStream's struct nf_packet as cffi describes it (see add_raw)."},
     {"decode", (PyCFunction)decode, METH_O,

@@ -58,6 +58,8 @@ COMPILED_MAX_MS = (2**63 - 1) // 1000 - 1
 
 FlowState: Any = CicFlow
 decode: Any = py_decode
+walk_pcap: Any = None
+"""The pcap structure walk's loop over ordinary records (:func:`tapwatch.capture.source.scan_pcap`), compiled."""
 COMPILED = False
 """True when the plugin runs the compiled state machine."""
 
@@ -108,4 +110,4 @@ if os.environ.get("TAPWATCH_PURE_PYTHON", "") not in ("1", "true", "yes"):
     except ImportError as err:  # no compiler at install time: the definition runs, slower
         log.debug("compiled meter not available (%s): using the pure-Python one", err)
     else:
-        FlowState, decode, COMPILED = _cicflow.CicFlow, _cicflow.decode, True
+        FlowState, decode, walk_pcap, COMPILED = _cicflow.CicFlow, _cicflow.decode, _cicflow.walk_pcap, True

@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from tapwatch.capture.fastpath import walk_pcap
 from tapwatch.features.errors import BadInputError
 
 _PCAP_MAGICS = {
@@ -269,6 +270,13 @@ def _scan_pcap(path: str, m: mmap.mmap, size: int, endian: str) -> PcapScan:
     pager = _Pager(m)
     while off < size:
         pager.walked(off)
+        if walk_pcap is not None:  # the ordinary records in C, up to the next page release; the rest below
+            end = min(size, off + _RELEASE_EVERY)
+            off, n, last = walk_pcap(m, off, end, endian == ">", frac_per_ms, _MAX_RECORD, n, last)
+            if off >= size:
+                break
+            if off >= end:
+                continue
         if off + 16 > size:
             return PcapScan(path, n, off, size, _truncated(n, off, size), last)
         sec, frac, incl, _ = rec.unpack_from(m, off)
