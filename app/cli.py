@@ -105,7 +105,7 @@ def flows(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
             click.echo(f"tapwatch: error: {problem.line('flows of the readable part were written')}", err=True)
         return 2 if source.problems else 0
 
-    run_guarded(body)
+    run_guarded(body, fast_exit=True)
 
 
 main.add_command(capture_command)

@@ -159,7 +159,7 @@ def detect_command(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
         with replaced_when_done(output) as tmp:
             return _detect(pcaps, str(tmp), kw)
 
-    run_guarded(body)
+    run_guarded(body, fast_exit=True)
 
 
 def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:

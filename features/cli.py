@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 
@@ -19,19 +21,34 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def run_guarded(fn: Callable[[], int | None]) -> None:
-    """Run a command body; map errors to exit codes and one-line messages."""
+def run_guarded(fn: Callable[[], int | None], fast_exit: bool = False) -> None:
+    """Run a command body; map errors to exit codes and one-line messages.
+
+    ``fast_exit``: once the body is done (its files written and closed, its children ended), leave without
+    tearing the interpreter down (ONNX Runtime sessions, NumPy and pandas, a tenth to a fifth of a second of a
+    short ``detect``): standard streams and logging are flushed, then ``os._exit``. Only for commands whose
+    body closes everything it opened (``flows``, ``detect``).
+    """
     try:
         code = fn() or 0
     except BadInputError as err:
         click.echo(f"tapwatch: error: {err}", err=True)
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    except BrokenPipeError:  # the reader of standard output left (`| head`): say nothing more, as SIGPIPE would
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python's advice: so that the exit flush does not fail)
+        code = 141
     except Exception as err:  # anything else is our bug: say so, keep the traceback in the log
         log.debug("internal error", exc_info=True)
         click.echo(f"tapwatch: internal error: {type(err).__name__}: {err} (run with -vv for a traceback)", err=True)
-        sys.exit(1)
+        code = 1
+    if fast_exit and type(sys.stdout).__module__ != "click.testing":  # not in click's CliRunner (tests)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
+                stream.flush()
+        logging.shutdown()
+        os._exit(code)
     sys.exit(code)
 
 
