@@ -35,7 +35,7 @@ from tapwatch.features.errors import BadInputError, ModelCardError
 from tapwatch.features.output import replaced_when_done
 
 if TYPE_CHECKING:  # imported when a command runs: `tapwatch --help` loads neither ONNX Runtime nor the stages
-    from tapwatch.app.pipeline import EmbeddedConfig
+    from tapwatch.app.settings import EmbeddedConfig
     from tapwatch.inference.model import Model
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def load_embedded_model(model: Path | None, card: Path | None, threads: int) -> 
 def build_config(options: dict[str, Any], output: str) -> EmbeddedConfig:
     """Settings of the three stages from the environment and the options that were given."""
     from tapwatch.alerting.settings import AlerterSettings
-    from tapwatch.app.pipeline import EmbeddedConfig, EmbeddedSettings
+    from tapwatch.app.settings import EmbeddedConfig, EmbeddedSettings
     from tapwatch.capture.service import CaptureSettings
 
     given: dict[str, dict[str, Any]] = {"settings": {}, "alerter": {}, "capture": {}}

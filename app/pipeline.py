@@ -18,25 +18,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tapwatch.alerting.alerter import Alerter
 from tapwatch.alerting.episode_alerter import EpisodeAlerter
 from tapwatch.alerting.explain import onnx_score_fn
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.service import build_alerter, build_episode_alerter, standing_clock
-from tapwatch.alerting.settings import AlerterSettings, AlertMode
+from tapwatch.alerting.settings import AlertMode
+from tapwatch.app.settings import EmbeddedConfig, sensor_settings
 from tapwatch.app.summary import Summary
 from tapwatch.bus.bounded import BoundedMemoryBus, StageFailed
 from tapwatch.bus.state import MemoryStateStore
 from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM
 from tapwatch.capture.metrics import CaptureMetrics
-from tapwatch.capture.service import CaptureSettings, Pipeline, build_pipeline
+from tapwatch.capture.service import Pipeline, build_pipeline
 from tapwatch.features.aggregates import AGGREGATES_STREAM
 from tapwatch.features.errors import ConfigError
 from tapwatch.features.schema import FlowRecord
@@ -51,44 +49,6 @@ log = logging.getLogger(__name__)
 # How long a stage loop may wait for new entries: it bounds how soon a stage notices a stop request. The
 # memory bus wakes a waiting reader as soon as an entry arrives, so it adds no latency.
 STAGE_BLOCK_MS = 100
-
-
-class EmbeddedSettings(BaseSettings):
-    """Settings of ``tapwatch detect`` and ``tapwatch run`` (environment ``TAPWATCH_<NAME>``; options win).
-
-    The alerter part (sinks, suppression, explanations) is :class:`~tapwatch.alerting.settings.AlerterSettings`
-    and the sensor part (window key, key cap) :class:`~tapwatch.capture.service.CaptureSettings`, read from the
-    same environment.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="TAPWATCH_", extra="ignore")
-    model: Path | None = Field(None, description="ONNX model; None: the shipped deployment model under models/.")
-    card: Path | None = Field(None, description="Its model card; None: NAME.card.json or NAME.json beside it.")
-    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads (verdicts and explanations).")
-    batch_size: int = Field(64, ge=1, le=4096, description="Windows per model run.")
-    # 512 windows are eight full batches (1.7 MB at T = 10 and 82 float32 features): the sensor refills a batch
-    # far faster than the model scores one, so the worker never starves. More costs time, not only memory:
-    # MemoryBus.read_group scans the stream's entries on every read, and the stream holds up to this many.
-    backlog: int = Field(512, ge=1, le=1_000_000, description="Windows (and verdicts) in memory before the "
-                         "producer waits for the consumer.")  # fmt: skip
-    metrics_host: str = Field("127.0.0.1", description="Address of /metrics, /livez, /readyz (run).")
-    metrics_port: int = Field(9640, ge=0, le=65535, description="Port of /metrics, /livez, /readyz (run); 0: any.")
-
-
-def sensor_settings(config: EmbeddedConfig) -> CaptureSettings:
-    """The sensor's settings in one process: aggregates only for the episode alerter (which alone reads them)."""
-    if config.alerter.alert_mode is AlertMode.EPISODES:
-        return config.capture
-    return config.capture.model_copy(update={"aggregates": False})
-
-
-@dataclass(frozen=True)
-class EmbeddedConfig:
-    """Everything the embedded pipeline is built from, read once by the command."""
-
-    settings: EmbeddedSettings
-    alerter: AlerterSettings
-    capture: CaptureSettings
 
 
 class StageThread:
@@ -154,6 +114,9 @@ class Embedded:
     Example
     -------
     >>> import tempfile
+    >>> from tapwatch.alerting.settings import AlerterSettings
+    >>> from tapwatch.app.settings import EmbeddedSettings
+    >>> from tapwatch.capture.service import CaptureSettings
     >>> from tapwatch.inference.model import load_model
     >>> from tests.support.tiny_model import write_tiny_model
     >>> with tempfile.TemporaryDirectory() as d:

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tapwatch.alerting.settings import AlerterSettings
-from tapwatch.app.pipeline import Embedded, EmbeddedConfig, EmbeddedSettings
+from tapwatch.app.pipeline import Embedded
+from tapwatch.app.settings import EmbeddedConfig, EmbeddedSettings
 from tapwatch.bus.bounded import StageFailed
 from tapwatch.bus.streams import WINDOWS_STREAM
 from tapwatch.capture.meter import CaptureConfig, PcapSource
