@@ -165,6 +165,7 @@ def detect_command(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
 def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
     from prometheus_client import CollectorRegistry
 
+    from tapwatch.app.settings import sensor_settings
     from tapwatch.capture.meter import PcapSource
     from tapwatch.capture.metrics import CaptureMetrics
 
@@ -176,7 +177,7 @@ def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
     # The meter starts first and reads the capture while the model loads and the stages are built (about a
     # second); the sensor keeps one-packet flows for its aggregates, as Pipeline.source_config decides below.
     reading = capture_config(**kw)
-    if config.capture.aggregates and config.alerter.alert_mode.value == "episodes":
+    if sensor_settings(config).aggregates:
         reading = replace(reading, emit_single_packet_flows=True)
     source = PcapSource(list(pcaps), reading, capture_metrics)
     source.start()
