@@ -131,7 +131,8 @@ def _common(fn: Any) -> Any:
         click.option("--explain/--no-explain", default=None,
                      help="Require / switch off LIME explanations [default: when the card allows]."),
         click.option("--explain-per-second", type=click.FloatRange(0), help="Explanations per second [10]."),
-        click.option("--threads", type=click.IntRange(1, 64), help="ONNX Runtime threads [1]."),
+        click.option("--threads", type=click.IntRange(1, 64),
+                     help="ONNX Runtime threads [detect: the usable cores, at most 4; run: 1]."),
         click.option("--batch-size", type=click.IntRange(1, 4096), help="Windows per model run [64]."),
     ]  # fmt: skip
     for opt in reversed(opts):
@@ -184,7 +185,7 @@ def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
 
     from tapwatch.app.pipeline import Embedded
 
-    model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
+    model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads_for(True))
     embedded = Embedded(model, config, registry, offline=True, capture_metrics=capture_metrics)
     if embedded.pipeline.source_config(capture_config(**kw)) != reading:
         raise RuntimeError("detect started its meter with a configuration the sensor does not read with")
@@ -234,7 +235,7 @@ def run_command(interface: str, output: str, **kw: Any) -> None:
         from tapwatch.features.health import HealthServer
 
         config = build_config(kw, output)
-        model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
+        model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads_for(False))
         embedded = Embedded(model, config, REGISTRY)
         # The publisher batches 64 windows per bus write, which saves Redis round trips; in one process a
         # write costs nothing, and a live window must not wait for 63 more flows before it is scored.

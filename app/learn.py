@@ -130,7 +130,8 @@ def episodes_in(parts: list[Part], model_path: Path | None) -> list[Found]:
             out = Path(tmp) / f"alerts-{i}.jsonl"
             config = build_config({"model": model_path, "explain": False}, str(out))
             if model is None:  # one session for every part
-                model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads)
+                s = config.settings
+                model = load_embedded_model(s.model, s.card, s.threads_for(True))
             Embedded(model, config, CollectorRegistry(), offline=True).process(part.records)
             for line in out.read_text().splitlines() if out.exists() else []:
                 ev = json.loads(line)

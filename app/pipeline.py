@@ -153,7 +153,8 @@ class Embedded:
         self.pipeline: Pipeline = build_pipeline(capture, self.bus, model.card, sensor_metrics)
         worker_config = WorkerConfig(batch_size=s.batch_size, block_ms=STAGE_BLOCK_MS, consumer="embedded")
         profile_file = Path(config.alerter.profile) if config.alerter.profile else None
-        profile, _ = worker_profile(profile_file, model, s.threads, 0.0)  # fixed for the run, as the model is
+        # fixed for the run, as the model is
+        profile, _ = worker_profile(profile_file, model, s.threads_for(offline), 0.0)
         self.worker = Worker(self.bus, model, worker_config, InferenceMetrics(registry), profile=profile)
         alerter_settings = config.alerter.model_copy(
             update={"redis_url": None, "redis_sink": False, "block_ms": STAGE_BLOCK_MS, "alerter_consumer": "embedded"}

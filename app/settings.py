@@ -6,6 +6,7 @@ Runtime, the alerter), which load while the meter reads the capture.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,25 @@ class EmbeddedSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAPWATCH_", extra="ignore")
     model: Path | None = Field(None, description="ONNX model; None: the shipped deployment model under models/.")
     card: Path | None = Field(None, description="Its model card; None: NAME.card.json or NAME.json beside it.")
-    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads (verdicts and explanations).")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="ONNX Runtime intra-op threads (verdicts and "
+        "explanations); None: detect uses the usable cores (at most 4), run one.",
+    )
+
+    def threads_for(self, offline: bool) -> int:
+        """The threads to use: ``detect`` (offline) has the machine to itself once the meter has read the capture,
+        while ``run`` leaves the cores to the meter, which must keep up with the wire.
+
+        >>> EmbeddedSettings().threads_for(False), EmbeddedSettings(threads=3).threads_for(True)
+        (1, 3)
+        """
+        if self.threads is not None:
+            return self.threads
+        return min(4, len(os.sched_getaffinity(0))) if offline else 1
+
     batch_size: int = Field(64, ge=1, le=4096, description="Windows per model run.")
     # 512 windows are eight full batches (1.7 MB at T = 10 and 82 float32 features): the sensor refills a batch
     # far faster than the model scores one, so the worker never starves. More costs time, not only memory:
