@@ -12,8 +12,8 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/tapwatch-at-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 git -C "$repo" archive "$commit" | tar -x -C "$dir"
 mkdir -p "$dir/pkg/tapwatch"
-for d in capture features inference alerting models; do
-  ln -s "$dir/$d" "$dir/pkg/tapwatch/$d"
+for d in features bus capture inference alerting models app console; do
+  if [ -d "$dir/$d" ]; then ln -s "$dir/$d" "$dir/pkg/tapwatch/$d"; fi
 done
 echo "code of $(git -C "$repo" rev-parse --short "$commit") from $dir" >&2
 PYTHONPATH="$dir/pkg${PYTHONPATH:+:$PYTHONPATH}" "$@"
