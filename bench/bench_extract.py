@@ -600,6 +600,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rebuild", action="store_true", help="regenerate the cached pcap")
     ap.add_argument("--profile", action="store_true", help="add run (5), a cProfile of run (2), micro-timings")
     ap.add_argument("--bulk-flows", type=int, default=BULK_FLOWS, help=f"HTTP flows to build (default {BULK_FLOWS})")
+    ap.add_argument("--out", type=Path, default=OUT / "bench_extract.md", help="the Markdown report")
     ap.add_argument("--redis-entries", type=int, default=20_000, help="entries for the Redis measurement (0: skip)")
     ap.add_argument("--child", choices=[r.value for r in Run], help=argparse.SUPPRESS)
     ap.add_argument("--child-redis", type=int, help=argparse.SUPPRESS)
@@ -646,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
         extra["load_after"], extra["commit_after"] = _load(), commit()
         report = render(facts, results, extra)
         print(report)
-        (OUT / "bench_extract.md").write_text(report)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
     return 0
 
 

@@ -582,6 +582,7 @@ def main() -> None:
         help="measure with the alerter's LIME explanations on (its default), off, or both",
     )
     ap.add_argument("--profile", action="store_true", help="also profile the worker loop (cProfile, in-process)")
+    ap.add_argument("--out", type=Path, default=OUT / "bench_service.md", help="the Markdown report")
     ap.add_argument("--rate", type=float, help="latency run rate, windows/s [half the measured end-to-end rate]")
     args = ap.parse_args()
     info = machine_info()
@@ -635,7 +636,8 @@ def main() -> None:
         text += "\n" + "\n".join(prof) + "\n"
     print(text)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench_service.md").write_text(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
