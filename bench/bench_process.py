@@ -135,7 +135,8 @@ def render(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], f
         "# Whole processes against a bare NFStream loop",
         "",
         f"Command: `python bench/bench_process.py {args.pcap} --repeat {args.repeat}"
-        f"{' --pure' if args.pure else ''}` at commit {facts['commit']}, {facts['date']}.",
+        f"{' --pure' if args.pure else ''}` at commit {facts['commit']}, {facts['date']}"
+        + (f"; the code measured: {args.code}." if args.code else "."),
         "",
         f"Machine: {facts['machine']}. Load average before {facts['load_before']}, after {facts['load_after']}.",
         "",
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=5, help="runs of each configuration (default 5)")
     ap.add_argument("--pure", action="store_true", help="also run flows and detect without the compiled meter")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "process.md", help="the Markdown report")
+    ap.add_argument("--code", help="what code ran, when not this checkout (e.g. 'COMMIT via bench/at_commit.sh')")
     args = ap.parse_args(argv)
     names = ["bare", "flows", "detect"] + (["flows-pure", "detect-pure"] if args.pure else [])
     facts: dict[str, Any] = {"commit": commit(), "machine": machine(), "load_before": load(),
