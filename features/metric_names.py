@@ -102,7 +102,7 @@ SERIES: tuple[Series, ...] = (
     Series("tapwatch_inference_over_threshold_verdicts_total", COUNTER, WORKER,
            "Verdicts scoring at or over the card's threshold."),
     Series("tapwatch_inference_dead_lettered_windows_total", COUNTER, WORKER,
-           "Entries sent to tapwatch:dead, by reason (missing_field, version, dtype, shape, flow_meta)."),
+           "Entries sent to tapwatch:dead, by reason (too_large, missing_field, version, dtype, shape, flow_meta...)."),
     Series("tapwatch_inference_trimmed_verdicts_total", COUNTER, WORKER,
            "Verdicts removed by the verdict stream's length bound."),
     Series("tapwatch_inference_group_recreations_total", COUNTER, WORKER,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tapwatch.bus.entries import MAX_ENTRY_BYTES, oversized
 from tapwatch.bus.streams import Entry
 from tapwatch.features.errors import SchemaError
 from tapwatch.features.schema import Verdict, WindowEntry
@@ -26,6 +27,8 @@ NON_FINITE_DETAIL = "NaN or infinity in the window"
 class DeadReason(str, Enum):
     """Why an entry was dead-lettered (a closed set: it is a metric label)."""
 
+    TOO_LARGE = "too_large"
+    """Over the worker's ``max_entry_bytes``: refused before anything of it was parsed."""
     MISSING_FIELD = "missing_field"
     """A field of the window schema is absent."""
     VERSION = "version"
@@ -102,16 +105,21 @@ def check_window(fields: dict[str, bytes], model: Model) -> WindowEntry:
 
 
 def triage(
-    entries: Sequence[Entry], model: Model
+    entries: Sequence[Entry], model: Model, max_entry_bytes: int = MAX_ENTRY_BYTES
 ) -> tuple[list[Accepted], list[Dead], np.ndarray[Any, np.dtype[np.float32]] | None]:
     """Split entries into windows the model can take and dead letters, and stack the model input.
 
+    An entry over ``max_entry_bytes`` is dead-lettered before anything of it is parsed.
     The NaN/infinity check runs once on the stacked batch, so windows with NaN or infinity come last among
     the dead letters. The model input is None when no window is accepted.
     """
     accepted: list[Accepted] = []
     dead: list[Dead] = []
     for entry_id, fields in entries:
+        if (size := oversized(fields, max_entry_bytes)) is not None:
+            detail = f"{size} bytes, over max_entry_bytes {max_entry_bytes}"
+            dead.append(Dead(entry_id, fields, DeadReason.TOO_LARGE, detail))
+            continue
         try:
             accepted.append(Accepted(entry_id, check_window(fields, model), fields))
         except SchemaError as err:
@@ -167,8 +175,9 @@ def decide(
 
 
 def dead_letter(dead: Dead, origin: Origin, now_ms: int) -> dict[str, str | bytes]:
-    """The dead-letter entry: the original fields plus ``dead_*`` fields saying why and from where."""
-    out: dict[str, str | bytes] = dict(dead.fields)
+    """The dead-letter entry: the original fields (not of one too large: it would fill the dead-letter stream in its
+    turn) plus ``dead_*`` fields saying why and from where."""
+    out: dict[str, str | bytes] = {} if dead.reason is DeadReason.TOO_LARGE else dict(dead.fields)
     out.update({
         "dead_reason": dead.reason.value, "dead_detail": dead.detail[:500], "dead_entry_id": dead.entry_id,
         "dead_stream": origin.stream, "dead_group": origin.group, "dead_consumer": origin.consumer,

@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 
 from tapwatch.bus.consumer import ConsumerConfig
+from tapwatch.bus.entries import MAX_ENTRY_BYTES
 from tapwatch.bus.streams import DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM
 from tapwatch.features.errors import ConfigError
 
@@ -51,6 +52,9 @@ class WorkerConfig:
     drain_timeout_s
         After a stop request, how long to keep retrying to write and ack the batch in hand while the bus
         is unreachable; after that its entries stay pending and another worker claims them.
+    max_entry_bytes
+        The largest window entry decoded (field names and values, bytes); a larger one is dead-lettered unparsed
+        (``too_large``), as the alerter and the console do with theirs.
     ready_max_lag
         ``/readyz`` reports not ready while the group's lag (entries not yet delivered to any worker, as
         of the last stats refresh) exceeds this; 0 never does. Unknown lag (Redis 6.2) counts as ready.
@@ -72,9 +76,12 @@ class WorkerConfig:
     stats_interval_s: float = 5.0
     drain_timeout_s: float = 10.0
     ready_max_lag: int = 0
+    max_entry_bytes: int = MAX_ENTRY_BYTES
 
     def __post_init__(self) -> None:
         self.consumer_config()  # block_ms, batch_size, claiming, backoff and drain are the loop's to check
+        if self.max_entry_bytes < 16_384:
+            raise ConfigError("max_entry_bytes", f"must be >= 16384, not {self.max_entry_bytes}")
         if self.ready_max_lag < 0:
             raise ConfigError("ready_max_lag", f"must be >= 0 (0: no limit), not {self.ready_max_lag}")
 

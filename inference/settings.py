@@ -48,6 +48,8 @@ class WorkerSettings(BaseSettings):
     stats_interval_s: float = Field(_D.stats_interval_s, gt=0, le=3600, description="Pending/lag gauge refresh.")
     drain_timeout_s: float = Field(_D.drain_timeout_s, ge=0, le=600, description="Retry time for the last batch.")
     ready_max_lag: int = Field(_D.ready_max_lag, ge=0, description="/readyz fails above this group lag; 0: never.")
+    max_entry_bytes: int = Field(_D.max_entry_bytes, ge=16_384, le=512 * 2**20, description="Largest window entry "
+                                 "decoded (bytes); a larger one is dead-lettered unparsed (too_large).")  # fmt: skip
     metrics_host: str = Field("127.0.0.1", description="Address of /metrics, /livez, /readyz.")
     metrics_port: int = Field(9641, ge=0, le=65535, description="Port of /metrics, /livez, /readyz; 0 picks one.")
 

@@ -210,7 +210,7 @@ class Worker:
 
     def _process(self, entries: list[Entry]) -> None:
         self.metrics.windows.inc(len(entries))
-        accepted, dead, batch = triage(entries, self._model)
+        accepted, dead, batch = triage(entries, self._model, self.config.max_entry_bytes)
         verdicts: list[Verdict] = []
         if batch is not None:
             started = time.perf_counter()

@@ -65,3 +65,25 @@ def test_the_batch_in_hand_is_written_once_after_the_bus_returns(model_files: tu
     assert worker.drain(0.3) is False
     assert time.monotonic() - started < 1.0
     assert sorted(i for i, _ in bus.claim_stale(WINDOWS_STREAM, GROUP, "other", 0, 100)) == sorted(more)
+
+
+def test_an_entry_over_the_size_limit_is_dead_lettered_unparsed(model_files: tuple[Path, Path]) -> None:
+    """The worker's size limit (issue 17): refused before parsing, with its reason; the good windows around it
+    get their verdicts, and nothing stays pending."""
+    from dataclasses import replace
+
+    from tapwatch.bus.streams import DEAD_STREAM
+
+    bus = MemoryBus()
+    good = mixed_windows(6)
+    huge = {**dict(good[0]), "padding": "x" * 40_000}
+    bus.add_many(WINDOWS_STREAM, [*good[:3], huge, *good[3:]])
+    worker = make_worker(bus, model_files, replace(FAST, max_entry_bytes=32_768))
+    run_until_idle(worker)
+    assert len(verdicts_of(bus)) == 6 and pending(bus) == 0
+    bus.ensure_group(DEAD_STREAM, "check")
+    dead = [f for _, f in bus.read_group(DEAD_STREAM, "check", "c", 10, 0)]
+    assert [d["dead_reason"] for d in dead] == [b"too_large"]
+    assert b"over max_entry_bytes 32768" in dead[0]["dead_detail"] and "padding" not in dead[0]  # not copied
+    labels = {"reason": "too_large"}
+    assert worker.metrics.registry.get_sample_value("tapwatch_inference_dead_lettered_windows_total", labels) == 1
