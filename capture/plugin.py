@@ -135,7 +135,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         self._pid = -1
         self._linger_ms = config.termination_linger_ms
         self._compiled_before_ms = COMPILED_MAX_MS - config.flow_timeout_ms - config.idle_timeout_ms
-        self._raw: bool | None = None  # pcap mode: NFStream's packets skipped (see _go_raw); None: not decided
+        self._raw: bool | None = None  # NFStream's packets skipped (see _go_raw); None: not decided yet
         self._pythonize: Any = None
         self._cast: Any = None
         if not config.live:  # no clock thread, no lock: NFStream calls the flow logic directly (per packet)
@@ -148,6 +148,8 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
             assert self._lock is not None
             with self._lock:
                 self._init(packet, flow)
+                if self._raw is None:
+                    self._raw = self._go_raw(packet)
         else:
             self._init(packet, flow)
             if self._raw is None:
@@ -166,7 +168,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         else:
             self._expire(flow)
 
-    # -- NFStream's packets skipped (pcap mode, compiled meter) ----------------------------------------
+    # -- NFStream's packets skipped (compiled meter) ---------------------------------------------------
     def _go_raw(self, packet: Any) -> bool:
         """In NFStream's meter process, on its first packet: stop NFStream building a Python packet per packet.
 
@@ -175,7 +177,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         packet as it is; the common case of :meth:`_update` then runs in C on the struct (``add_raw``, its
         layout read from cffi), and every other case builds NFStream's own packet with NFStream's own function
         and runs the reference code. Only a packet of NFStream's own type switches this on (unit tests drive
-        the plugin with hand-built packets), and only in pcap mode.
+        the plugin with hand-built packets); live, every call still takes the lock the clock thread shares.
         """
         import nfstream.flow as nf_flow
 
@@ -193,9 +195,23 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         self._pythonize = lambda pkt, flow: original(pkt, ffi, flow)
         self._cast = ffi.cast
         nf_flow.pythonize_packet = _as_is
-        self.on_init = self._init_raw  # type: ignore[method-assign]
-        self.on_update = self._update_raw  # type: ignore[method-assign]
+        if self.config.live:  # the clock thread shares the flows: every call under the lock, as before
+            self.on_init = self._locked_init_raw  # type: ignore[method-assign]
+            self.on_update = self._locked_update_raw  # type: ignore[method-assign]
+        else:
+            self.on_init = self._init_raw  # type: ignore[method-assign]
+            self.on_update = self._update_raw  # type: ignore[method-assign]
         return True
+
+    def _locked_init_raw(self, packet: Any, flow: Any) -> None:
+        assert self._lock is not None
+        with self._lock:
+            self._init_raw(packet, flow)
+
+    def _locked_update_raw(self, packet: Any, flow: Any) -> None:
+        assert self._lock is not None
+        with self._lock:
+            self._update_raw(packet, flow)
 
     def _init_raw(self, packet: Any, flow: Any) -> None:
         self._init(self._pythonize(packet, flow), flow)
@@ -210,6 +226,8 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
                 st.last_ms = cic.last_us // 1000
                 if done & 3:
                     st.reason = ExpiryReason.TCP_RST if done & 3 == 1 else ExpiryReason.TCP_FIN
+                if self.config.live:
+                    self._track(flow, st.last_ms)
                 return
         self._update(self._pythonize(packet, flow), flow)
 
@@ -268,14 +286,18 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
                 if cic.tcp_state == READY and not was_ready:
                     st.reason = ExpiryReason.TCP_RST if flags & RST else ExpiryReason.TCP_FIN
         if self.config.live:
-            self._clock_ms = max(self._clock_ms, t)
-            fid = id(flow)
-            self._open[fid] = flow
-            self._open.move_to_end(fid)
-            st = flow.udps.state
-            if st.cic is not None and st.cic.tcp_state == READY:
-                self._ready[fid] = flow
-                self._ready.move_to_end(fid)
+            self._track(flow, t)
+
+    def _track(self, flow: Any, t: int) -> None:
+        """Live: the clock and the flows by recent activity, for expiry on the wall clock."""
+        self._clock_ms = max(self._clock_ms, t)
+        fid = id(flow)
+        self._open[fid] = flow
+        self._open.move_to_end(fid)
+        st = flow.udps.state
+        if st.cic is not None and st.cic.tcp_state == READY:
+            self._ready[fid] = flow
+            self._ready.move_to_end(fid)
 
     def _expire(self, flow: Any) -> None:
         st: _State | None = flow.udps.state
