@@ -18,6 +18,7 @@ from tapwatch.features.schema import FlowRecord
 ID_COLUMNS = ("Flow ID", "Src IP", "Src Port", "Dst IP", "Dst Port", "Protocol", "Timestamp")
 EXTRA_COLUMNS = ("community_id", "first_seen_ms", "last_seen_ms", "packets", "bytes", "expiry_reason", "sensor")
 _FEATURES_AFTER_ID = tuple(n for n in FEATURE_NAMES if n != "Protocol")
+_AFTER_ID = tuple(FEATURE_NAMES.index(n) for n in _FEATURES_AFTER_ID)  # their places in a record's values
 HEADER = ID_COLUMNS + _FEATURES_AFTER_ID + EXTRA_COLUMNS
 
 
@@ -34,9 +35,9 @@ def row(rec: FlowRecord) -> list[str]:
     m = rec.meta
     ts = datetime.fromtimestamp(m.first_seen_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     flow_id = f"{m.src_ip}-{m.dst_ip}-{m.src_port}-{m.dst_port}-{m.protocol}"
-    feats = rec.features()
+    values = rec.values
     out = [flow_id, m.src_ip, str(m.src_port), m.dst_ip, str(m.dst_port), str(m.protocol), ts]
-    out += [_num(feats[n]) for n in _FEATURES_AFTER_ID]
+    out += [str(int(x)) if x.is_integer() else repr(x) for x in map(values.__getitem__, _AFTER_ID)]  # as _num
     out += [m.community_id, str(m.first_seen_ms), str(m.last_seen_ms), str(m.packets), str(m.bytes)]
     out += [m.expiry.value, m.sensor]
     return out
