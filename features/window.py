@@ -12,7 +12,7 @@ rows. The number of keys held is capped; the least recently seen key is evicted 
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -52,6 +52,15 @@ def check_servable(card: ModelCard) -> None:
         raise ModelCardError(f"card {card.name} reads {len(unknown)} features the sensor does not compute ({names})")
 
 
+class _Rows:
+    """One key's window (T, F) and how many of its rows are flows (the others are zeros, at the top)."""
+
+    __slots__ = ("valid", "window")
+
+    def __init__(self, window: np.ndarray[Any, np.dtype[np.float32]], valid: int) -> None:
+        self.window, self.valid = window, valid
+
+
 class Windower:
     """Build :class:`WindowEntry` objects from flow records.
 
@@ -88,8 +97,9 @@ class Windower:
         n = len(card.features)
         self._center, self._scale = card.scaler.arrays(n)
         self._log1p = card.scaler.log1p
-        self._keys: OrderedDict[str, deque[np.ndarray[Any, np.dtype[np.float32]]]] = OrderedDict()
-        self._empty = np.zeros((self.t, n), dtype=np.float32)
+        # Per key: its window as it stands, newest row last and zeros above the valid rows, and the valid rows.
+        self._keys: OrderedDict[str, _Rows] = OrderedDict()
+        self._n = n
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -108,7 +118,7 @@ class Windower:
         key = self.key_of.of(record.meta)
         rows = self._keys.get(key)
         if rows is None:
-            rows = deque(maxlen=self.t)
+            rows = _Rows(np.zeros((self.t, self._n), dtype=np.float32), 0)
             self._keys[key] = rows
             if len(self._keys) > self.max_keys:
                 self._keys.popitem(last=False)
@@ -116,14 +126,16 @@ class Windower:
                     self.on_evict()
         else:
             self._keys.move_to_end(key)
-        rows.append(self.scale(record.values))
-        tensor = self._empty.copy()
-        tensor[self.t - len(rows) :] = np.stack(rows)
+        window = rows.window
+        window[:-1] = window[1:]  # the oldest row falls off the top (NumPy copies overlapping rows safely)
+        window[-1] = self.scale(record.values)
+        rows.valid = min(rows.valid + 1, self.t)
+        tensor = window.copy()
         return WindowEntry(
             sensor=record.meta.sensor,
             key=key,
             flow=record.meta,
             tensor=tensor,
-            valid_rows=len(rows),
+            valid_rows=rows.valid,
             feature_set_id=self.card.feature_set_id,
         )
