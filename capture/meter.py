@@ -160,7 +160,8 @@ class RecordBuilder:
             expired_at_ms=int(time.time() * 1000),
             sensor=self.config.sensor,
         )
-        return FlowRecord(meta=meta, values=CicFlow.restore(r.state).values())
+        values = r.values if r.values is not None else CicFlow.restore(r.state).values()
+        return FlowRecord(meta=meta, values=values)
 
 
 class PcapSource:

@@ -63,9 +63,13 @@ class FlowResult(NamedTuple):
     bytes: int
     reason: str
     state: tuple[Any, ...]
-    """:meth:`CicFlow.snapshot`: the reader computes the feature values from it."""
+    """:meth:`CicFlow.snapshot` (live): the reader computes the feature values from it; empty when ``values`` is set."""
     icmp: tuple[int, int] | None = None
     """(type, code) of the first packet of an ICMP or ICMPv6 flow (for the Community ID)."""
+    values: tuple[float, ...] | None = None
+    """Pcap mode: the feature values, computed here (``CicFlow.restore(snapshot).values()``, the same code the
+    reader would run). Most flows of a capture end at its end, when the meter has read every packet and the
+    reader has every flow still to do: the meter's idle core takes this part of the reader's work."""
 
 
 @dataclass(frozen=True)
@@ -333,9 +337,11 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         assert cic is not None
         label = reason.value if isinstance(reason, ExpiryReason) else reason
         start, last = cic.start_us // 1000, cic.last_us // 1000
+        snap = cic.snapshot()
+        values = None if self.config.live else CicFlow.restore(snap).values()
         result = FlowResult(
             st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol, start, last, cic.packets, st.bytes, label,
-            cic.snapshot(), st.icmp,
+            snap if values is None else (), st.icmp, values,
         )  # fmt: skip
         st.cic = None
         if self.config.live:
