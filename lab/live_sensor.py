@@ -9,7 +9,10 @@ the tap beside tcpdump and writes alert lines as an operator gets them. Into ``O
   (``alert_id``, ``episode_id``, ``state``, ``arrived``: epoch seconds; the file is read every 0.1 s, so a
   line's arrival is late by at most that);
 * ``sensor.log``: its standard error (the summary it prints when it stops);
-* ``sensor.json``: the command, when it was ready, its exit status, the lines, and each file's sha256.
+* ``metrics.txt``: its ``/metrics`` just before it was told to stop (packets read, kernel drops, flows, the
+  flow-close-to-verdict histogram...);
+* ``sensor.json``: the command, when it was ready, its exit status, the lines, the counters of ``metrics.txt``
+  that ``bench/bench_live.py`` reports, and each file's sha256.
 
 The sensor starts before the first benign session and stops (SIGTERM: it scores every open flow and closes its
 episodes) after the last; a run whose sensor did not become ready or exited with an error fails, nothing is
@@ -106,6 +109,49 @@ def _ready(topo: Topology, proc: subprocess.Popen[Any], ns: str) -> float:
     raise LabError(f"the live sensor was not ready within {READY_S:.0f} s")
 
 
+def _scrape(topo: Topology, ns: str, to: Path) -> None:
+    """The sensor's ``/metrics`` into ``to`` (nothing when it does not answer: the run still has its lines)."""
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    probe = [
+        sys.executable,
+        "-c",
+        f"import sys, urllib.request as u; sys.stdout.write(u.urlopen('{url}').read().decode())",
+    ]
+    res = topo.run_in(ns, probe, timeout=30, check=False)
+    if res.returncode == 0:
+        to.write_text(res.stdout)
+    else:
+        log.warning("live sensor: /metrics did not answer before the stop")
+
+
+COUNTED = (
+    "tapwatch_capture_read_packets_total",
+    "tapwatch_capture_kernel_drops_total",
+    "tapwatch_capture_packets_total",
+    "tapwatch_features_windows_total",
+    "tapwatch_inference_verdicts_total",
+)
+LATENCY = "tapwatch_inference_expiry_to_verdict_seconds"
+
+
+def counters(path: Path) -> dict[str, Any]:
+    """The counters of ``COUNTED`` (summed over labels) and the flow-close-to-verdict histogram's buckets."""
+    if not path.exists():
+        return {}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, Any] = {name: 0.0 for name in COUNTED}
+    buckets: dict[str, float] = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            if sample.name in out:
+                out[sample.name] += sample.value
+            elif sample.name == LATENCY + "_bucket":
+                buckets[sample.labels["le"]] = buckets.get(sample.labels["le"], 0.0) + sample.value
+    out[LATENCY] = buckets
+    return out
+
+
 @contextlib.contextmanager
 def live_sensor(topo: Topology, out: Path, extra: tuple[str, ...] = ()) -> Iterator[Path]:
     """Run ``tapwatch run`` on the tap for the block (see the module docstring); yield ``out``."""
@@ -126,6 +172,7 @@ def live_sensor(topo: Topology, out: Path, extra: tuple[str, ...] = ()) -> Itera
             yield out
         finally:
             if proc.poll() is None:
+                _scrape(topo, ns, out / "metrics.txt")
                 proc.send_signal(signal.SIGTERM)
             try:
                 status = proc.wait(timeout=STOP_S)
@@ -139,6 +186,7 @@ def live_sensor(topo: Topology, out: Path, extra: tuple[str, ...] = ()) -> Itera
     record = {
         "command": argv, "started": round(began, 3), "ready_s": round(ready_s, 2), "exit_status": status,
         "lines": tail.lines, "unreadable_lines": tail.unreadable, "stopped": round(time.time(), 3),
+        "metrics": counters(out / "metrics.txt"),
         "sha256": {p.name: _sha256(p) for p in (alerts, out / "arrivals.csv", out / "sensor.log")},
     }  # fmt: skip
     (out / "sensor.json").write_text(json.dumps(record, indent=1) + "\n")
