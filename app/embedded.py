@@ -180,14 +180,15 @@ def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
     reading = capture_config(**kw)
     if sensor_settings(config).aggregates:
         reading = replace(reading, emit_single_packet_flows=True)
-    source = PcapSource(list(pcaps), reading, capture_metrics)
+    # the pipeline is the busy side: the meter computes the feature values once it has read the packets
+    source = PcapSource(list(pcaps), replace(reading, values_in_meter=True), capture_metrics)
     source.start()
 
     from tapwatch.app.pipeline import Embedded
 
     model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads_for(True))
     embedded = Embedded(model, config, registry, offline=True, capture_metrics=capture_metrics)
-    if embedded.pipeline.source_config(capture_config(**kw)) != reading:
+    if embedded.pipeline.source_config(capture_config(**kw)) != reading:  # the rule above matches the sensor's
         raise RuntimeError("detect started its meter with a configuration the sensor does not read with")
     summary = embedded.process(source)
     for problem in source.problems:

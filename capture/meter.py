@@ -56,6 +56,9 @@ class CaptureConfig:
     termination_linger_s
         A TCP flow ready for termination (RST, or FINs both ways and the last ACK) takes later packets, as
         CICFlowMeter does, until a SYN or until no packet came for this long; then it is closed.
+    values_in_meter
+        Pcap files: the meter process computes each flow's feature values, for a reader with more to do than the
+        meter (``detect``; see :attr:`~tapwatch.capture.plugin.FlowResult.values`).
     """
 
     sensor: str = field(default_factory=socket.gethostname)
@@ -67,6 +70,7 @@ class CaptureConfig:
     termination_linger_s: float = 2.0
     snaplen: int = 1536
     promiscuous: bool = True
+    values_in_meter: bool = False
 
     def meter(self, live: bool) -> MeterConfig:
         return MeterConfig(
@@ -75,6 +79,7 @@ class CaptureConfig:
             flow_timeout_ms=self.flow_timeout_s * 1000,
             termination_linger_ms=int(self.termination_linger_s * 1000),
             live=live,
+            values_in_meter=self.values_in_meter,
         )
 
     def input_error(self, source: str, err: ValueError) -> BadInputError:

@@ -67,9 +67,10 @@ class FlowResult(NamedTuple):
     icmp: tuple[int, int] | None = None
     """(type, code) of the first packet of an ICMP or ICMPv6 flow (for the Community ID)."""
     values: tuple[float, ...] | None = None
-    """Pcap mode: the feature values, computed here (``CicFlow.restore(snapshot).values()``, the same code the
-    reader would run). Most flows of a capture end at its end, when the meter has read every packet and the
-    reader has every flow still to do: the meter's idle core takes this part of the reader's work."""
+    """With :attr:`MeterConfig.values_in_meter` (``detect``): the feature values, computed here
+    (``CicFlow.restore(snapshot).values()``, the same code the reader would run). Most flows of a capture end at
+    its end, when the meter has read every packet and a busy reader has every flow still to do: the meter's
+    idle core takes this part of the reader's work. A light reader (``flows``) is better off doing it itself."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class MeterConfig:
     termination_linger_ms: int = 2_000
     live: bool = False
     clock_interval_s: float = 0.5
+    values_in_meter: bool = False
+    """Pcap mode: compute each flow's feature values in the meter (see :attr:`FlowResult.values`)."""
 
 
 class _State:
@@ -338,7 +341,7 @@ class CicPlugin(NFPlugin):  # type: ignore[misc]
         label = reason.value if isinstance(reason, ExpiryReason) else reason
         start, last = cic.start_us // 1000, cic.last_us // 1000
         snap = cic.snapshot()
-        values = None if self.config.live else CicFlow.restore(snap).values()
+        values = CicFlow.restore(snap).values() if self.config.values_in_meter and not self.config.live else None
         result = FlowResult(
             st.src[0], st.src[1], st.dst[0], st.dst[1], st.protocol, start, last, cic.packets, st.bytes, label,
             snap if values is None else (), st.icmp, values,
