@@ -86,6 +86,7 @@ class StageThread:
 
     def finish(self, timeout_s: float = 30.0) -> None:
         self.stop.set()
+        self.bus.wake()  # a loop blocked in a read sees the stop now, not at the end of its block time
         self.thread.join(timeout_s)
         if self.thread.is_alive():
             log.error("embedded %s did not stop within %s s", self.name, timeout_s)

@@ -140,6 +140,10 @@ class BoundedMemoryBus:
     def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
         return self.inner.read_group(stream, group, consumer, count, block_ms)
 
+    def wake(self) -> None:
+        """:meth:`MemoryBus.wake`: blocked readers return now."""
+        self.inner.wake()
+
     def claim_stale(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         return self.inner.claim_stale(stream, group, consumer, min_idle_ms, count)
 

@@ -139,6 +139,14 @@ class MemoryBus:
         self._streams: dict[str, _MemStream] = {}
         self._keys: dict[str, float] = {}
         self._cond = threading.Condition()
+        self._wakes = 0
+
+    def wake(self) -> None:
+        """End every blocking :meth:`read_group` now (it returns what it has, maybe nothing): a stage being stopped
+        notices at once instead of at the end of its block time."""
+        with self._cond:
+            self._wakes += 1
+            self._cond.notify_all()
 
     def _stream(self, name: str) -> _MemStream:
         return self._streams.setdefault(name, _MemStream())
@@ -187,6 +195,7 @@ class MemoryBus:
     def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
         deadline = time.monotonic() + block_ms / 1000
         with self._cond:
+            wakes = self._wakes
             while True:
                 s = self._stream(stream)
                 if group not in s.groups:
@@ -194,7 +203,7 @@ class MemoryBus:
                 cursor, pending = s.groups[group]
                 start = bisect.bisect_right(s.keys, _key(cursor[0]), lo=s.head)
                 out = [(eid, s.entries[eid]) for eid in s.ids[start : start + count]]
-                if out or block_ms <= 0 or time.monotonic() >= deadline:
+                if out or block_ms <= 0 or time.monotonic() >= deadline or self._wakes != wakes:
                     break
                 self._cond.wait(max(0.0, deadline - time.monotonic()))
             now = time.monotonic()
