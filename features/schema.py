@@ -222,7 +222,7 @@ class Encoded(dict[str, Any]):
 
     def __ior__(self, other: Any) -> Encoded:  # type: ignore[override,misc]
         self._changed()
-        return super().__ior__(other)  # type: ignore[return-value]
+        return super().__ior__(other)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         self._changed()
