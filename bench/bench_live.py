@@ -19,13 +19,15 @@ import csv
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.benchlib import machine  # noqa: E402
+
 LATENCY = "tapwatch_inference_expiry_to_verdict_seconds"
 TARGET_DROPS, TARGET_P99_S = 0.001, 2.0
 
@@ -67,16 +69,13 @@ def row(run: Path) -> dict[str, Any]:
 
 
 def render(rows: list[dict[str, Any]], runs: list[str]) -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
     lines = [
         "# Live capture under the lab's floods",
         "",
         f"Command: `python bench/bench_live.py {' '.join(runs)}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())};"
         " each run made by `sudo python -m lab SCENARIO --live --seed N --profile P --out DIR`.",
         "",
-        f"Machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}. Load average now "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        f"Machine: {machine()}. Load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
         f"Targets: tapwatch's kernel drops under {TARGET_DROPS:.1%} of the packets (none, ideally), flow close to "
         f"verdict p99 at most {TARGET_P99_S:g} s.",

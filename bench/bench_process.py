@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -30,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.benchlib import machine
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET, STRETCH = 2.0, 1.0
@@ -106,14 +108,6 @@ def packet_count(pcap: str) -> int:
         return -1
     res = subprocess.run([tcpdump, "-nn", "-r", pcap, "-q"], capture_output=True, check=False)
     return res.stdout.count(b"\n")
-
-
-def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor() or "unknown")  # fmt: skip
-    usable = len(os.sched_getaffinity(0))
-    py = platform.python_version()
-    return f"{cpu}, {os.cpu_count()} cores ({usable} usable), Linux {platform.release()}, Python {py}"
 
 
 def commit() -> str:

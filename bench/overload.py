@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -45,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_service import Feeder, RedisServer, base_windows, free_port, pick_pcaps, wait  # noqa: E402
+from bench.benchlib import machine  # noqa: E402
 from tapwatch.bus.publish import Publisher, PublisherConfig  # noqa: E402
 from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus  # noqa: E402
 from tapwatch.inference.model import load_model  # noqa: E402
@@ -286,8 +286,6 @@ def report(args: argparse.Namespace, cap: float, rate: float, seconds: float, pu
             "redis_mb"
         ) <= redis_bound,
     }  # fmt: skip
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
     lines = [
         "# Overload: ten times what the workers can take",
         "",
@@ -295,7 +293,7 @@ def report(args: argparse.Namespace, cap: float, rate: float, seconds: float, pu
         f" --verdicts-maxlen {args.verdicts_maxlen} --ready-max-lag {args.ready_max_lag}`, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"Machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}. "
+        f"Machine: {machine()}. "
         f"Load average before {load_before}, after {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
         f"One worker (capacity measured on a backlog of {capacity_windows:,} windows: **{cap:,.0f} windows/s**), one "
