@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_service import Feeder, RedisServer, base_windows, free_port, pick_pcaps, wait  # noqa: E402
+from bench.bench_service import Feeder, RedisServer, Service, base_windows, free_port, pick_pcaps, wait  # noqa: E402
 from bench.benchlib import machine  # noqa: E402
 from tapwatch.bus.publish import Publisher, PublisherConfig  # noqa: E402
 from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus  # noqa: E402
@@ -55,8 +54,9 @@ CAPACITY_WINDOWS = 3_000
 POOL = 20_000
 
 
-class Proc:
-    """``python -m tapwatch.app ARGV`` with its metrics port and the given environment; stopped by its PID."""
+class Proc(Service):
+    """``python -m tapwatch.app ARGV`` with its metrics port and the given environment; stopped by its PID
+    (:meth:`Service.stop`)."""
 
     def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
         self.port = free_port()
@@ -81,15 +81,6 @@ class Proc:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
         return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                    if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()))  # fmt: skip
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 def rss_mb(pid: int) -> float:
