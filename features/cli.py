@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -44,6 +45,11 @@ def run_guarded(fn: Callable[[], int | None], fast_exit: bool = False) -> None:
         click.echo(f"tapwatch: internal error: {type(err).__name__}: {err} (run with -vv for a traceback)", err=True)
         code = 1
     if fast_exit and type(sys.stdout).__module__ != "click.testing":  # not in click's CliRunner (tests)
+        # os._exit skips multiprocessing's exit handler, which ends this process's children: end them here (a
+        # meter still reading when the command failed, e.g. detect started it before it found the model missing)
+        for child in multiprocessing.active_children():
+            child.terminate()
+            child.join(5.0)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
                 stream.flush()
