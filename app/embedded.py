@@ -183,14 +183,16 @@ def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
     # the pipeline is the busy side: the meter computes the feature values once it has read the packets
     source = PcapSource(list(pcaps), replace(reading, values_in_meter=True), capture_metrics)
     source.start()
+    try:
+        from tapwatch.app.pipeline import Embedded
 
-    from tapwatch.app.pipeline import Embedded
-
-    model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads_for(True))
-    embedded = Embedded(model, config, registry, offline=True, capture_metrics=capture_metrics)
-    if embedded.pipeline.source_config(capture_config(**kw)) != reading:  # the rule above matches the sensor's
-        raise RuntimeError("detect started its meter with a configuration the sensor does not read with")
-    summary = embedded.process(source)
+        model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads_for(True))
+        embedded = Embedded(model, config, registry, offline=True, capture_metrics=capture_metrics)
+        if embedded.pipeline.source_config(capture_config(**kw)) != reading:  # the rule above matches the sensor's
+            raise RuntimeError("detect started its meter with a configuration the sensor does not read with")
+        summary = embedded.process(source)
+    finally:  # a refused model or a failed stage leaves the meter reading with nobody to drain it
+        source.close()
     for problem in source.problems:
         click.echo(f"tapwatch: error: {problem.line('its readable part was processed')}", err=True)
     for line in summary.lines("detect"):

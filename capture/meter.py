@@ -8,6 +8,7 @@ before the meter ends (see :mod:`tapwatch.capture.plugin`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -228,6 +229,14 @@ class PcapSource:
         source: Any = self.paths[0] if len(self.paths) == 1 else self.paths
         self._started = _Prefetch(iter(self.config.streamer(source, plugin)))
 
+    def close(self) -> None:
+        """Stop reading: end the meter if it still runs and the structure walk (after an error elsewhere, before
+        or during the iteration; after a complete iteration there is nothing left to do)."""
+        if self._started is not None:
+            self._started.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+
     def __iter__(self) -> Iterator[FlowRecord]:
         try:
             self.start()
@@ -290,18 +299,32 @@ class _Prefetch:
         self.finished = False
         self.taken = threading.Event()
         before = {p.pid for p in multiprocessing.active_children()}
+        # The forked meter must never run a finalizer of this process's garbage (a queue or a lock of an earlier
+        # run, copied in whatever state another thread held it): collect it, and freeze what is left, so that the
+        # child's garbage collector never visits objects it did not make (gc.freeze, as pre-fork servers do).
+        gc.collect()
+        gc.freeze()
         self.thread = threading.Thread(target=self._run, name="tapwatch-prefetch", daemon=True)
         self.thread.start()
         self.meter: Any = None
         """NFStream's meter process, once forked."""
-        deadline = time.monotonic() + self.FORK_WAIT_S
-        while self.thread.is_alive() and time.monotonic() < deadline:
-            forked = [p for p in multiprocessing.active_children() if p.pid not in before]
-            if forked:
-                self.meter = forked[0]
-                threading.Thread(target=self._watch, name="tapwatch-meter-watch", daemon=True).start()
-                break
-            time.sleep(0.002)
+        try:
+            deadline = time.monotonic() + self.FORK_WAIT_S
+            while self.thread.is_alive() and time.monotonic() < deadline:
+                forked = [p for p in multiprocessing.active_children() if p.pid not in before]
+                if forked:
+                    self.meter = forked[0]
+                    threading.Thread(target=self._watch, name="tapwatch-meter-watch", daemon=True).start()
+                    break
+                time.sleep(0.002)
+        finally:
+            gc.unfreeze()
+
+    def close(self) -> None:
+        """End the meter if it still runs (the reader gave up before the end: nobody would drain its queue)."""
+        if self.meter is not None and self.meter.is_alive():
+            self.meter.terminate()
+            self.meter.join(5.0)
 
     def _watch(self) -> None:
         """A meter that dies (killed, or a crash) sends NFStream no end message, and NFStream would wait for
