@@ -44,7 +44,8 @@ def run_guarded(fn: Callable[[], int | None], fast_exit: bool = False) -> None:
         log.debug("internal error", exc_info=True)
         click.echo(f"tapwatch: internal error: {type(err).__name__}: {err} (run with -vv for a traceback)", err=True)
         code = 1
-    if fast_exit and type(sys.stdout).__module__ != "click.testing":  # not in click's CliRunner (tests)
+    # only as the process's own command: not with its streams replaced (click's CliRunner, a redirected stderr)
+    if fast_exit and sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
         # os._exit skips multiprocessing's exit handler, which ends this process's children: end them here (a
         # meter still reading when the command failed, e.g. detect started it before it found the model missing)
         for child in multiprocessing.active_children():
