@@ -313,7 +313,10 @@ class _Prefetch:
         try:
             deadline = time.monotonic() + self.FORK_WAIT_S
             while self.thread.is_alive() and time.monotonic() < deadline:
-                forked = [p for p in multiprocessing.active_children() if p.pid not in before]
+                # NFStream's own list of its meters (a meter that died at once is no active child any more)
+                frame = getattr(self.items, "gi_frame", None)
+                meters = frame.f_locals.get("meters") if frame is not None else None
+                forked = [p for p in meters or [] if p.pid is not None and p.pid not in before]
                 if forked:
                     self.meter = forked[0]
                     threading.Thread(target=self._watch, name="tapwatch-meter-watch", daemon=True).start()
