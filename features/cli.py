@@ -52,8 +52,8 @@ def run_guarded(fn: Callable[[], int | None], fast_exit: bool = False) -> None:
             child.terminate()
             child.join(5.0)
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
-                stream.flush()
+            with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, a broken pipe, or none at all
+                stream.flush()  # type: ignore[union-attr]
         logging.shutdown()
         os._exit(code)
     sys.exit(code)
