@@ -300,7 +300,6 @@ class _Prefetch:
         self.error: BaseException | None = None
         self.finished = False
         self.taken = threading.Event()
-        before = {p.pid for p in multiprocessing.active_children()}
         # The forked meter must never run a finalizer of this process's garbage (a queue or a lock of an earlier
         # run, copied in whatever state another thread held it): collect it, and freeze what is left, so that the
         # child's garbage collector never visits objects it did not make (gc.freeze, as pre-fork servers do).
@@ -316,7 +315,7 @@ class _Prefetch:
                 # NFStream's own list of its meters (a meter that died at once is no active child any more)
                 frame = getattr(self.items, "gi_frame", None)
                 meters = frame.f_locals.get("meters") if frame is not None else None
-                forked = [p for p in meters or [] if p.pid is not None and p.pid not in before]
+                forked = [p for p in meters or [] if p.pid is not None]  # this streamer's own, so never an old one
                 if forked:
                     self.meter = forked[0]
                     threading.Thread(target=self._watch, name="tapwatch-meter-watch", daemon=True).start()
