@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, redirect, render_template, request, session, url_for
 from flask_limiter import Limiter
 from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response
 
 from tapwatch.console import accounts
@@ -46,6 +47,10 @@ def login_post() -> Any:
     session.clear()  # a new session at login: no fixation of one made before
     login_user(user)
     session.permanent = True
+    # The session's CSRF secret is made now, once per login: every response re-sends the (permanent) session cookie,
+    # so a slow response to a request sent before a page made the secret (a favicon, a 404 page) would otherwise set
+    # the cookie back to a session without it, and the next form would be refused as "CSRF session token missing".
+    generate_csrf()
     accounts.audit(db(), user.name, address(), "login")
     db().commit()
     return redirect(_safe_next(request.form.get("next")))

@@ -134,6 +134,12 @@ def create_app(settings: ConsoleSettings, factory: sessionmaker[Session], secret
         message = f"The form was refused ({err.description}). Reload the page and try again."
         return render_template("error.html", title="Form expired", message=message), 400
 
+    @app.errorhandler(404)
+    def _not_found(_err: Exception) -> Any:
+        if request.path.startswith("/api/"):
+            return jsonify(error="not found"), 404
+        return render_template("error.html", title="Not found", message="There is no such page here."), 404
+
     @app.errorhandler(413)
     def _too_large(_err: Exception) -> Any:
         message = f"The upload is larger than the limit of {settings.max_upload_mb} MB; nothing was stored."

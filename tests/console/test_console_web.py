@@ -78,6 +78,33 @@ def test_a_post_without_a_valid_csrf_token_is_refused(client: FlaskClient, facto
         assert db.get(Episode, "ep-1").triage is Triage.INBOX  # type: ignore[union-attr]
 
 
+def test_a_late_response_to_a_request_sent_before_the_first_form_does_not_refuse_that_form(
+    client: FlaskClient, factory: sessionmaker[Session]
+) -> None:  # fmt: skip
+    """What a browser did on a loaded CI machine: the favicon request of the page right after login (a 404 page then,
+    with no form) came back after the next page's form; its cookie, re-sent as every permanent session's is, set the
+    session back to one without the CSRF secret, and the form was refused ("The CSRF session token is missing.")."""
+    r = log_in(client, "ann")
+    stale = session_cookie(r).split(";")[0].split("=", 1)[1]  # the cookie the slow request was sent with
+    assert client.get("/nothing-here").status_code == 404
+    token = csrf_of(client, "/inbox")
+    client.set_cookie("tapwatch_session", stale)  # the late response's Set-Cookie wins
+    assert client.get("/static/favicon.svg").status_code == 200
+    r = client.post("/triage", data={"action": "archive", "id": "ep-1", "csrf_token": token})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    with factory() as db:
+        assert db.get(Episode, "ep-1").triage is Triage.ARCHIVED  # type: ignore[union-attr]
+
+
+def test_a_missing_page_is_the_consoles_own_page_and_json_under_the_api(client: FlaskClient) -> None:
+    r = client.get("/nothing-here")
+    assert r.status_code == 404 and "There is no such page here." in r.get_data(as_text=True)
+    assert 'rel="icon"' in r.get_data(as_text=True)  # no /favicon.ico request from a bare page
+    log_in(client, "ann")
+    r = client.get("/api/nothing-here")
+    assert r.status_code == 404 and r.json == {"error": "not found"}
+
+
 def test_failed_logins_are_limited_per_account_and_per_address(
     client: FlaskClient, app: Flask, factory: sessionmaker[Session]
 ) -> None:  # fmt: skip
