@@ -8,6 +8,7 @@ before the meter ends (see :mod:`tapwatch.capture.plugin`).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -293,6 +294,7 @@ class _Prefetch:
     """
 
     FORK_WAIT_S = 5.0
+    DEATH_GRACE_S = 0.5
 
     def __init__(self, items: Iterator[Any]) -> None:
         self.items = items
@@ -300,6 +302,8 @@ class _Prefetch:
         self.error: BaseException | None = None
         self.finished = False
         self.taken = threading.Event()
+        self.ended = threading.Event()
+        """Set when the meter was terminated on purpose (by NFStream or :meth:`close`)."""
         # The forked meter must never run a finalizer of this process's garbage (a queue or a lock of an earlier
         # run, copied in whatever state another thread held it): collect it, and freeze what is left, so that the
         # child's garbage collector never visits objects it did not make (gc.freeze, as pre-fork servers do).
@@ -318,11 +322,23 @@ class _Prefetch:
                 forked = [p for p in meters or [] if p.pid is not None]  # this streamer's own, so never an old one
                 if forked:
                     self.meter = forked[0]
+                    self._mark_own_ends(self.meter)
                     threading.Thread(target=self._watch, name="tapwatch-meter-watch", daemon=True).start()
                     break
                 time.sleep(0.002)
         finally:
             gc.unfreeze()
+
+    def _mark_own_ends(self, meter: Any) -> None:
+        """Remember when the meter was ended on purpose (NFStream terminates its meters when one reports an error,
+        and :meth:`close` does): such an end is no death to report, and NFStream is closing the channel then."""
+        terminate = meter.terminate
+
+        def ended_on_purpose() -> None:
+            self.ended.set()
+            terminate()
+
+        meter.terminate = ended_on_purpose
 
     def close(self) -> None:
         """End the meter if it still runs (the reader gave up before the end: nobody would drain its queue)."""
@@ -333,16 +349,30 @@ class _Prefetch:
     def _watch(self) -> None:
         """A meter that dies (killed, or a crash) sends NFStream no end message, and NFStream would wait for
         it for ever: wake NFStream's reading loop with the end message the meter would have sent. The reader
-        then raises :class:`MeterDied` (see :meth:`died`)."""
+        then raises :class:`MeterDied` (see :meth:`died`).
+
+        Not when the meter was ended on purpose: NFStream terminates a meter that reported an error (the meter's
+        exit code is then -15 about one time in four) and goes on to close the channel; a message put then would
+        start the channel's feeder thread after its close, and the process would wait for it at exit for ever
+        (a fuzzed capture refused by libpcap timed out so).
+        """
         self.meter.join()
+        if self.ended.is_set() or not self.meter.exitcode:
+            return
+        # NFStream may have ended it before the wrapper of terminate was in place (an error reported in the
+        # meter's first milliseconds): give its loop the time to close the channel and end, then look again.
+        time.sleep(self.DEATH_GRACE_S)
         frame = getattr(self.items, "gi_frame", None)
-        channel = frame.f_locals.get("channel") if frame is not None and self.meter.exitcode else None
-        if channel is not None:
-            channel.put(None)
+        if self.ended.is_set() or frame is None or frame.f_locals.get("child_error") is not None:
+            return
+        channel = frame.f_locals.get("channel")
+        if channel is not None and not getattr(channel, "_closed", False):
+            with contextlib.suppress(ValueError):  # closed meanwhile: the reading loop has ended anyway
+                channel.put(None)
 
     def died(self) -> int:
         """The meter's exit code if it ended abnormally (negative: the signal), else 0."""
-        if self.meter is None:
+        if self.meter is None or self.ended.is_set():
             return 0
         self.meter.join(5.0)
         return int(self.meter.exitcode or 0)

@@ -62,3 +62,56 @@ def test_a_meter_that_dies_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatc
     _, error = _flows(source)
     assert isinstance(error, MeterDied)
     assert str(error).startswith("the meter process exited with status 1 before the end of the capture")
+
+
+def _sleep() -> None:
+    import time
+
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("pause_s", [0.3, 0.0])
+def test_a_meter_nfstream_ended_itself_is_no_death_and_its_closed_channel_is_left_alone(pause_s: float) -> None:
+    """NFStream terminates its meters when one reports an error (a capture libpcap refuses), then closes its channel
+    and raises. The meter's exit code is then -15: the watch must not take that for a death and put an end message
+    into the channel (after the close it raised in the watch's thread; just before it, it started the channel's
+    feeder thread, which the process then waited for at exit for ever: a fuzzed capture timed out so). With no
+    pause NFStream ends the meter before the watch has found it."""
+    import multiprocessing
+    import time
+
+    from tapwatch.capture.meter import _Prefetch
+
+    ctx = multiprocessing.get_context("fork")
+    failures: list[BaseException] = []
+    seen = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_value)  # type: ignore[assignment,return-value]
+    made: dict[str, Any] = {}
+    try:
+
+        def nfstream_like() -> Any:  # NFStream's __iter__ in short: its locals and its error path
+            meters = [ctx.Process(target=_sleep, daemon=True)]
+            channel = made["channel"] = ctx.Queue()
+            meters[0].start()
+            time.sleep(pause_s)  # the meter opens the file and reports its error
+            yield from ()
+            meters[0].terminate()
+            child_error = "the meter's error"
+            meters[0].join()
+            channel.close()
+            channel.join_thread()
+            raise ValueError(child_error)
+
+        prefetch = _Prefetch(nfstream_like())
+        with pytest.raises(ValueError, match="the meter's error"):
+            list(prefetch.take())
+        for t in threading.enumerate():
+            if t.name == "tapwatch-meter-watch":
+                t.join(10)
+        assert made["channel"]._thread is None  # nothing was put into the channel: no feeder thread
+        if pause_s:  # (with none the watch may find the meter already ended, or not at all)
+            assert prefetch.meter is not None and prefetch.meter.exitcode == -15
+            assert prefetch.ended.is_set() and prefetch.died() == 0
+    finally:
+        threading.excepthook = seen
+    assert failures == []
