@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import socket
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfstream import NFStreamer
+from nfstream import streamer as nfstream_streamer
 
 from tapwatch.capture.bpf import bpf_error, check_bpf
 from tapwatch.capture.cicflow import CicFlow
@@ -97,6 +99,7 @@ class CaptureConfig:
         return BadInputError(source, str(err))
 
     def streamer(self, source: Any, plugin: CicPlugin) -> NFStreamer:
+        _bind_meters_to_their_reader()
         return NFStreamer(
             source=source,
             decode_tunnels=True,
@@ -113,6 +116,39 @@ class CaptureConfig:
             n_meters=1,  # one meter keeps flows in capture order; the plugin's live clock assumes it
             performance_report=0,
         )
+
+
+def _bind_meters_to_their_reader() -> None:
+    """Make every NFStream meter process end when the process that reads it dies.
+
+    A meter is a daemon child, ended at its reader's normal exit; a reader killed with SIGKILL (the OOM killer, an
+    operator, a supervisor that gave up waiting) left it running: live, still sniffing the interface beside the
+    restarted sensor; offline, blocked for ever on its full queue. NFStream starts ``nfstream.streamer.meter_workflow``
+    by that name, so the meter runs it through :func:`_meter_ended_with_reader`, which first starts a thread that
+    waits for the reader's death (the sentinel multiprocessing gives every child: a pipe its parent holds open) and
+    then ends the meter. Not ``PR_SET_PDEATHSIG``: it fires when the forking *thread* ends, and ``detect`` forks the
+    meter from a thread that ends before the meter (see :class:`_Prefetch`).
+    """
+    if nfstream_streamer.meter_workflow is not _meter_ended_with_reader:
+        _NFSTREAM_METER[0] = nfstream_streamer.meter_workflow
+        nfstream_streamer.meter_workflow = _meter_ended_with_reader
+
+
+_NFSTREAM_METER: list[Any] = [None]
+METER_ORPHANED_EXIT = 3
+"""The exit status of a meter that ended because its reader died."""
+
+
+def _meter_ended_with_reader(*args: Any) -> Any:
+    reader = multiprocessing.parent_process()
+    if reader is not None:
+        threading.Thread(target=_end_with, args=(reader.sentinel,), name="tapwatch-reader-watch", daemon=True).start()
+    return _NFSTREAM_METER[0](*args)
+
+
+def _end_with(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])  # readable once the reader is gone (its end of the pipe closed)
+    os._exit(METER_ORPHANED_EXIT)
 
 
 class RecordBuilder:

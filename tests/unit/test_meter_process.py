@@ -4,6 +4,7 @@ for (NFStream's own loop would wait for its end message for ever)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,3 +116,55 @@ def test_a_meter_nfstream_ended_itself_is_no_death_and_its_closed_channel_is_lef
     finally:
         threading.excepthook = seen
     assert failures == []
+
+
+_READER = """
+import sys, time
+from prometheus_client import CollectorRegistry
+import tapwatch.capture.plugin as plugin
+from tapwatch.capture.meter import CaptureConfig, PcapSource
+from tapwatch.capture.metrics import CaptureMetrics
+
+def stuck(*args):  # in the meter: it never ends by itself
+    time.sleep(600)
+
+plugin.FlowState = stuck
+source = PcapSource([sys.argv[1]], CaptureConfig(), CaptureMetrics(CollectorRegistry()))
+source.start()
+print(source._started.meter.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever reaps it; it runs nothing)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_meter_ends_when_its_reader_is_killed() -> None:
+    """``SIGKILL`` of the reading process (``capture``, ``run``, ``detect``) left NFStream's meter running for ever:
+    offline blocked on its full queue, live still sniffing the interface beside the restarted sensor."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    reader = subprocess.Popen([sys.executable, "-c", _READER, str(SAMPLE)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None
+        meter = int(reader.stdout.readline())
+        time.sleep(0.5)
+        assert _running(meter)
+        reader.send_signal(signal.SIGKILL)
+        reader.wait(10)
+        deadline = time.monotonic() + 20
+        while _running(meter) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(meter), "the meter outlived its reader"
+    finally:
+        if reader.poll() is None:
+            reader.kill()
