@@ -236,7 +236,7 @@ def serve_command(host: str, port: int, secure_cookies: bool | None, trusted_pro
             from tapwatch.bus.streams import RedisBus
 
             start_reader(RedisBus(settings.redis_url), factory, metrics, default_consumer(), stop,
-                         settings.max_entry_bytes)  # fmt: skip
+                         settings.max_entry_bytes, settings.claim_idle_ms)  # fmt: skip
         HealthServer(registry, lambda: {"database": True}, metrics_host, metrics_port).start()
         runner = JobRunner(settings, factory)
         runner.start()

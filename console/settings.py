@@ -47,6 +47,8 @@ class ConsoleSettings(BaseSettings):
     max_entry_bytes: int = Field(1 << 20, ge=16 << 10, le=512 << 20,
                                  description="Larger alert stream entries are dead-lettered unread.")  # fmt: skip
     redis_url: str | None = Field(None, description="Redis of the alerter: episodes are read from its alert stream.")
+    claim_idle_ms: int = Field(60_000, ge=100, le=86_400_000,
+                               description="Alert lines pending this long in a console that died are taken over.")  # fmt: skip
 
     @field_validator("database_url")
     @classmethod

@@ -139,9 +139,12 @@ class AlertStreamHandler:
 
 
 def start_reader(bus: Bus, factory: sessionmaker[Session], metrics: ConsoleMetrics, consumer: str,
-                 stop: threading.Event, max_entry_bytes: int = MAX_ENTRY_BYTES) -> threading.Thread:  # fmt: skip
-    """Run the consumer loop on the alert stream in a daemon thread until ``stop`` is set."""
-    loop = Consumer(bus, ConsumerConfig(ALERTS_STREAM, GROUP, consumer, batch_size=128, block_ms=1000),
+                 stop: threading.Event, max_entry_bytes: int = MAX_ENTRY_BYTES,
+                 claim_idle_ms: int = 60_000) -> threading.Thread:  # fmt: skip
+    """Run the consumer loop on the alert stream in a daemon thread until ``stop`` is set. Lines pending longer
+    than ``claim_idle_ms`` in another console (one that died before its ack) are taken over."""
+    config = ConsumerConfig(ALERTS_STREAM, GROUP, consumer, batch_size=128, block_ms=1000, claim_idle_ms=claim_idle_ms)
+    loop = Consumer(bus, config,
                     AlertStreamHandler(bus, factory, metrics, max_entry_bytes=max_entry_bytes))  # fmt: skip
     thread = threading.Thread(target=loop.run, args=(stop,), name="tapwatch-console-alerts", daemon=True)
     thread.start()
