@@ -7,8 +7,13 @@ Its store is Redis for the service (two alerters open one episode per key; a res
 ones) and memory for ``detect``/``run``. Each line the tracker returns is explained once per episode
 (:mod:`tapwatch.alerting.narrate`), written to the sinks, and the entries are acked after. Delivery is at least
 once: a verdict delivered twice after a crash counts twice as evidence (a count a little high, never a second
-episode: the store's transaction decides who opens). Malformed entries are dead-lettered with the reason, counted by
-reason and stream, and logged with their id; an entry over ``max_entry_bytes`` is dead-lettered before it is parsed.
+episode: the store's transaction decides who opens). A line is made by the store's transaction and kept in its
+outbox until the sinks have it, so an alerter killed in between loses no line: another one (or itself, restarted)
+writes it once it has been there ``claim_idle_ms`` (:meth:`EpisodeAlerter.tick`), under the same ``alert_id``. The
+Redis stream sink on this bus is written with the line's dedup key in one atomic step, after the other sinks: the
+stream has each line exactly once; a file may repeat one (same ``alert_id``) when the alerter died between them.
+Malformed entries are dead-lettered with the reason, counted by reason and stream, and logged with their id; an
+entry over ``max_entry_bytes`` is dead-lettered before it is parsed.
 
 Per-window verdicts stay on the verdicts stream for analysis; with ``verdicts_file`` each one is also written as
 a JSON line (``detect --verdicts FILE``).
@@ -38,7 +43,7 @@ from tapwatch.alerting.narrate import (
     window_explanation,
 )
 from tapwatch.alerting.settings import AlerterSettings
-from tapwatch.alerting.sinks import SinkSet
+from tapwatch.alerting.sinks import RedisStreamSink, SinkSet
 from tapwatch.alerting.suppress import Suppressor
 from tapwatch.alerting.volume import VolumeRules
 from tapwatch.bus.consumer import Consumer
@@ -55,6 +60,10 @@ from tapwatch.inference.profiled import ProfileReloader
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+LINE_KEY = "tapwatch:episode-line:{}"
+"""The dedup key of an episode line on the alert stream (set with the entry, in one atomic step)."""
+RECOVER_MIN_MS = 2_000
+"""Lines younger than this are never taken for a dead alerter's, whatever ``claim_idle_ms`` says."""
 """Seconds between two looks for quiet episodes."""
 
 
@@ -152,6 +161,9 @@ class EpisodeAlerter:
                                        _Events(self, s.aggregates_stream))  # fmt: skip
         self.lines_written = 0
         self._next_tick = 0.0
+        self._next_recovery = 0.0
+        self._recovering = threading.Lock()
+        self._fused = next((k for k in sinks.sinks if isinstance(k, RedisStreamSink) and k.bus is bus), None)
         self.profile_swap: ProfileSwap | None = None
 
     # -- loops ------------------------------------------------------------------------------------------------------
@@ -181,6 +193,20 @@ class EpisodeAlerter:
         for line in self.tracker.tick():
             self._write(line, None)
         self.metrics.open_episodes.set(len(self.tracker.store.keys()))
+        if now >= self._next_recovery and self._recovering.acquire(blocking=False):
+            try:
+                self._next_recovery = now + self.settings.claim_interval_s
+                self._recover()
+            finally:
+                self._recovering.release()
+
+    def _recover(self) -> None:
+        """Write the lines an alerter made and died before writing (in the outbox for ``claim_idle_ms``)."""
+        for line in self.tracker.unwritten(max(self.settings.claim_idle_ms, RECOVER_MIN_MS) / 1000):
+            log.warning("episode %s: line %s (%s) was made but not written (its alerter died); writing it now",
+                        line.episode.get("id"), line.id, line.state.value)  # fmt: skip
+            self.metrics.lines_recovered.inc()
+            self._write(line, None)
 
     def _maybe_swap_profile(self) -> None:
         """A changed profile file that passes every check replaces the gate (and, when the profile's baseline is in
@@ -304,10 +330,22 @@ class EpisodeAlerter:
 
     def _write(self, line: EpisodeLine, ev: Evidence | None) -> None:
         expl, summary = self._explained(line, ev)
-        alert = EpisodeAlert(line, expl, summary)
+        alert = EpisodeAlert(line, expl, summary, line.id) if line.id else EpisodeAlert(line, expl, summary)
         text = alert.to_json()
+        fused = self._fused if line.id else None
         with self._emit_lock:
-            held = self.sinks.emit(alert, text)
+            held = self.sinks.emit(alert, text, skip=fused)
+            # Redis unreachable here raises (BusUnavailable): the loop backs off, and the line, still in the
+            # outbox, is written once Redis is back (by _recover), rather than lost from the stream.
+            if fused is not None:
+                key = LINE_KEY.format(line.id)
+                if self.bus.set_once_and_add(key, self.settings.dedup_ttl_s, fused.stream, fused.fields(alert, text),
+                                             fused.maxlen):  # fmt: skip
+                    held += 1
+                    self.sinks.health_of(fused).ok()
+                else:
+                    log.info("episode line %s was on %s already", line.id, fused.stream)
+            self.tracker.written([line])
             self.lines_written += 1
         self.metrics.episode_lines.labels(family=alert.family.value, state=line.state.value).inc()
         self.metrics.alerts.labels(**{"class": alert.family.value, "severity": str(int(alert.severity))}).inc()

@@ -20,7 +20,10 @@ An episode is keyed by (family, role, host): the victim of a flood, the source o
 An episode that the allow-list or ``threshold.config`` suppresses is tracked as ``suppressed``: it emits nothing
 and is not re-counted until it closes. The state is a JSON object in an
 :class:`~tapwatch.bus.state.StateStore`; every change is one atomic
-:meth:`~tapwatch.bus.state.StateStore.apply`, so two alerters emit each line once.
+:meth:`~tapwatch.bus.state.StateStore.apply`, so two alerters emit each line once. Each line is put in the store's
+outbox by the change that makes it, under its id (``<episode id>:<n>``, the n-th line of the episode), and taken
+out once written (:meth:`EpisodeTracker.written`); a line an alerter died before writing is found there
+(:meth:`EpisodeTracker.unwritten`) and written by another, or by itself restarted, under the same id.
 
 >>> from tapwatch.bus.state import MemoryStateStore
 >>> from tapwatch.alerting.evidence import Evidence, ViewKind
@@ -37,6 +40,7 @@ and is not re-counted until it closes. The state is a JSON object in an
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -91,10 +95,19 @@ class EpisodeLine:
 
     state: LineState
     episode: State
+    id: str = ""
+    """``<episode id>:<n>``: the n-th line of the episode (its ``alert_id``, the same when written again)."""
 
 
 Gate = Callable[[State], str | None]
 """Suppression of a newly opened episode: the reason (``whitelist``, ``suppress``, ``threshold``) or None."""
+
+
+def _outbox(lines: list[EpisodeLine]) -> dict[str, str]:
+    """What the store keeps of each line until it is written: the line, and when it was made (wall clock)."""
+    at = int(time.time() * 1000)
+    return {line.id: json.dumps({"state": line.state.value, "episode": line.episode, "at_ms": at},
+                                separators=(",", ":")) for line in lines}  # fmt: skip
 
 
 def _bump(counts: dict[str, int], name: str, n: int, cap: int) -> None:
@@ -243,7 +256,7 @@ class EpisodeTracker:
                 asked.append(self.gate(s) if self.gate is not None else None)
             return asked[0]
 
-        return self.store.apply(ev.episode_key, lambda s: self._step(s, ev, now, gate_once))
+        return self.store.apply(ev.episode_key, lambda s: self._step(s, ev, now, gate_once), _outbox)
 
     def _step(self, s: State | None, ev: Evidence, now: int, gate: Gate) -> tuple[State | None, list[EpisodeLine]]:
         c = self.config
@@ -297,12 +310,32 @@ class EpisodeTracker:
         if state is LineState.UPDATE:
             s["gap_ms"] = min(int(s["gap_ms"] * 2), int(self.config.update_max_s * 1000))
         s["next_update_ms"] = now + s["gap_ms"]
-        return EpisodeLine(state, _copy(s))  # a snapshot: later evidence must not change a line
+        s["n_lines"] = s.get("n_lines", 0) + 1
+        return EpisodeLine(
+            state, _copy(s), f"{s['id']}:{s['n_lines']}"
+        )  # a snapshot: later evidence must not change a line
 
     def _closing(self, s: State) -> list[EpisodeLine]:
         if s["status"] != "open":
             return []  # never opened, or suppressed (counted when it opened): nothing was said, nothing to close
-        return [EpisodeLine(LineState.CLOSE, {**_copy(s), "lines": [*s["lines"], s["last_ms"]]})]
+        n = s.get("n_lines", 0) + 1
+        return [EpisodeLine(LineState.CLOSE, {**_copy(s), "lines": [*s["lines"], s["last_ms"]], "n_lines": n},
+                            f"{s['id']}:{n}")]  # fmt: skip
+
+    def written(self, lines: list[EpisodeLine]) -> None:
+        """The sinks have ``lines``: out of the outbox."""
+        self.store.settle([line.id for line in lines if line.id])
+
+    def unwritten(self, older_than_s: float) -> list[EpisodeLine]:
+        """Lines in the outbox for longer than ``older_than_s`` of wall time: their alerter died before writing
+        them (one alive writes a line within a second or two of making it)."""
+        now_ms = int(time.time() * 1000)
+        out = []
+        for line_id, text in sorted(self.store.unsettled().items()):
+            entry = json.loads(text)
+            if now_ms - int(entry["at_ms"]) >= older_than_s * 1000:
+                out.append(EpisodeLine(LineState(entry["state"]), entry["episode"], line_id))
+        return out
 
     def tick(self) -> list[EpisodeLine]:
         """Close every episode that got no evidence for ``quiet_s`` of the evidence clock; drop pending ones."""
@@ -312,14 +345,15 @@ class EpisodeTracker:
         for key in self.store.keys():  # noqa: SIM118 (a store, not a dict)
             seen = self.store.get(key)  # a plain read first: a transaction only for an episode that is due
             if seen is not None and now - seen["touched_ms"] >= quiet:
-                lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: now - st["touched_ms"] >= quiet))
+                lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: now - st["touched_ms"] >= quiet),
+                                          _outbox)  # fmt: skip
         return lines
 
     def close_all(self) -> list[EpisodeLine]:
         """Close every episode (the end of a pcap: nothing more will come)."""
         lines: list[EpisodeLine] = []
         for key in self.store.keys():  # noqa: SIM118 (a store, not a dict)
-            lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: True))
+            lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: True), _outbox)
         return lines
 
     def _close_if(self, s: State | None, due: Callable[[State], bool]) -> tuple[State | None, list[EpisodeLine]]:

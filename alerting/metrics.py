@@ -107,6 +107,9 @@ class AlerterMetrics:
                                            "written (allow-list, threshold.config), by reason.", ["reason"], registry=r)
         self.open_episodes = Gauge("tapwatch_alerting_open_episodes", "Episodes open or pending in the store.",
                                    registry=r)
+        self.lines_recovered = Counter("tapwatch_alerting_episode_lines_recovered", "Episode lines found unwritten "
+                                       "in the outbox (their alerter died after making them) and written.",
+                                       registry=r)  # fmt: skip
         for fam in ATTACK_FAMILIES:
             for state in ("open", "update", "close"):
                 self.episode_lines.labels(family=fam.value, state=state)

@@ -8,6 +8,11 @@ one episode per key and emit each line once, and a restarted alerter finds the e
 is a JSON object; Redis keeps it under ``<prefix>:<key>`` with an expiry renewed at each change (an abandoned
 key cleans itself up) and the live keys in the set ``<prefix>s``.
 
+The outbox: what a change says must be done once it is stored (the alerter's lines) goes into the hash
+``<prefix>-outbox`` in the same atomic step (``apply(..., outbox=...)``), and leaves it when it is done
+(:meth:`StateStore.settle`). A process killed in between leaves it there, for another (or itself, restarted) to
+find (:meth:`StateStore.unsettled`) and do: a change is never stored without what it has to say.
+
 >>> store = MemoryStateStore()
 >>> store.apply("scan|source|10.0.0.1", lambda s: ({"n": (s or {}).get("n", 0) + 1}, "done"))
 'done'
@@ -31,6 +36,8 @@ from tapwatch.bus.streams import BusUnavailable
 T = TypeVar("T")
 State = dict[str, Any]
 Update = Callable[[State | None], tuple[State | None, T]]
+Outbox = Callable[[T], dict[str, str]]
+"""What a change's result leaves to be done, by id (JSON text), stored with the change."""
 
 EPISODE_PREFIX = "tapwatch:episode"
 MAX_RETRIES = 50
@@ -40,9 +47,10 @@ MAX_RETRIES = 50
 class StateStore(Protocol):
     """Atomic read-modify-write of JSON states by key."""
 
-    def apply(self, key: str, fn: Update[T]) -> T:
+    def apply(self, key: str, fn: Update[T], outbox: Outbox[T] | None = None) -> T:
         """Give ``fn`` the state of ``key`` (None: none); store what it returns first (None: delete) and return
-        the second, atomically. ``fn`` may run more than once (Redis retries): it must have no side effects."""
+        the second, atomically, with what ``outbox`` makes of the second in the outbox. ``fn`` may run more than
+        once (Redis retries): it must have no side effects."""
         ...
 
     def get(self, key: str) -> State | None: ...
@@ -51,22 +59,42 @@ class StateStore(Protocol):
         """Every key that holds a state."""
         ...
 
+    def settle(self, ids: list[str]) -> None:
+        """Take ``ids`` out of the outbox: done."""
+        ...
+
+    def unsettled(self) -> dict[str, str]:
+        """Everything in the outbox, by id: being done now, or left by a process that died."""
+        ...
+
 
 class MemoryStateStore:
     """States in this process (the embedded ``detect``/``run``), behind one lock."""
 
     def __init__(self) -> None:
         self._states: dict[str, State] = {}
+        self._outbox: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def apply(self, key: str, fn: Update[T]) -> T:
+    def apply(self, key: str, fn: Update[T], outbox: Outbox[T] | None = None) -> T:
         with self._lock:
             new, out = fn(self._states.get(key))
             if new is None:
                 self._states.pop(key, None)
             else:
                 self._states[key] = new
+            if outbox is not None:
+                self._outbox.update(outbox(out))
             return out
+
+    def settle(self, ids: list[str]) -> None:
+        with self._lock:
+            for i in ids:
+                self._outbox.pop(i, None)
+
+    def unsettled(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._outbox)
 
     def get(self, key: str) -> State | None:
         with self._lock:
@@ -95,9 +123,10 @@ class RedisStateStore:
         self.client = client
         self.prefix = prefix
         self.members = prefix + "s"
+        self.outbox = prefix + "-outbox"
         self.ttl_s = ttl_s
 
-    def apply(self, key: str, fn: Update[T]) -> T:
+    def apply(self, key: str, fn: Update[T], outbox: Outbox[T] | None = None) -> T:
         name = f"{self.prefix}:{key}"
         try:
             for _ in range(MAX_RETRIES):
@@ -113,6 +142,9 @@ class RedisStateStore:
                         else:
                             pipe.set(name, json.dumps(new, separators=(",", ":")), ex=self.ttl_s)
                             pipe.sadd(self.members, key)
+                        todo = outbox(out) if outbox is not None else {}
+                        if todo:
+                            pipe.hset(self.outbox, mapping=todo)  # type: ignore[arg-type]
                         pipe.execute()
                         return out
                     except redis.WatchError:
@@ -134,3 +166,19 @@ class RedisStateStore:
         except (redis.ConnectionError, redis.TimeoutError) as err:
             raise BusUnavailable(f"redis: {self.members}: {err}") from err
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    def settle(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        try:
+            self.client.hdel(self.outbox, *ids)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            raise BusUnavailable(f"redis: {self.outbox}: {err}") from err
+
+    def unsettled(self) -> dict[str, str]:
+        try:
+            found = self.client.hgetall(self.outbox)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            raise BusUnavailable(f"redis: {self.outbox}: {err}") from err
+        return {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+                for k, v in found.items()}  # fmt: skip

@@ -8,16 +8,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
 from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker
 from tapwatch.alerting.evidence import from_verdict
 from tapwatch.alerting.metrics import AlerterMetrics
-from tapwatch.alerting.sinks import FileSink, SinkSet
+from tapwatch.alerting.sinks import FileSink, RedisStreamSink, SinkSet
 from tapwatch.alerting.volume import VolumeRules
 from tapwatch.bus.state import RedisStateStore
-from tapwatch.bus.streams import VERDICTS_STREAM, RedisBus
+from tapwatch.bus.streams import ALERTS_STREAM, VERDICTS_STREAM, RedisBus
 from tapwatch.features.baseline import SiteBaseline
 from tests.support.alerting import put, read_jsonl, settings, verdict
 
@@ -116,3 +117,93 @@ def test_a_retried_transaction_asks_the_gate_once(redis_server: Any) -> None:
     (state,) = [store.get(k) for k in store.keys()]  # noqa: SIM118 (a store, not a dict)
     assert state is not None and state["status"] == "suppressed"
     assert len(asked) == 1  # asked once, though the store ran the step twice
+
+
+class Died(BaseException):
+    """The alerter process dies here: nothing after it runs (not an error a sink reports)."""
+
+
+class DiesAtWrite:
+    kind = "stdout"
+
+    def write(self, alert: Any, line: str) -> None:
+        raise Died
+
+    def close(self) -> None:
+        return None
+
+
+def streamed(bus: RedisBus) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(f[b"eve"]) for _, f in bus.client.xrange(ALERTS_STREAM)]
+
+
+def with_stream(url: str, out: Path, name: str, *first: Any) -> EpisodeAlerter:
+    """An alerter whose sinks are ``first``, the file ``out`` and the alert stream on its bus."""
+    bus = RedisBus(url)
+    m = AlerterMetrics(CollectorRegistry())
+    s = settings(redis_url=url, alerter_consumer=name, read_count=4, claim_idle_ms=0)
+    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
+    return EpisodeAlerter(bus, s, SinkSet([*first, FileSink(out), RedisStreamSink(bus)], m), m, tracker, None,
+                          EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
+
+
+def test_a_line_made_by_an_alerter_that_died_before_writing_it_is_written_once_by_another(
+    redis_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    """SIGKILL of the alerter at load lost an episode's open line: the transaction that opened the episode was
+    stored, the line not yet written, and the verdict handed again opened nothing (it was open already)."""
+    import tapwatch.alerting.episode_alerter as episode_alerter
+
+    monkeypatch.setattr(episode_alerter, "RECOVER_MIN_MS", 0)
+    bus = RedisBus(redis_server.url)
+    put(bus, *attack(1, 10, "10.0.0.9", "SSH-Patator"))
+    first = with_stream(redis_server.url, tmp_path / "a1.jsonl", "a1", DiesAtWrite())
+    with pytest.raises(Died):
+        while first.verdict_loop.step():
+            pass
+    assert streamed(bus) == [] and not (tmp_path / "a1.jsonl").exists()  # the line is in no sink
+    assert list(RedisStateStore(bus.client).unsettled()) != []  # but in the outbox
+
+    second = with_stream(redis_server.url, tmp_path / "a2.jsonl", "a2")
+    while second.verdict_loop.step():  # claims a1's pending verdicts (claim idle 0): no second open line
+        pass
+    second.tick()  # the outbox: a1's line, written by a2
+    second._next_recovery = 0.0
+    second._next_tick = 0.0
+    second.tick()  # written once, not again
+    lines = streamed(bus)
+    assert [x["episode"]["state"] for x in lines] == ["open"]
+    assert lines[0]["ml"]["alert_id"] == f"{lines[0]['episode']['id']}:1"
+    assert [x["ml"]["alert_id"] for x in read_jsonl(tmp_path / "a2.jsonl")] == [lines[0]["ml"]["alert_id"]]
+    assert RedisStateStore(bus.client).unsettled() == {}
+    assert second.metrics.lines_recovered._value.get() == 1
+
+
+def test_a_line_on_the_stream_whose_alerter_died_before_settling_it_is_not_streamed_again(
+    redis_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    """The alerter died after the stream had the line and before the outbox knew: the stream keeps one copy (its
+    dedup key, set with the entry); the recovering alerter's file gets it under the same ``alert_id``."""
+    import tapwatch.alerting.episode_alerter as episode_alerter
+
+    monkeypatch.setattr(episode_alerter, "RECOVER_MIN_MS", 0)
+    bus = RedisBus(redis_server.url)
+    put(bus, *attack(1, 10, "10.0.0.9", "SSH-Patator"))
+    first = with_stream(redis_server.url, tmp_path / "a1.jsonl", "a1")
+
+    def dies(lines: Any) -> None:
+        raise Died
+
+    monkeypatch.setattr(first.tracker, "written", dies)
+    with pytest.raises(Died):
+        while first.verdict_loop.step():
+            pass
+    assert [x["episode"]["state"] for x in streamed(bus)] == ["open"]
+    second = with_stream(redis_server.url, tmp_path / "a2.jsonl", "a2")
+    second.tick()
+    assert len(streamed(bus)) == 1
+    again = list(read_jsonl(tmp_path / "a2.jsonl"))
+    assert [x["ml"]["alert_id"] for x in again] == [streamed(bus)[0]["ml"]["alert_id"]]
+    assert RedisStateStore(bus.client).unsettled() == {}
