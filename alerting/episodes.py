@@ -103,7 +103,7 @@ Gate = Callable[[State], str | None]
 """Suppression of a newly opened episode: the reason (``whitelist``, ``suppress``, ``threshold``) or None."""
 
 
-def _outbox(lines: list[EpisodeLine]) -> dict[str, str]:
+def _outbox(lines: Iterable[EpisodeLine]) -> dict[str, str]:
     """What the store keeps of each line until it is written: the line, and when it was made (wall clock)."""
     at = int(time.time() * 1000)
     return {line.id: json.dumps({"state": line.state.value, "episode": line.episode, "at_ms": at},
