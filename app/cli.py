@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from tapwatch.capture.options import capture_config, timeout_options
-from tapwatch.capture.service import capture_command
 from tapwatch.features.cli import run_guarded, setup_logging
 from tapwatch.features.output import replaced_when_done
 
@@ -24,6 +23,8 @@ log = logging.getLogger("tapwatch")
 # Commands of later stages, imported only when used: `tapwatch flows` never imports ONNX Runtime, and
 # nothing at run time imports TensorFlow. A module that is not there yet simply adds no command.
 LAZY_COMMANDS = {
+    # `detect` starts its meter as early as it can: the sensor service's imports (Redis, the publisher) wait
+    "capture": "tapwatch.capture.service:capture_command",
     "train": "tapwatch.models.cli:train_command",
     "evaluate": "tapwatch.models.cli:evaluate_command",
     "export": "tapwatch.models.cli:export_command",
@@ -106,6 +107,3 @@ def flows(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
         return 2 if source.problems else 0
 
     run_guarded(body, fast_exit=True)
-
-
-main.add_command(capture_command)
