@@ -22,7 +22,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tapwatch.bus.publish import Hook, Publisher, PublisherConfig, PublisherCounts
-from tapwatch.bus.streams import WINDOWS_STREAM, Bus, MemoryBus, RedisBus
+from tapwatch.bus.streams import WINDOWS_STREAM, Bus, MemoryBus
 from tapwatch.capture.aggregates import Aggregator, AggregatorConfig
 from tapwatch.capture.meter import CaptureConfig, LiveSource, PcapSource
 from tapwatch.capture.metrics import CaptureMetrics
@@ -189,7 +189,12 @@ def run_capture(
     """Run the sensor until the pcaps end or a stop signal; return (exit code, publisher counts)."""
     metrics = CaptureMetrics(registry)
     card = load_model_card(settings.card)
-    bus: Bus = RedisBus(settings.redis_url) if settings.redis_url else MemoryBus()
+    if settings.redis_url:
+        from tapwatch.bus.redisbus import RedisBus  # only a sensor on Redis imports redis-py
+
+        bus: Bus = RedisBus(settings.redis_url)
+    else:
+        bus = MemoryBus()
     pipe = build_pipeline(settings, bus, card, metrics)
     config = pipe.source_config(config)
     source: Any = LiveSource(interface, config, metrics) if interface else PcapSource(pcaps, config, metrics)
