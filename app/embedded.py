@@ -166,30 +166,32 @@ def detect_command(pcaps: tuple[str, ...], output: str, **kw: Any) -> None:
 def _detect(pcaps: tuple[str, ...], output: str, kw: dict[str, Any]) -> int:
     from prometheus_client import CollectorRegistry
 
-    from tapwatch.app.settings import sensor_settings
     from tapwatch.capture.meter import PcapSource
     from tapwatch.capture.metrics import CaptureMetrics
 
-    config = build_config(kw, output)
-    if output != "-":  # one result file per run: no rotation of a temporary file the rename could not follow
-        config = replace(config, alerter=config.alerter.model_copy(update={"alert_file_max_bytes": 2**62}))
     registry = CollectorRegistry()  # a registry of its own: nothing serves it
     capture_metrics = CaptureMetrics(registry)
-    # The meter starts first and reads the capture while the model loads and the stages are built (about a
-    # second); the sensor keeps one-packet flows for its aggregates, as Pipeline.source_config decides below.
-    reading = capture_config(**kw)
-    if sensor_settings(config).aggregates:
-        reading = replace(reading, emit_single_packet_flows=True)
+    # The meter starts first, before even the settings are read (their imports take a tenth of a second), and reads
+    # the capture while the settings, the model and the stages load. It reads as the sensor does with its aggregates
+    # on, the default: one-packet flows too. Should the settings turn the aggregates off (``--alert-mode flows``,
+    # TAPWATCH_AGGREGATES=false), it starts again with the configuration the sensor asks for.
+    user = capture_config(**kw)
+    guessed = replace(user, emit_single_packet_flows=True)
     # the pipeline is the busy side: the meter computes the feature values once it has read the packets
-    source = PcapSource(list(pcaps), replace(reading, values_in_meter=True), capture_metrics)
+    source = PcapSource(list(pcaps), replace(guessed, values_in_meter=True), capture_metrics)
     source.start()
     try:
         from tapwatch.app.pipeline import Embedded
 
+        config = build_config(kw, output)
+        if output != "-":  # one result file per run: no rotation of a temporary file the rename could not follow
+            config = replace(config, alerter=config.alerter.model_copy(update={"alert_file_max_bytes": 2**62}))
         model = load_embedded_model(config.settings.model, config.settings.card, config.settings.threads_for(True))
         embedded = Embedded(model, config, registry, offline=True, capture_metrics=capture_metrics)
-        if embedded.pipeline.source_config(capture_config(**kw)) != reading:  # the rule above matches the sensor's
-            raise RuntimeError("detect started its meter with a configuration the sensor does not read with")
+        reading = embedded.pipeline.source_config(user)
+        if reading != guessed:  # read again as the sensor reads (before anything of the first reading was used)
+            source.close()
+            source = PcapSource(list(pcaps), replace(reading, values_in_meter=True), capture_metrics)
         summary = embedded.process(source)
     finally:  # a refused model or a failed stage leaves the meter reading with nobody to drain it
         source.close()
