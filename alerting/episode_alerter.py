@@ -60,11 +60,11 @@ from tapwatch.inference.profiled import ProfileReloader
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+"""Seconds between two looks for quiet episodes."""
 LINE_KEY = "tapwatch:episode-line:{}"
 """The dedup key of an episode line on the alert stream (set with the entry, in one atomic step)."""
 RECOVER_MIN_MS = 2_000
 """Lines younger than this are never taken for a dead alerter's, whatever ``claim_idle_ms`` says."""
-"""Seconds between two looks for quiet episodes."""
 
 
 @dataclass(frozen=True)

@@ -311,9 +311,8 @@ class EpisodeTracker:
             s["gap_ms"] = min(int(s["gap_ms"] * 2), int(self.config.update_max_s * 1000))
         s["next_update_ms"] = now + s["gap_ms"]
         s["n_lines"] = s.get("n_lines", 0) + 1
-        return EpisodeLine(
-            state, _copy(s), f"{s['id']}:{s['n_lines']}"
-        )  # a snapshot: later evidence must not change a line
+        # a snapshot: later evidence must not change a line
+        return EpisodeLine(state, _copy(s), f"{s['id']}:{s['n_lines']}")
 
     def _closing(self, s: State) -> list[EpisodeLine]:
         if s["status"] != "open":

@@ -11,7 +11,8 @@ every pass over the windows and its flow times moved to the wall clock, so that 
 run. (``tapwatch capture`` itself reads a pcap as fast as it can; its kill is ``tests/unit/test_meter_process.py``:
 the meter ends with it.)
 
-1. **Capacity**: a backlog of windows is put on the stream; the two workers' windows/s draining it is C.
+1. **Capacity**: a backlog of windows is put on the stream; the windows/s of the whole pipeline draining it (the
+   workers, then the alerter: the last verdict read and nothing pending in either group) is C.
 2. **Load** at C/2 for ``--seconds``, and at fixed points of it, each stage killed and started again one second
    later, as a supervisor would: ``SIGKILL`` of the sensor, of one worker, of the alerter and of the console, and
    Redis restarted (``SIGTERM``, which writes its append-only file, and started again on the same port and files).
@@ -233,6 +234,12 @@ def caught_up(client: Any, stream: str, name: str) -> bool:
     return bool(g.get("pending") == 0 and g.get("last-delivered-id") == last)
 
 
+def behind_by(client: Any, stream: str, name: str) -> int:
+    """Entries of ``stream`` the group has not finished: not yet delivered, or delivered and pending."""
+    g = group(client, stream, name)  # "lag" is exact here: nothing is trimmed
+    return int((g.get("lag") or 0) + (g.get("pending") or 0))
+
+
 def everything(client: Any, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
     out: list[Any] = []
     last = "-"
@@ -308,7 +315,8 @@ def exercise(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         pipe.xadd(WINDOWS_STREAM, window_at(windows[i % len(windows)], i + 1, 0, now_ms))
     start = time.monotonic()
     pipe.execute()
-    wait(lambda: caught_up(client, WINDOWS_STREAM, "workers"), 300, "capacity drain", 0.01)
+    wait(lambda: caught_up(client, WINDOWS_STREAM, "workers") and caught_up(client, VERDICTS_STREAM, "alerters"),
+         300, "capacity drain", 0.01)  # fmt: skip
     capacity = CAPACITY_WINDOWS / (time.monotonic() - start)
     run.rate = args.share * capacity
     print(f"capacity {capacity:.0f} windows/s; load {run.rate:.0f}/s for {args.seconds:.0f} s", file=sys.stderr)
@@ -330,6 +338,8 @@ def exercise(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     sensor.wait(60)
     loaded_s = time.monotonic() - start
     t0 = time.monotonic()
+    behind = {g: behind_by(client, s, g) for s, g in ((WINDOWS_STREAM, "workers"), (VERDICTS_STREAM, "alerters"),
+                                                      (ALERTS_STREAM, "console"))}  # fmt: skip
     groups = ((WINDOWS_STREAM, "workers"), (VERDICTS_STREAM, "alerters"), (ALERTS_STREAM, "console"))
     wait(lambda: all(caught_up(client, s, g) for s, g in groups), 600, "recovery", 0.2)
     recovered_s = time.monotonic() - t0
@@ -340,6 +350,7 @@ def exercise(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     recovered = run.procs["alerter"].metric("tapwatch_alerting_episode_lines_recovered_total")
     run.sensor_counts = [json.loads(p.read_text()) for p in sorted(run.tmp.glob("sensor-*.json"))]
     return {"capacity": capacity, "loaded_s": loaded_s, "recovered": recovered, "recovered_s": recovered_s,
+            "behind": behind,
             "since_last_s": time.monotonic() - last_event, "before_last": before_last, "after": after,
             "windows": everything(client, WINDOWS_STREAM), "verdicts": everything(client, VERDICTS_STREAM),
             "alerts": everything(client, ALERTS_STREAM), "dead": everything(client, DEAD_STREAM),
@@ -443,7 +454,8 @@ def report(args: argparse.Namespace, n_windows: int, run: Run, r: dict[str, Any]
         f"Machine: {machine()}. "
         f"Load average before {load_before}, after {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
-        f"Two workers (together **{r['capacity']:,.0f} windows/s** on a backlog of {CAPACITY_WINDOWS:,}), one "
+        f"Two workers and one alerter (together **{r['capacity']:,.0f} windows/s** through both on a backlog of "
+        f"{CAPACITY_WINDOWS:,}), one "
         f"alerter (episodes, quiet 5 s), the console reading `tapwatch:alerts`, Redis (AOF everysec); "
         f"{n_windows:,} windows of {args.pcaps} pcaps sent at **{run.rate:,.0f}/s** ({args.share:g}x) for "
         f"{r['loaded_s']:.0f} s by a sensor process, its hosts renamed at every pass. Claims after 2 s idle.",
@@ -471,6 +483,8 @@ def report(args: argparse.Namespace, n_windows: int, run: Run, r: dict[str, Any]
         f"| lines by state | {', '.join(f'{k} {v:,}' for k, v in sorted(eps['states'].items()))} |",
         f"| lines stored by the console / alert ids stored twice | {len(stored):,} / "
         f"{sum(1 for v in stored.values() if v > 1)} |",
+        f"| entries unfinished when the load stopped, workers / alerters / console | "
+        f"{' / '.join(f'{v:,}' for v in r['behind'].values())} |",
         f"| recovery after the load stopped: every group caught up, nothing pending | {r['recovered_s']:.1f} s |",
         "",
         f"After the last restart, {r['since_last_s']:.0f} s before the end (counters of the processes then "

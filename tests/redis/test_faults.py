@@ -1,4 +1,4 @@
-"""The kills-and-restarts proof's short form (issue 17): ``bench/faults.py`` for 20 s at half the workers' capacity.
+"""The kills-and-restarts proof's short form (issue 17): ``bench/faults.py`` for 20 s at half the pipeline's rate.
 
 The script runs a sensor, two ``tapwatch worker``, a ``tapwatch alerter`` and ``tapwatch console serve --redis`` as
 processes on a private Redis, kills each (and restarts Redis) once during the load, and exits 1 unless every check
