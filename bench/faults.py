@@ -234,12 +234,6 @@ def caught_up(client: Any, stream: str, name: str) -> bool:
     return bool(g.get("pending") == 0 and g.get("last-delivered-id") == last)
 
 
-def behind_by(client: Any, stream: str, name: str) -> int:
-    """Entries of ``stream`` the group has not finished: not yet delivered, or delivered and pending."""
-    g = group(client, stream, name)  # "lag" is exact here: nothing is trimmed
-    return int((g.get("lag") or 0) + (g.get("pending") or 0))
-
-
 def everything(client: Any, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
     out: list[Any] = []
     last = "-"
@@ -338,8 +332,6 @@ def exercise(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     sensor.wait(60)
     loaded_s = time.monotonic() - start
     t0 = time.monotonic()
-    behind = {g: behind_by(client, s, g) for s, g in ((WINDOWS_STREAM, "workers"), (VERDICTS_STREAM, "alerters"),
-                                                      (ALERTS_STREAM, "console"))}  # fmt: skip
     groups = ((WINDOWS_STREAM, "workers"), (VERDICTS_STREAM, "alerters"), (ALERTS_STREAM, "console"))
     wait(lambda: all(caught_up(client, s, g) for s, g in groups), 600, "recovery", 0.2)
     recovered_s = time.monotonic() - t0
@@ -350,7 +342,6 @@ def exercise(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     recovered = run.procs["alerter"].metric("tapwatch_alerting_episode_lines_recovered_total")
     run.sensor_counts = [json.loads(p.read_text()) for p in sorted(run.tmp.glob("sensor-*.json"))]
     return {"capacity": capacity, "loaded_s": loaded_s, "recovered": recovered, "recovered_s": recovered_s,
-            "behind": behind,
             "since_last_s": time.monotonic() - last_event, "before_last": before_last, "after": after,
             "windows": everything(client, WINDOWS_STREAM), "verdicts": everything(client, VERDICTS_STREAM),
             "alerts": everything(client, ALERTS_STREAM), "dead": everything(client, DEAD_STREAM),
@@ -483,8 +474,6 @@ def report(args: argparse.Namespace, n_windows: int, run: Run, r: dict[str, Any]
         f"| lines by state | {', '.join(f'{k} {v:,}' for k, v in sorted(eps['states'].items()))} |",
         f"| lines stored by the console / alert ids stored twice | {len(stored):,} / "
         f"{sum(1 for v in stored.values() if v > 1)} |",
-        f"| entries unfinished when the load stopped, workers / alerters / console | "
-        f"{' / '.join(f'{v:,}' for v in r['behind'].values())} |",
         f"| recovery after the load stopped: every group caught up, nothing pending | {r['recovered_s']:.1f} s |",
         "",
         f"After the last restart, {r['since_last_s']:.0f} s before the end (counters of the processes then "
