@@ -445,9 +445,9 @@ def report(args: argparse.Namespace, n_windows: int, run: Run, r: dict[str, Any]
         f"Machine: {machine()}. "
         f"Load average before {load_before}, after {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
-        f"Two workers and one alerter (together **{r['capacity']:,.0f} windows/s** through both on a backlog of "
-        f"{CAPACITY_WINDOWS:,}), one "
-        f"alerter (episodes, quiet 5 s), the console reading `tapwatch:alerts`, Redis (AOF everysec); "
+        f"Two workers and one alerter (episodes, quiet 5 s), the console reading `tapwatch:alerts`, Redis (AOF "
+        f"everysec). Together they drained a backlog of {CAPACITY_WINDOWS:,} windows at **{r['capacity']:,.0f} "
+        f"windows/s** (through the workers and the alerter); "
         f"{n_windows:,} windows of {args.pcaps} pcaps sent at **{run.rate:,.0f}/s** ({args.share:g}x) for "
         f"{r['loaded_s']:.0f} s by a sensor process, its hosts renamed at every pass. Claims after 2 s idle.",
         "",
