@@ -48,7 +48,7 @@ class ConsoleSettings(BaseSettings):
                                  description="Larger alert stream entries are dead-lettered unread.")  # fmt: skip
     redis_url: str | None = Field(None, description="Redis of the alerter: episodes are read from its alert stream.")
     claim_idle_ms: int = Field(60_000, ge=100, le=86_400_000,
-                               description="Alert lines pending this long in a console that died are taken over.")  # fmt: skip
+                               description="Lines pending this long in a dead console are taken over.")  # fmt: skip
 
     @field_validator("database_url")
     @classmethod
