@@ -158,6 +158,8 @@ SERIES: tuple[Series, ...] = (
     Series("tapwatch_alerting_episodes_suppressed_total", COUNTER, ALERTER,
            "Episodes opened but not written (allow-list, threshold.config), by reason."),
     Series("tapwatch_alerting_open_episodes", GAUGE, ALERTER, "Episodes open or pending in the store."),
+    Series("tapwatch_alerting_episode_lines_recovered_total", COUNTER, ALERTER,
+           "Episode lines found unwritten in the outbox (their alerter died after making them) and written."),
     # -- console (tapwatch console serve, port 9643): console/stream.py -----------------------------------------------
     Series("tapwatch_console_alert_lines_total", COUNTER, CONSOLE,
            "Alert lines read from tapwatch:alerts, by outcome (stored, refused)."),
