@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from tapwatch.features.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], dict[str, bool]]
@@ -69,7 +71,12 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("http %s", format % args)
 
-        self._server = ThreadingHTTPServer((self.host, self.requested_port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((self.host, self.requested_port), Handler)
+        except OSError as err:  # in use, or an address this host does not have: the user's setting, said so
+            raise ConfigError(
+                "metrics address", f"cannot listen on {self.host}:{self.requested_port} for /metrics: {err.strerror}"
+            ) from err
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="tapwatch-http", daemon=True).start()
         log.info("serving /metrics /livez /readyz on http://%s:%s", self.host, self.port)
