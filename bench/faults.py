@@ -217,7 +217,31 @@ class Run:
         self.start(name)
 
     def ready(self, name: str) -> None:
-        wait(lambda: self.procs[name].status() == 200, 120, f"{name} ready", 0.1)
+        """Wait for ``/readyz``. A process that could not take the metrics port picked for it (a port found free
+        and taken meanwhile, as by a client's connection: the machine's, not tapwatch's) is started again on
+        another, as a supervisor would, and the report says so; any other exit is a failure, with its log."""
+        for _ in range(3):
+            proc = self.procs[name]
+
+            def up(proc: Any = proc) -> bool:
+                return bool(proc.status() == 200 or proc.proc.poll() is not None)
+
+            try:
+                wait(up, 120, f"{name} ready", 0.1)
+            except TimeoutError as err:
+                raise TimeoutError(f"{err}; its log ends:\n{self._said(proc)}") from err
+            if proc.proc.poll() is None:
+                return
+            if "cannot listen on" not in self._said(proc):
+                raise RuntimeError(f"{name} exited {proc.proc.poll()}; its log ends:\n{self._said(proc)}")
+            self.events.append((-1.0, name, "its metrics port was taken meanwhile: started again on another"))
+            self.started[name] -= 1
+            self.start(name)
+        raise RuntimeError(f"{name} found no metrics port in 3 tries")
+
+    @staticmethod
+    def _said(proc: Any) -> str:
+        return str(proc.log.read_text(errors="replace")[-3000:]) if proc.log.exists() else "(no log)"
 
 
 def console_user(data: Path) -> None:
@@ -453,7 +477,7 @@ def report(args: argparse.Namespace, n_windows: int, run: Run, r: dict[str, Any]
         "",
         "| at s | stage | what |",
         "|---:|---|---|",
-        *(f"| {t:.1f} | {name} | {what} |" for t, name, what in run.events),
+        *(f"| {f'{t:.1f}' if t >= 0 else '-'} | {name} | {what} |" for t, name, what in run.events),
         "",
         "| | value |",
         "|---|---:|",
