@@ -111,13 +111,17 @@ class RedisServer:
     """A private redis-server on a free loopback port, AOF on (everysec), in a temporary directory."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+        self.port, self.dir = free_port(), workdir
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
+        self.client = redis.Redis.from_url(self.url)
+        self.start()
+
+    def start(self) -> None:
+        """Start it (again, after :meth:`stop`: same port, same folder, so the append-only file is read back)."""
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while True:
             try:
                 self.client.ping()
@@ -128,8 +132,9 @@ class RedisServer:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        """SIGTERM: Redis writes and syncs its append-only file, then exits."""
         self.proc.terminate()
-        self.proc.wait(10)
+        self.proc.wait(30)
 
 
 class Service:

@@ -46,14 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_service import base_windows, free_port, pick_pcaps, wait  # noqa: E402
+from bench.bench_service import RedisServer, base_windows, free_port, pick_pcaps, wait  # noqa: E402
 from bench.benchlib import machine  # noqa: E402
-from bench.overload import Proc, group  # noqa: E402
+from bench.overload import Proc, caught_up  # noqa: E402
 from tapwatch.bus.publish import Publisher, PublisherConfig  # noqa: E402
 from tapwatch.bus.streams import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM, WINDOWS_STREAM, RedisBus  # noqa: E402
 
@@ -132,38 +130,12 @@ def sensor_main(args: argparse.Namespace) -> int:
 # -- the harness -------------------------------------------------------------------------------------------------
 
 
-class Redis:
-    """A private redis-server on a fixed port and folder, AOF on, that can be stopped and started again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port, self.dir = free_port(), workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.client = redis.Redis.from_url(self.url)
-        self.start()
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait(self._up, 30, "redis", 0.05)
-
-    def _up(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()  # SIGTERM: Redis writes and syncs its append-only file, then exits
-        self.proc.wait(30)
-
-
 @dataclass
 class Run:
     """The processes of one run and their incarnations (a kill and a start make a new one)."""
 
     tmp: Path
-    redis: Redis
+    redis: RedisServer
     windows: Path
     rate: float = 0.0
     started: dict[str, int] = field(default_factory=Counter)
@@ -251,13 +223,6 @@ def console_user(data: Path) -> None:
                    capture_output=True)  # fmt: skip
 
 
-def caught_up(client: Any, stream: str, name: str) -> bool:
-    if not client.exists(stream):
-        return True
-    g, last = group(client, stream, name), client.xinfo_stream(stream)["last-generated-id"]
-    return bool(g.get("pending") == 0 and g.get("last-delivered-id") == last)
-
-
 def everything(client: Any, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
     out: list[Any] = []
     last = "-"
@@ -303,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         n_windows = write_windows(tmp / "windows.jsonl", args.pcaps)
         (tmp / "redis").mkdir()
-        run = Run(tmp, Redis(tmp / "redis"), tmp / "windows.jsonl")
+        run = Run(tmp, RedisServer(tmp / "redis"), tmp / "windows.jsonl")
         console_user(tmp / "console")
         try:
             result = exercise(run, args)

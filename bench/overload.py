@@ -156,6 +156,15 @@ def overload(args: argparse.Namespace, client: Any, url: str, feeder: Feeder, ra
     return pub, samples
 
 
+def caught_up(client: Any, stream: str, name: str) -> bool:
+    """The group has the stream's last entry and nothing pending (Redis 7 leaves "lag" unknown once entries were
+    trimmed unread, and inexact after a restart). A stream not made yet has nothing to catch up with."""
+    if not client.exists(stream):
+        return True
+    g, last = group(client, stream, name), client.xinfo_stream(stream)["last-generated-id"]
+    return bool(g.get("pending") == 0 and g.get("last-delivered-id") == last)
+
+
 def stream_mb(client: Any) -> dict[str, float]:
     """``MEMORY USAGE`` of each stream, MB (at the end of the run every bounded stream is at its bound)."""
     names = (WINDOWS_STREAM, VERDICTS_STREAM, "tapwatch:alerts", "tapwatch:dead", "tapwatch:aggregates")
@@ -166,12 +175,8 @@ def recovery(client: Any, timeout_s: float) -> float:
     """Seconds until both groups have no lag and nothing pending."""
     start = time.monotonic()
 
-    def caught_up(stream: str, name: str) -> bool:  # Redis 7 leaves "lag" unknown once entries were trimmed unread
-        g, last = group(client, stream, name), client.xinfo_stream(stream)["last-generated-id"]
-        return bool(g.get("pending") == 0 and g.get("last-delivered-id") == last)
-
     def done() -> bool:
-        return caught_up(WINDOWS_STREAM, "workers") and caught_up(VERDICTS_STREAM, "alerters")
+        return caught_up(client, WINDOWS_STREAM, "workers") and caught_up(client, VERDICTS_STREAM, "alerters")
 
     wait(done, timeout_s, "recovery", 0.2)
     return time.monotonic() - start
