@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tapwatch.alerting.alert import Alert
 from tapwatch.alerting.alerter import Alerter
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.sinks import FileSink, SinkSet
 from tapwatch.bus.streams import ALERTS_STREAM, VERDICTS_STREAM, RedisBus
 from tests.support.alerting import (
     PORTSCAN_SID,
+    Crash,
+    CrashingSink,
     alert_model_spec,
     alert_windows,
     drain,
@@ -35,26 +36,12 @@ from tests.support.env import free_port
 from tests.support.tiny_model import TinyModel, write_tiny_model
 
 
-class Crash(BaseException):
-    """The process dies (not an error a sink reports): nothing after it runs."""
-
-
-class CrashAfterWrite:
-    kind = "stdout"
-
-    def write(self, alert: Alert, line: str) -> None:
-        raise Crash
-
-    def close(self) -> None:
-        return None
-
-
 def test_idempotent_across_an_alerter_restart(redis_server: Any, tmp_path: Path) -> None:
     out = tmp_path / "alerts.jsonl"
     bus = RedisBus(redis_server.url)
     put(bus, verdict(1), verdict(2), verdict(3))
     m1 = AlerterMetrics(CollectorRegistry())
-    first = Alerter(bus, None, settings(redis_url=redis_server.url), SinkSet([FileSink(out), CrashAfterWrite()], m1),
+    first = Alerter(bus, None, settings(redis_url=redis_server.url), SinkSet([FileSink(out), CrashingSink()], m1),
                     m1)  # fmt: skip
     with pytest.raises(Crash):
         first.run_once()  # window 1's alert is in the file; the process dies before its XACK

@@ -20,7 +20,7 @@ from tapwatch.alerting.volume import VolumeRules
 from tapwatch.bus.state import RedisStateStore
 from tapwatch.bus.streams import ALERTS_STREAM, VERDICTS_STREAM, RedisBus
 from tapwatch.features.baseline import SiteBaseline
-from tests.support.alerting import put, read_jsonl, settings, verdict
+from tests.support.alerting import Crash, CrashingSink, put, read_jsonl, settings, verdict
 
 CLASSES = ("BENIGN", "SSH-Patator", "Portscan")
 
@@ -119,20 +119,6 @@ def test_a_retried_transaction_asks_the_gate_once(redis_server: Any) -> None:
     assert len(asked) == 1  # asked once, though the store ran the step twice
 
 
-class Died(BaseException):
-    """The alerter process dies here: nothing after it runs (not an error a sink reports)."""
-
-
-class DiesAtWrite:
-    kind = "stdout"
-
-    def write(self, alert: Any, line: str) -> None:
-        raise Died
-
-    def close(self) -> None:
-        return None
-
-
 def streamed(bus: RedisBus) -> list[dict[str, Any]]:
     import json
 
@@ -159,8 +145,8 @@ def test_a_line_made_by_an_alerter_that_died_before_writing_it_is_written_once_b
     monkeypatch.setattr(episode_alerter, "RECOVER_MIN_MS", 0)
     bus = RedisBus(redis_server.url)
     put(bus, *attack(1, 10, "10.0.0.9", "SSH-Patator"))
-    first = with_stream(redis_server.url, tmp_path / "a1.jsonl", "a1", DiesAtWrite())
-    with pytest.raises(Died):
+    first = with_stream(redis_server.url, tmp_path / "a1.jsonl", "a1", CrashingSink())
+    with pytest.raises(Crash):
         while first.verdict_loop.step():
             pass
     assert streamed(bus) == [] and not (tmp_path / "a1.jsonl").exists()  # the line is in no sink
@@ -194,10 +180,10 @@ def test_a_line_on_the_stream_whose_alerter_died_before_settling_it_is_not_strea
     first = with_stream(redis_server.url, tmp_path / "a1.jsonl", "a1")
 
     def dies(lines: Any) -> None:
-        raise Died
+        raise Crash
 
     monkeypatch.setattr(first.tracker, "written", dies)
-    with pytest.raises(Died):
+    with pytest.raises(Crash):
         while first.verdict_loop.step():
             pass
     assert [x["episode"]["state"] for x in streamed(bus)] == ["open"]

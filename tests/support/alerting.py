@@ -182,3 +182,20 @@ def sample(m: AlerterMetrics, name: str, **labels: str) -> float:
 def make(bus: Bus, path: Path, policy: AlertPolicy | None = None, **kw: Any) -> tuple[Alerter, AlerterMetrics]:
     m = AlerterMetrics(CollectorRegistry())
     return Alerter(bus, None, settings(**kw), SinkSet([FileSink(path)], m), m, policy), m
+
+
+class Crash(BaseException):
+    """The process dies here (not an error a sink reports): nothing after it runs."""
+
+
+class CrashingSink:
+    """A sink at whose write the process dies: put after another sink, the process dies once that one has the
+    line; put first, before any sink has it."""
+
+    kind = "stdout"
+
+    def write(self, alert: Any, line: str) -> None:
+        raise Crash
+
+    def close(self) -> None:
+        return None
