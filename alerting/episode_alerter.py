@@ -123,8 +123,7 @@ class _Handler:
         return None
 
     def handle(self, entries: list[Entry]) -> None:
-        for entry_id, fields in entries:
-            self.owner.take(self.stream, entry_id, fields, self.decode)
+        self.owner.take(self.stream, entries, self.decode)
         self.owner.bus.ack(self.stream, self.owner.settings.alerter_group, [eid for eid, _ in entries])
 
     def finish(self) -> int:
@@ -242,26 +241,41 @@ class EpisodeAlerter:
 
     # -- entries --------------------------------------------------------------------------------------------------
 
-    def take(self, stream: str, entry_id: str, fields: Mapping[str, Any], decode: Any) -> None:
-        """Decode one entry into evidence and track it; a hostile entry (too large, truncated, of the wrong type or
-        version, out of range) is dead-lettered, never raised: the size is checked before anything is parsed."""
+    def take(self, stream: str, entries: list[Entry], decode: Any) -> None:
+        """Decode a batch of entries into evidence and track it all in one change of the store (one Redis
+        transaction per batch); then write the lines it caused, and take them out of the outbox together."""
+        evidence: list[Evidence] = []
+        for entry_id, fields in entries:
+            evidence += self._evidence(stream, entry_id, fields, decode)
+        for ev in evidence:
+            self.metrics.evidence.labels(view=ev.view.value, family=ev.family.value).inc()
+        if not evidence:
+            return
+        written: list[EpisodeLine] = []
+        try:
+            for ev, lines in zip(evidence, self.tracker.observe_many(evidence), strict=True):
+                for line in lines:
+                    self._write(line, ev, settle=False)
+                    written.append(line)
+        finally:
+            if written:
+                self.tracker.written(written)
+
+    def _evidence(self, stream: str, entry_id: str, fields: Mapping[str, Any], decode: Any) -> list[Evidence]:
+        """One entry's evidence; a hostile entry (too large, truncated, of the wrong type or version, out of range)
+        is dead-lettered, never raised: the size is checked before anything is parsed."""
         size = oversized(fields, self.settings.max_entry_bytes)
         if size is not None:
             self._dead_letter(stream, entry_id, DeadReason.TOO_LARGE.value,
                               f"{size} bytes, over max_entry_bytes {self.settings.max_entry_bytes}")  # fmt: skip
-            return
+            return []
         try:
-            evidence = decode(fields)
+            return list(decode(fields))
         except SchemaError as err:
             self._dead_letter(stream, entry_id, err.reason, err.detail)
-            return
         except (ValueError, TypeError, KeyError, UnicodeDecodeError, OverflowError) as err:
             self._dead_letter(stream, entry_id, DeadReason.MALFORMED.value, f"{type(err).__name__}: {err}")
-            return
-        for ev in evidence:
-            self.metrics.evidence.labels(view=ev.view.value, family=ev.family.value).inc()
-            for line in self.tracker.observe(ev):
-                self._write(line, ev)
+        return []
 
     def _verdict(self, fields: Mapping[str, Any]) -> list[Evidence]:
         verdict = Verdict.decode(fields)
@@ -328,7 +342,9 @@ class EpisodeAlerter:
                                               "summary": summary})  # fmt: skip
         return expl, summary
 
-    def _write(self, line: EpisodeLine, ev: Evidence | None) -> None:
+    def _write(self, line: EpisodeLine, ev: Evidence | None, settle: bool = True) -> None:
+        """Explain ``line`` (once per episode), write it to the sinks, and (``settle``) take it out of the outbox;
+        a caller writing several lines settles them together."""
         expl, summary = self._explained(line, ev)
         alert = EpisodeAlert(line, expl, summary, line.id) if line.id else EpisodeAlert(line, expl, summary)
         text = alert.to_json()
@@ -345,7 +361,8 @@ class EpisodeAlerter:
                     self.sinks.health_of(fused).ok()
                 else:
                     log.info("episode line %s was on %s already", line.id, fused.stream)
-            self.tracker.written([line])
+            if settle:
+                self.tracker.written([line])
             self.lines_written += 1
         self.metrics.episode_lines.labels(family=alert.family.value, state=line.state.value).inc()
         self.metrics.alerts.labels(**{"class": alert.family.value, "severity": str(int(alert.severity))}).inc()

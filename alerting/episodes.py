@@ -55,6 +55,8 @@ from tapwatch.bus.state import State, StateStore
 log = logging.getLogger(__name__)
 
 FIVE_MIN_MS = 300_000
+CLOSE_BATCH = 256
+"""Episodes closed per transaction by :meth:`EpisodeTracker.tick`."""
 
 
 class LineState(str, Enum):
@@ -247,8 +249,18 @@ class EpisodeTracker:
 
     def observe(self, ev: Evidence) -> list[EpisodeLine]:
         """Add one piece of evidence; return the lines it causes (a close of a quiet episode, an open, an update)."""
-        self._advance(ev.at_ms)
-        now = self.now_ms()
+        return self.observe_many([ev])[0]
+
+    def observe_many(self, evs: Sequence[Evidence]) -> list[list[EpisodeLine]]:
+        """:meth:`observe` for each piece in order, in one change of the store (one transaction for a batch of
+        evidence); the lines each piece causes."""
+        changes = []
+        for ev in evs:
+            self._advance(ev.at_ms)
+            changes.append((ev.episode_key, self._change(ev, self.now_ms())))
+        return self.store.apply_many(changes, _outbox)
+
+    def _change(self, ev: Evidence, now: int) -> Callable[[State | None], tuple[State | None, list[EpisodeLine]]]:
         asked: list[str | None] = []  # the gate's answer, once per evidence however often the store retries
 
         def gate_once(s: State) -> str | None:
@@ -256,7 +268,7 @@ class EpisodeTracker:
                 asked.append(self.gate(s) if self.gate is not None else None)
             return asked[0]
 
-        return self.store.apply(ev.episode_key, lambda s: self._step(s, ev, now, gate_once), _outbox)
+        return lambda s: self._step(s, ev, now, gate_once)
 
     def _step(self, s: State | None, ev: Evidence, now: int, gate: Gate) -> tuple[State | None, list[EpisodeLine]]:
         c = self.config
@@ -340,19 +352,24 @@ class EpisodeTracker:
         """Close every episode that got no evidence for ``quiet_s`` of the evidence clock; drop pending ones."""
         now = self.now_ms()
         quiet = self.config.quiet_s * 1000
-        lines: list[EpisodeLine] = []
-        for key in self.store.keys():  # noqa: SIM118 (a store, not a dict)
-            seen = self.store.get(key)  # a plain read first: a transaction only for an episode that is due
-            if seen is not None and now - seen["touched_ms"] >= quiet:
-                lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: now - st["touched_ms"] >= quiet),
-                                          _outbox)  # fmt: skip
-        return lines
+        keys = self.store.keys()
+        # a plain read of them all first: a transaction only for the episodes that are due
+        due = [k for k, seen in zip(keys, self.store.get_many(keys), strict=True)
+               if seen is not None and now - seen["touched_ms"] >= quiet]  # fmt: skip
+        return self._close(due, lambda st: now - st["touched_ms"] >= quiet)
 
     def close_all(self) -> list[EpisodeLine]:
         """Close every episode (the end of a pcap: nothing more will come)."""
+        return self._close(self.store.keys(), lambda st: True)
+
+    def _close(self, keys: list[str], due: Callable[[State], bool]) -> list[EpisodeLine]:
+        """Close the episodes of ``keys`` that are still ``due`` when their transaction reads them, a few hundred
+        keys per transaction."""
         lines: list[EpisodeLine] = []
-        for key in self.store.keys():  # noqa: SIM118 (a store, not a dict)
-            lines += self.store.apply(key, lambda s: self._close_if(s, lambda st: True), _outbox)
+        for i in range(0, len(keys), CLOSE_BATCH):
+            changes = [(k, lambda s: self._close_if(s, due)) for k in keys[i : i + CLOSE_BATCH]]
+            for found in self.store.apply_many(changes, _outbox):
+                lines += found
         return lines
 
     def _close_if(self, s: State | None, due: Callable[[State], bool]) -> tuple[State | None, list[EpisodeLine]]:

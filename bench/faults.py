@@ -49,7 +49,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_service import RedisServer, base_windows, free_port, pick_pcaps, wait  # noqa: E402
+from bench.bench_service import RedisServer, base_windows, free_port, pick_pcaps, renamed, wait  # noqa: E402
 from bench.benchlib import machine  # noqa: E402
 from bench.overload import Proc, caught_up  # noqa: E402
 from tapwatch.bus.publish import Publisher, PublisherConfig  # noqa: E402
@@ -85,14 +85,6 @@ def read_windows(path: Path) -> list[dict[str, Any]]:
         raw = set(d.pop("_bytes"))
         out.append({k: base64.b64decode(v) if k in raw else v for k, v in d.items()})
     return out
-
-
-def renamed(host: str, cycle: int) -> str:
-    """``a.b.c.d`` as ``10.n.c.d`` for pass ``cycle`` (new hosts, new episodes); other keys get a suffix."""
-    parts = host.split(".")
-    if len(parts) == 4 and all(p.isdigit() for p in parts):
-        return f"10.{cycle % 250 + 1}.{parts[2]}.{parts[3]}"
-    return f"{host}-{cycle}"
 
 
 def window_at(base: dict[str, Any], flow_id: int, cycle: int, now_ms: int) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -42,6 +42,10 @@ Outbox = Callable[[T], dict[str, str]]
 EPISODE_PREFIX = "tapwatch:episode"
 MAX_RETRIES = 50
 """Transactions retried after a concurrent change; two alerters on one key converge in a few."""
+BATCH_RETRIES = 3
+"""Transactions of a whole batch retried before :meth:`RedisStateStore.apply_many` falls back to one per key: a
+batch watches many keys, and under steady contention a smaller transaction gets through where a large one would
+keep losing."""
 
 
 class StateStore(Protocol):
@@ -53,7 +57,16 @@ class StateStore(Protocol):
         once (Redis retries): it must have no side effects."""
         ...
 
+    def apply_many(self, changes: Sequence[tuple[str, Update[T]]], outbox: Outbox[T] | None = None) -> list[T]:
+        """:meth:`apply` for each ``(key, fn)`` in order, all in one atomic step (a key named twice gets its second
+        ``fn`` on what its first returned): a batch of evidence costs the store one transaction, not one each."""
+        ...
+
     def get(self, key: str) -> State | None: ...
+
+    def get_many(self, keys: Sequence[str]) -> list[State | None]:
+        """The states of ``keys`` (None: none), read together."""
+        ...
 
     def keys(self) -> list[str]:
         """Every key that holds a state."""
@@ -77,15 +90,21 @@ class MemoryStateStore:
         self._lock = threading.Lock()
 
     def apply(self, key: str, fn: Update[T], outbox: Outbox[T] | None = None) -> T:
+        return self.apply_many([(key, fn)], outbox)[0]
+
+    def apply_many(self, changes: Sequence[tuple[str, Update[T]]], outbox: Outbox[T] | None = None) -> list[T]:
+        outs: list[T] = []
         with self._lock:
-            new, out = fn(self._states.get(key))
-            if new is None:
-                self._states.pop(key, None)
-            else:
-                self._states[key] = new
-            if outbox is not None:
-                self._outbox.update(outbox(out))
-            return out
+            for key, fn in changes:
+                new, out = fn(self._states.get(key))
+                if new is None:
+                    self._states.pop(key, None)
+                else:
+                    self._states[key] = new
+                if outbox is not None:
+                    self._outbox.update(outbox(out))
+                outs.append(out)
+        return outs
 
     def settle(self, ids: list[str]) -> None:
         with self._lock:
@@ -99,6 +118,10 @@ class MemoryStateStore:
     def get(self, key: str) -> State | None:
         with self._lock:
             return self._states.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[State | None]:
+        with self._lock:
+            return [self._states.get(k) for k in keys]
 
     def keys(self) -> list[str]:
         with self._lock:
@@ -127,31 +150,73 @@ class RedisStateStore:
         self.ttl_s = ttl_s
 
     def apply(self, key: str, fn: Update[T], outbox: Outbox[T] | None = None) -> T:
-        name = f"{self.prefix}:{key}"
+        return self._settled([(key, fn)], outbox)[0]
+
+    def apply_many(self, changes: Sequence[tuple[str, Update[T]]], outbox: Outbox[T] | None = None) -> list[T]:
+        """One transaction for the whole batch: WATCH its keys, read them with one MGET, run every ``fn``, and write
+        every state and the outbox in one MULTI/EXEC, three round trips whatever the batch's size. A batch that
+        keeps meeting another alerter's changes is applied one key at a time instead."""
+        if len(changes) <= 1:
+            return [self.apply(key, fn, outbox) for key, fn in changes]
+        done = self._transaction(changes, outbox, BATCH_RETRIES)
+        if done is not None:
+            return done
+        by_key: dict[str, list[int]] = {}
+        for i, (key, _) in enumerate(changes):
+            by_key.setdefault(key, []).append(i)
+        outs: dict[int, T] = {}
+        for idx in by_key.values():
+            outs.update(zip(idx, self._settled([changes[i] for i in idx], outbox), strict=True))
+        return [outs[i] for i in range(len(changes))]
+
+    def _settled(self, changes: Sequence[tuple[str, Update[T]]], outbox: Outbox[T] | None) -> list[T]:
+        """The transaction of one key's changes, retried up to ``MAX_RETRIES`` times."""
+        done = self._transaction(changes, outbox, MAX_RETRIES)
+        if done is None:
+            raise BusUnavailable(f"redis: {self.prefix} {changes[0][0]}: still contended after {MAX_RETRIES} attempts")
+        return done
+
+    def _transaction(self, changes: Sequence[tuple[str, Update[T]]], outbox: Outbox[T] | None,
+                     retries: int) -> list[T] | None:  # fmt: skip
+        """Run ``changes`` as one optimistic transaction, up to ``retries`` times; None: every attempt lost."""
+        keys = list(dict.fromkeys(key for key, _ in changes))
+        names = [f"{self.prefix}:{key}" for key in keys]
+        what = keys[0] if len(keys) == 1 else f"{len(keys)} keys"
         try:
-            for _ in range(MAX_RETRIES):
+            for _ in range(retries):
                 with self.client.pipeline(transaction=True) as pipe:
                     try:
-                        pipe.watch(name)  # type: ignore[no-untyped-call]
-                        raw = pipe.get(name)
-                        new, out = fn(json.loads(raw) if raw is not None else None)
+                        pipe.watch(*names)  # type: ignore[no-untyped-call]
+                        raws = pipe.mget(names) if len(names) > 1 else [pipe.get(names[0])]
+                        states: dict[str, State | None] = {
+                            k: json.loads(raw) if raw is not None else None for k, raw in zip(keys, raws, strict=True)
+                        }
+                        outs: list[T] = []
+                        todo: dict[str, str] = {}
+                        for key, fn in changes:
+                            states[key], out = fn(states[key])
+                            outs.append(out)
+                            if outbox is not None:
+                                todo.update(outbox(out))
                         pipe.multi()
-                        if new is None:
-                            pipe.delete(name)
-                            pipe.srem(self.members, key)
-                        else:
-                            pipe.set(name, json.dumps(new, separators=(",", ":")), ex=self.ttl_s)
-                            pipe.sadd(self.members, key)
-                        todo = outbox(out) if outbox is not None else {}
+                        gone = [k for k in keys if states[k] is None]
+                        for key, name in zip(keys, names, strict=True):
+                            if (new := states[key]) is not None:
+                                pipe.set(name, json.dumps(new, separators=(",", ":")), ex=self.ttl_s)
+                        if gone:
+                            pipe.delete(*(f"{self.prefix}:{k}" for k in gone))
+                            pipe.srem(self.members, *gone)
+                        if len(gone) < len(keys):
+                            pipe.sadd(self.members, *(k for k in keys if states[k] is not None))
                         if todo:
                             pipe.hset(self.outbox, mapping=todo)  # type: ignore[arg-type]
                         pipe.execute()
-                        return out
+                        return outs
                     except redis.WatchError:
-                        continue  # another alerter changed this episode between our read and our write
+                        continue  # another alerter changed one of these episodes between our read and our write
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as err:
-            raise BusUnavailable(f"redis: {self.prefix} {key}: {err}") from err
-        raise BusUnavailable(f"redis: {self.prefix} {key}: still contended after {MAX_RETRIES} attempts")
+            raise BusUnavailable(f"redis: {self.prefix} {what}: {err}") from err
+        return None
 
     def get(self, key: str) -> State | None:
         try:
@@ -159,6 +224,15 @@ class RedisStateStore:
         except (redis.ConnectionError, redis.TimeoutError) as err:
             raise BusUnavailable(f"redis: {self.prefix} {key}: {err}") from err
         return json.loads(raw) if raw is not None else None
+
+    def get_many(self, keys: Sequence[str]) -> list[State | None]:
+        if not keys:
+            return []
+        try:
+            raws = self.client.mget([f"{self.prefix}:{k}" for k in keys])
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            raise BusUnavailable(f"redis: {self.prefix} {len(keys)} keys: {err}") from err
+        return [json.loads(raw) if raw is not None else None for raw in raws]
 
     def keys(self) -> list[str]:
         try:

@@ -193,3 +193,86 @@ def test_a_line_on_the_stream_whose_alerter_died_before_settling_it_is_not_strea
     again = list(read_jsonl(tmp_path / "a2.jsonl"))
     assert [x["ml"]["alert_id"] for x in again] == [streamed(bus)[0]["ml"]["alert_id"]]
     assert RedisStateStore(bus.client).unsettled() == {}
+
+
+def calls(bus: RedisBus, *commands: str) -> dict[str, int]:
+    stats = bus.client.info("commandstats")
+    return {c: int(stats.get(f"cmdstat_{c}", {"calls": 0})["calls"]) for c in commands}
+
+
+def test_a_batch_of_evidence_is_one_transaction_and_ends_as_one_by_one(redis_server: Any) -> None:
+    """40 pieces of evidence about 3 hosts: one WATCH, one MGET and one MULTI/EXEC for all (the alerter wrote one
+    transaction per piece before), and the same states and lines as applying them one at a time."""
+    bus = RedisBus(redis_server.url)
+    evs = [from_verdict(v) for v in [*attack(1, 15, "10.0.0.9", "SSH-Patator"), *attack(100, 15, "10.0.0.7",
+                                     "Portscan"), *attack(200, 10, "10.0.0.5", "Portscan")]]  # fmt: skip
+    assert all(e is not None for e in evs)
+    clock = [100.0]
+    batched = EpisodeTracker(RedisStateStore(bus.client, prefix="tapwatch:test-batch"), EpisodeConfig(open_windows=3),
+                             wall=lambda: clock[0])  # fmt: skip
+    single = EpisodeTracker(RedisStateStore(bus.client, prefix="tapwatch:test-single"), EpisodeConfig(open_windows=3),
+                            wall=lambda: clock[0])  # fmt: skip
+    before = calls(bus, "watch", "mget", "exec", "get")
+    found = batched.observe_many(evs)  # type: ignore[arg-type]
+    used = {k: v - before[k] for k, v in calls(bus, "watch", "mget", "exec", "get").items()}
+    assert used == {"watch": 1, "mget": 1, "exec": 1, "get": 0}
+    one_by_one = [single.observe(e) for e in evs]  # type: ignore[arg-type]
+
+    def shape(lines: list[list[Any]]) -> list[list[tuple[str, str, int]]]:
+        return [[(x.state.value, x.episode["key"], x.episode["evidence"]) for x in ls] for ls in lines]
+
+    assert shape(found) == shape(one_by_one)
+    assert [i for i, ls in enumerate(found) if ls] == [2, 17, 32]  # the third piece about each host opens it
+    a, b = batched.store, single.store
+    assert a.keys() == b.keys() and len(a.keys()) == 3
+    for key in a.keys():  # noqa: SIM118 (a store, not a dict)
+        x, y = a.get(key), b.get(key)
+        assert x is not None and y is not None
+        assert {k: v for k, v in x.items() if k != "id"} == {k: v for k, v in y.items() if k != "id"}
+    assert sorted(a.unsettled()) == sorted(x.id for ls in found for x in ls)  # every open line in the outbox
+
+
+def test_a_batch_that_keeps_losing_to_another_alerter_is_applied_key_by_key(redis_server: Any) -> None:
+    """Another alerter changes one of the batch's episodes between every read and write of the batch: after
+    ``BATCH_RETRIES`` lost transactions the store applies the batch one key at a time, each change exactly once."""
+    from tapwatch.bus import state
+
+    bus = RedisBus(redis_server.url)
+    other = RedisBus(redis_server.url).client
+    store = RedisStateStore(bus.client, prefix="tapwatch:test-contended")
+    runs = {"a": 0, "b": 0}
+
+    def bump(key: str) -> Any:
+        def fn(s: dict[str, Any] | None) -> tuple[dict[str, Any], int]:
+            runs[key] += 1
+            if key == "b" and runs["b"] <= state.BATCH_RETRIES:  # the other alerter, while the batch is open
+                other.set("tapwatch:test-contended:b", '{"n": 100}')
+            n = (s or {"n": 0})["n"] + 1
+            return {"n": n}, n
+
+        return fn
+
+    outs = store.apply_many([("a", bump("a")), ("b", bump("b")), ("a", bump("a"))])
+    assert outs == [1, 101, 2]  # "b" after the other alerter's change; "a" twice, in order
+    assert store.get("a") == {"n": 2} and store.get("b") == {"n": 101}
+    assert runs == {"a": 2 * state.BATCH_RETRIES + 2, "b": state.BATCH_RETRIES + 1}
+
+
+def test_the_alerter_tracks_a_batch_of_verdicts_in_one_transaction(redis_server: Any, tmp_path: Path) -> None:
+    """One read of 40 verdicts: one transaction for their evidence, one for each opened episode's explanation,
+    one HDEL for the lines' outbox entries and one XACK; not a transaction per verdict."""
+    bus = RedisBus(redis_server.url)
+    put(bus, *attack(1, 20, "10.0.0.9", "SSH-Patator"), *attack(100, 20, "10.0.0.7", "Portscan"))
+    m = AlerterMetrics(CollectorRegistry())
+    s = settings(redis_url=redis_server.url, alerter_consumer="a1", read_count=64)
+    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
+    a = EpisodeAlerter(bus, s, SinkSet([FileSink(tmp_path / "alerts.jsonl")], m), m, tracker, None,
+                       EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
+    a._next_tick = float("inf")  # the once-a-second look for quiet episodes is not this batch's work
+    before = calls(bus, "exec", "hdel", "xack")
+    assert a.verdict_loop.step()
+    used = {k: v - before[k] for k, v in calls(bus, "exec", "hdel", "xack").items()}
+    lines = list(read_jsonl(tmp_path / "alerts.jsonl"))
+    assert [x["episode"]["state"] for x in lines] == ["open", "open"]
+    assert used == {"exec": 1 + 2, "hdel": 1, "xack": 1}
+    assert RedisStateStore(bus.client).unsettled() == {}
