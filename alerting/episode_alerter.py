@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from tapwatch.alerting.alert import Contribution, eve_timestamp
 from tapwatch.alerting.allowlist import AllowList
+from tapwatch.alerting.budget import BudgetConfig, ExplainQueue, Ticket
 from tapwatch.alerting.episode_alert import EpisodeAlert, family_signature
 from tapwatch.alerting.episodes import EpisodeLine, EpisodeTracker, LineState
 from tapwatch.alerting.evidence import Evidence, ProfileGate, family_of_verdict, from_verdict
@@ -88,6 +89,16 @@ class ProfileSwap:
     reloader: ProfileReloader
     model: tuple[str, str, str | None]
     baseline: bool
+
+
+@dataclass(frozen=True)
+class _Explainer:
+    """An :data:`Explain` function as the explanation queue's explainer."""
+
+    fn: Explain
+
+    def explain(self, window: Any) -> tuple[Contribution, ...]:
+        return self.fn(window)
 
 
 class _Events:
@@ -163,6 +174,13 @@ class EpisodeAlerter:
         self._next_recovery = 0.0
         self._recovering = threading.Lock()
         self._fused = next((k for k in sinks.sinks if isinstance(k, RedisStreamSink) and k.bus is bus), None)
+        self._lime: ExplainQueue | None = None
+        if policy.explain is not None and not s.episode_explain_in_line:
+            budget = BudgetConfig(s.explain_per_second, s.explain_queue, s.explain_deadline_ms, s.explain_cpu_share)
+            self._lime = ExplainQueue(_Explainer(policy.explain), budget, metrics)
+        self._explaining: dict[str, tuple[str, Ticket]] = {}
+        """LIME in progress, by episode id: the episode's key and the queue's ticket."""
+        self._lime_lock = threading.Lock()
         self.profile_swap: ProfileSwap | None = None
 
     # -- loops ------------------------------------------------------------------------------------------------------
@@ -184,6 +202,7 @@ class EpisodeAlerter:
     def tick(self) -> None:
         """Close the episodes gone quiet; count what is still tracked. Both loops call it at every step: once a
         second is enough (a quiet period is minutes), and spares Redis a scan of the episodes per batch."""
+        self._collect()
         now = time.monotonic()
         if now < self._next_tick:
             return
@@ -231,9 +250,12 @@ class EpisodeAlerter:
     def close(self, end_of_input: bool = False) -> None:
         """Close every episode when the input ended (a pcap), then the sinks and the verdicts file."""
         try:
+            self._collect(wait=True)  # the last lines carry what LIME found
             for line in self.tracker.close_all() if end_of_input else self.tracker.tick():
                 self._write(line, None)
         finally:
+            if self._lime is not None:
+                self._lime.close()
             if self._verdicts_out is not None:
                 self._verdicts_out.close()
                 self._verdicts_out = None
@@ -327,20 +349,75 @@ class EpisodeAlerter:
         return reason
 
     def _explained(self, line: EpisodeLine, ev: Evidence | None) -> tuple[tuple[Contribution, ...], str]:
+        """The line's explanation and summary: the episode's saved ones, else made now and saved (once per episode).
+        The volume view's counts are at hand; LIME on the window is run in line (``episode_explain_in_line``) or
+        asked of the background queue, the line then going out with the score's explanation and LIME's result
+        saved for the episode's next lines (:meth:`_collect`); one the budget skipped is asked again at the next
+        line that has a window."""
         e = line.episode
-        if e.get("explanation") is not None and e.get("summary"):
+        lime_wanted = (self._lime is not None and e.get("explained_by") == "score" and ev is not None
+                       and ev.tensor is not None and e.get("rep_view") != "volume")  # fmt: skip
+        if e.get("explanation") is not None and e.get("summary") and not lime_wanted:
             saved = tuple(Contribution(str(c[0]), float(c[1]), float(c[2])) for c in e["explanation"])
             return saved, str(e["summary"])
+        tensor = ev.tensor if ev is not None else None
         if e.get("rep_view") == "volume" and e.get("facts"):
-            expl = facts_explanation(e["facts"])
+            expl, by = facts_explanation(e["facts"]), "facts"
+        elif self._lime is not None:
+            expl, by = fallback_explanation(e), "score"
+            if tensor is not None:
+                self._ask_lime(e, tensor)
         else:
-            tensor = ev.tensor if ev is not None else None
-            expl = window_explanation(tensor, self.policy.explain) or fallback_explanation(e)
-        seconds = self.policy.rules.baseline.bucket_s if self.policy.rules is not None else 10.0
-        summary = summary_of(e, expl, seconds, dict(self.policy.feature_medians or {}))
+            started = time.perf_counter()
+            expl = window_explanation(tensor, self.policy.explain)
+            if expl:  # LIME ran, in line: the line waited for it
+                self.metrics.explain_latency.observe(time.perf_counter() - started)
+            expl, by = (expl, "lime") if expl else (fallback_explanation(e), "score")
+        summary = summary_of(e, expl, self._bucket_s(), dict(self.policy.feature_medians or {}))
         self.tracker.save(e["key"], e["id"], {"explanation": [[c.feature, c.value, c.weight] for c in expl],
-                                              "summary": summary})  # fmt: skip
+                                              "summary": summary, "explained_by": by})  # fmt: skip
         return expl, summary
+
+    def _bucket_s(self) -> float:
+        return self.policy.rules.baseline.bucket_s if self.policy.rules is not None else 10.0
+
+    def _ask_lime(self, e: State, tensor: Any) -> None:
+        """Queue LIME on the episode's window, unless one is in progress for it; the budget may refuse (counted)."""
+        assert self._lime is not None
+        with self._lime_lock:
+            if e["id"] in self._explaining:
+                return
+            ticket = self._lime.submit(tensor)
+            if ticket.status is None:
+                self._explaining[e["id"]] = (e["key"], ticket)
+        if ticket.status is not None:
+            self.metrics.explain_skipped.labels(reason=ticket.status.value).inc()
+
+    def _collect(self, wait: bool = False) -> None:
+        """Save the LIME explanations that are done (``wait``: every one asked, each until its deadline) on their
+        episodes, with the summary in words made from them: the episode's next line carries them. An episode the
+        volume view's counts took over meanwhile keeps those."""
+        if self._lime is None or not self._explaining:
+            return
+        now = time.monotonic()
+        with self._lime_lock:
+            due = [(eid, kt) for eid, kt in self._explaining.items() if wait or not kt[1].waiting(now)]
+            for eid, _ in due:
+                del self._explaining[eid]
+        medians = dict(self.policy.feature_medians or {})
+        for eid, (key, ticket) in due:
+            found, status = self._lime.result(ticket)
+            if found is None:
+                self.metrics.explain_skipped.labels(reason=status.value).inc()
+                continue
+
+            def values(s: State, expl: tuple[Contribution, ...] = found) -> dict[str, Any] | None:
+                if s.get("rep_view") == "volume":
+                    return None
+                return {"explanation": [[c.feature, c.value, c.weight] for c in expl], "explained_by": "lime",
+                        "summary": summary_of(s, expl, self._bucket_s(), medians)}  # fmt: skip
+
+            self.tracker.save(key, eid, values)
 
     def _write(self, line: EpisodeLine, ev: Evidence | None, settle: bool = True) -> None:
         """Explain ``line`` (once per episode), write it to the sinks, and (``settle``) take it out of the outbox;

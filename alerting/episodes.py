@@ -175,6 +175,7 @@ def _absorb(s: State, ev: Evidence, cap: int, distinct_cap: int = 1024) -> None:
             # the rule's counts take over from the model's window: explained again, from those counts
             s.pop("explanation", None)
             s.pop("summary", None)
+            s.pop("explained_by", None)
         s["rep"], s["rep_score"] = ev.flow.to_json(), ev.score
         s["rep_view"], s["rep_detail"] = ev.view.value, ev.detail
         s["model"], s["model_version"] = ev.model, ev.model_version
@@ -377,12 +378,15 @@ class EpisodeTracker:
             return s, []
         return None, self._closing(s)
 
-    def save(self, key: str, episode_id: str, values: dict[str, Any]) -> None:
-        """Store computed values (explanation, summary) on the episode ``episode_id`` if it is still that one."""
+    def save(self, key: str, episode_id: str, values: dict[str, Any] | Callable[[State], dict[str, Any] | None]
+             ) -> None:  # fmt: skip
+        """Store computed values (explanation, summary) on the episode ``episode_id`` if it is still that one;
+        ``values`` may be a function of the stored state (None: store nothing)."""
 
         def put(s: State | None) -> tuple[State | None, None]:
             if s is None or s["id"] != episode_id:
                 return s, None
-            return {**s, **values}, None
+            found = values(s) if callable(values) else values
+            return ({**s, **found} if found is not None else s), None
 
         self.store.apply(key, put)

@@ -91,6 +91,11 @@ class AlerterSettings(BaseSettings):
     )
     explain_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads of the explainer.")
     explain_seed: int | None = Field(None, description="LIME sampler seed (reproducible explanations).")
+    episode_explain_in_line: bool = Field(
+        False,
+        description="Episode lines wait for LIME (detect: a pcap's lines are read afterwards, every episode explained);"
+        " off: a line goes out at once, and LIME, within the explanation budget, comes with the episode's next line.",
+    )
 
     stdout: bool = Field(False, description="Write EVE lines to standard output.")
     alert_file: str | None = Field(None, description="JSON-lines alert file.")

@@ -158,8 +158,9 @@ class Embedded:
         profile, _ = worker_profile(profile_file, model, s.threads_for(offline), 0.0)
         self.worker = Worker(self.bus, model, worker_config, InferenceMetrics(registry), profile=profile)
         alerter_settings = config.alerter.model_copy(
-            update={"redis_url": None, "redis_sink": False, "block_ms": STAGE_BLOCK_MS, "alerter_consumer": "embedded"}
-        )
+            update={"redis_url": None, "redis_sink": False, "block_ms": STAGE_BLOCK_MS, "alerter_consumer": "embedded",
+                    "episode_explain_in_line": offline}  # a pcap's lines are read afterwards: each explained
+        )  # fmt: skip
         score = onnx_score_fn(model.session, model.card)  # the worker's session: the model is loaded once
         metrics = AlerterMetrics(registry)
         self.alerter: Alerter | EpisodeAlerter

@@ -463,10 +463,11 @@ def limits(run: dict[str, Any], setup: Setup) -> str:
         f"the machine {run['machine_busy']:.0%} busy, other processes taking {run['others_cores']:.1f} cores",
     ]
     if alerter_bound and cpu["alerter"] > 0.85:
-        verdict = "the alerter's CPU (per-verdict decoding, per-alert EVE JSON and file write, one Redis round trip "
-        "per alert" + (", LIME explanations within their CPU share)" if run["explained"] else ")")
+        verdict = "the alerter's CPU (per-verdict decoding and evidence, per-line EVE JSON and file write" + (
+            ", LIME explanations of the episodes it opens)" if run["explained"] else ")"
+        )
     elif alerter_bound:
-        verdict = "the alerter, waiting on Redis round trips (one per alert) while the machine is busy"
+        verdict = "the alerter, waiting on Redis (a transaction per batch, a write per line) while the machine is busy"
     elif run["machine_busy"] > 0.9:
         verdict = "CPU: both cores busy (workers, alerter, Redis, and other processes)"
     else:

@@ -66,6 +66,25 @@ def test_a_single_odd_window_opens_nothing_and_is_forgotten_after_the_quiet_peri
     assert states(t.close_all()) == []  # never opened: nothing to close
 
 
+def test_a_batch_of_evidence_gives_the_lines_of_one_piece_at_a_time() -> None:
+    """``observe_many`` (one change of the store per batch) and ``observe`` per piece agree line for line: a close
+    of a quiet episode, the open, the updates, across hosts and families interleaved."""
+    evs = [window_ev(T0 + i * 3_000, fam, src=f"10.0.0.{i % 3}")
+           for i in range(60) for fam in (Family.BRUTEFORCE, Family.SCAN)]  # fmt: skip
+    one, _ = tracker(open_windows=3, quiet_s=120, update_every_s=60)
+    batched, _ = tracker(open_windows=3, quiet_s=120, update_every_s=60)
+    singles = [one.observe(ev) for ev in evs]
+    together = [ls for i in range(0, len(evs), 16) for ls in batched.observe_many(evs[i : i + 16])]
+
+    def shape(found: list[list[EpisodeLine]]) -> list[list[tuple[str, str, int]]]:
+        return [[(x.state.value, x.episode["key"], x.episode["evidence"]) for x in ls] for ls in found]
+
+    assert shape(together) == shape(singles)
+    assert {"open", "update"} <= {x.state.value for ls in together for x in ls}
+    assert sorted(batched.store.unsettled()) == sorted(x.id for ls in together for x in ls)
+    assert states(batched.close_all()) == states(one.close_all()) == ["close"] * 6
+
+
 def test_an_episode_opens_updates_at_a_bounded_rate_and_closes_after_quiet() -> None:
     t, clock = tracker(open_windows=3, quiet_s=120, update_every_s=60)
     lines = []
@@ -336,3 +355,44 @@ def test_a_flow_meta_survives_the_state_round_trip() -> None:
     (line,) = t.observe(window_ev(T0))
     assert FlowMeta.from_json(line.episode["rep"]).last_seen_ms == T0
     assert line.state is LineState.OPEN
+
+
+@pytest.mark.parametrize("in_line", [True, False])
+def test_lime_explains_an_episode_once_in_line_or_from_its_next_line(tmp_path: Path, in_line: bool) -> None:
+    """In line (``detect``), the open line waits for LIME; otherwise (the service, ``run``) the open line goes out
+    at once with the score's explanation, and LIME's, done in the background within the budget, comes with the
+    episode's next line. Either way LIME runs once per episode, timed in
+    ``tapwatch_alerting_explanation_latency_seconds``."""
+    import threading
+
+    import numpy as np
+
+    from tapwatch.alerting.alert import Contribution
+
+    asked: list[Any] = []
+    release = threading.Event()
+
+    def lime(window: Any) -> tuple[Contribution, ...]:
+        asked.append(window)
+        release.wait(10)  # LIME is slow: the open line must not wait for it (unless in line)
+        return (Contribution("Flow Duration", 1.0, 0.5),)
+
+    if in_line:
+        release.set()
+    bus, out = MemoryBus(), tmp_path / "alerts.jsonl"
+    a = make_alerter(bus, out, EpisodePolicy(rules=VolumeRules(SiteBaseline()), explain=lime),
+                     episode_explain_in_line=in_line, explain_deadline_ms=30_000)  # fmt: skip
+    window = np.zeros((10, 4), dtype=np.float32)
+    put(bus, *(verdict(i, 0.97, classes=("BENIGN", "SSH-Patator"), src="10.0.0.9", tensor=window) for i in range(1, 6)))
+    drain_both(a)
+    (opened,) = list(read_jsonl(out))
+    first = [c["feature"] for c in opened["ml"]["explanation"]]
+    assert first == (["Flow Duration"] if in_line else ["attack_score", "windows_or_buckets"])
+    assert "SSH-Patator" in opened["ml"]["summary"]
+    release.set()
+    a.close(end_of_input=True)
+    closed = list(read_jsonl(out))[-1]
+    assert closed["episode"]["state"] == "close"
+    assert [c["feature"] for c in closed["ml"]["explanation"]] == ["Flow Duration"]
+    assert len(asked) == 1
+    assert a.metrics.registry.get_sample_value("tapwatch_alerting_explanation_latency_seconds_count") == 1
