@@ -62,9 +62,9 @@ class CaptureConfig:
         CICFlowMeter does, until a SYN or until no packet came for this long; then it is closed.
     buffer_mib
         Live: the kernel's capture buffer (libpcap's buffer size: the TPACKET ring), MiB; 0: libpcap's default
-        (2 MiB). 64 MiB removed the kernel drops under the lab's spoofed SYN flood (docs/bench/live.md), but the
-        larger ring hands the last packets over later than the stop flush waits for (tests/netns/
-        test_live_capture.py lost flows), so the default stays until the flush waits for the ring.
+        (2 MiB). 64 MiB removed the kernel drops under the lab's spoofed SYN flood (docs/bench/live.md), but with
+        that ring some flows of a quiet link reach the meter seconds late (tests/netns/test_live_capture.py fails;
+        docs/bench/README.md), so the default stays.
     values_in_meter
         Pcap files: the meter process computes each flow's feature values, for a reader with more to do than the
         meter (``detect``; see :attr:`~tapwatch.capture.plugin.FlowResult.values`).
