@@ -356,7 +356,8 @@ class EpisodeAlerter:
         line that has a window."""
         e = line.episode
         lime_wanted = (self._lime is not None and e.get("explained_by") == "score" and ev is not None
-                       and ev.tensor is not None and e.get("rep_view") != "volume")  # fmt: skip
+                       and ev.tensor is not None and e.get("rep_view") != "volume"
+                       and e["id"] not in self._explaining)  # fmt: skip
         if e.get("explanation") is not None and e.get("summary") and not lime_wanted:
             saved = tuple(Contribution(str(c[0]), float(c[1]), float(c[2])) for c in e["explanation"])
             return saved, str(e["summary"])
@@ -374,8 +375,13 @@ class EpisodeAlerter:
                 self.metrics.explain_latency.observe(time.perf_counter() - started)
             expl, by = (expl, "lime") if expl else (fallback_explanation(e), "score")
         summary = summary_of(e, expl, self._bucket_s(), dict(self.policy.feature_medians or {}))
-        self.tracker.save(e["key"], e["id"], {"explanation": [[c.feature, c.value, c.weight] for c in expl],
-                                              "summary": summary, "explained_by": by})  # fmt: skip
+        made = {"explanation": [[c.feature, c.value, c.weight] for c in expl], "summary": summary, "explained_by": by}
+
+        def values(s: State) -> dict[str, Any] | None:
+            # the score's words never replace what LIME saved since this line's snapshot was taken
+            return None if by == "score" and s.get("explained_by") == "lime" else made
+
+        self.tracker.save(e["key"], e["id"], values)
         return expl, summary
 
     def _bucket_s(self) -> float:
