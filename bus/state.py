@@ -2,11 +2,12 @@
 
 The alerter's episodes live here (:mod:`tapwatch.alerting.episodes`). A state changes only through
 :meth:`StateStore.apply`: read the state of one key, compute the new state and what to do about it, write it
-back, all as one atomic step. In memory that is a lock; in Redis an optimistic transaction (WATCH the key, MULTI,
-SET, EXEC; retried when another process changed the key in between), so two alerters on one verdict stream open
-one episode per key and emit each line once, and a restarted alerter finds the episodes that were open. A state
-is a JSON object; Redis keeps it under ``<prefix>:<key>`` with an expiry renewed at each change (an abandoned
-key cleans itself up) and the live keys in the set ``<prefix>s``.
+back, all as one atomic step; :meth:`StateStore.apply_many` does a batch of such changes, over many keys, in one.
+In memory that is a lock; in Redis an optimistic transaction (WATCH the keys, MGET, MULTI, SET, EXEC; retried when
+another process changed a key in between), so two alerters on one verdict stream open one episode per key and emit
+each line once, and a restarted alerter finds the episodes that were open. A state is a JSON object; Redis keeps it
+under ``<prefix>:<key>`` with an expiry renewed at each change (an abandoned key cleans itself up) and the live keys
+in the set ``<prefix>s``.
 
 The outbox: what a change says must be done once it is stored (the alerter's lines) goes into the hash
 ``<prefix>-outbox`` in the same atomic step (``apply(..., outbox=...)``), and leaves it when it is done
@@ -42,6 +43,8 @@ Outbox = Callable[[T], dict[str, str]]
 EPISODE_PREFIX = "tapwatch:episode"
 MAX_RETRIES = 50
 """Transactions retried after a concurrent change; two alerters on one key converge in a few."""
+MGET_KEYS = 2_000
+"""States read per MGET by :meth:`RedisStateStore.get_many`."""
 BATCH_RETRIES = 3
 """Transactions of a whole batch retried before :meth:`RedisStateStore.apply_many` falls back to one per key: a
 batch watches many keys, and under steady contention a smaller transaction gets through where a large one would
@@ -226,10 +229,10 @@ class RedisStateStore:
         return json.loads(raw) if raw is not None else None
 
     def get_many(self, keys: Sequence[str]) -> list[State | None]:
-        if not keys:
-            return []
+        raws: list[Any] = []
         try:
-            raws = self.client.mget([f"{self.prefix}:{k}" for k in keys])
+            for i in range(0, len(keys), MGET_KEYS):  # one MGET per few thousand: no one reply of every episode
+                raws += self.client.mget([f"{self.prefix}:{k}" for k in keys[i : i + MGET_KEYS]])
         except (redis.ConnectionError, redis.TimeoutError) as err:
             raise BusUnavailable(f"redis: {self.prefix} {len(keys)} keys: {err}") from err
         return [json.loads(raw) if raw is not None else None for raw in raws]

@@ -276,3 +276,17 @@ def test_the_alerter_tracks_a_batch_of_verdicts_in_one_transaction(redis_server:
     assert [x["episode"]["state"] for x in lines] == ["open", "open"]
     assert used == {"exec": 1 + 2, "hdel": 1, "xack": 1}
     assert RedisStateStore(bus.client).unsettled() == {}
+
+
+def test_states_are_read_a_few_thousand_per_mget_in_order(redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tapwatch.bus import state
+
+    monkeypatch.setattr(state, "MGET_KEYS", 2)
+    bus = RedisBus(redis_server.url)
+    store = RedisStateStore(bus.client, prefix="tapwatch:test-mget")
+    for k in ("a", "c", "e"):
+        store.apply(k, lambda s, k=k: ({"k": k}, None))
+    before = calls(bus, "mget")["mget"]
+    assert store.get_many(["a", "b", "c", "d", "e"]) == [{"k": "a"}, None, {"k": "c"}, None, {"k": "e"}]
+    assert calls(bus, "mget")["mget"] - before == 3
+    assert store.get_many([]) == []
