@@ -16,4 +16,5 @@ for d in features bus capture inference alerting models app console; do
   if [ -d "$dir/$d" ]; then ln -s "$dir/$d" "$dir/pkg/tapwatch/$d"; fi
 done
 echo "code of $(git -C "$repo" rev-parse --short "$commit") from $dir" >&2
-PYTHONPATH="$dir/pkg${PYTHONPATH:+:$PYTHONPATH}" "$@"
+# a report can say which code it measured
+TAPWATCH_CODE_AT=$(git -C "$repo" rev-parse --short "$commit") PYTHONPATH="$dir/pkg${PYTHONPATH:+:$PYTHONPATH}" "$@"
