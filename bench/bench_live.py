@@ -58,8 +58,11 @@ def row(run: Path) -> dict[str, Any]:
         floods = [e for e in csv.DictReader(fh) if e.get("family") == "dos"]
     read, drops = m["tapwatch_capture_read_packets_total"], m["tapwatch_capture_kernel_drops_total"]
     buckets = m[LATENCY]
+    argv = [str(a) for a in sensor.get("command", [])]
+    buffer = argv[argv.index("--capture-buffer") + 1] if "--capture-buffer" in argv else "default"
+    buffer = {"0": "libpcap's 2 MiB", "default": "default"}.get(buffer, f"{buffer} MiB")
     return {
-        "run": run.name, "profile": meta.get("link_profile", "?"),
+        "run": run.name, "profile": meta.get("link_profile", "?"), "buffer": buffer,
         "offered": meta["capture"]["packets"], "tcpdump_drops": meta["capture"].get("kernel_dropped", 0),
         "read": read, "drops": drops, "drop_share": drops / (read + drops) if read + drops else 0.0,
         "windows": m["tapwatch_features_windows_total"], "verdicts": m["tapwatch_inference_verdicts_total"],
@@ -73,21 +76,23 @@ def render(rows: list[dict[str, Any]], runs: list[str]) -> str:
         "# Live capture under the lab's floods",
         "",
         f"Command: `python bench/bench_live.py {' '.join(runs)}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())};"
-        " each run made by `sudo python -m lab SCENARIO --live --seed N --profile P --out DIR`.",
+        " each run made by `sudo python -m lab SCENARIO --live --seed N --profile P --out DIR` (with"
+        " `TAPWATCH_CAPTURE_BUFFER_MIB=N`: `tapwatch run --capture-buffer N`, the capture buffer column).",
         "",
         f"Machine: {machine()}. Load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
         f"Targets: tapwatch's kernel drops under {TARGET_DROPS:.1%} of the packets (none, ideally), flow close to "
         f"verdict p99 at most {TARGET_P99_S:g} s.",
         "",
-        "| run | link | floods | offered (tcpdump) | tcpdump drops | tapwatch read | tapwatch kernel drops | share "
-        "| windows | verdicts | close → verdict p50 / p90 / p99 s | targets |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| run | link | capture buffer | floods | offered (tcpdump) | tcpdump drops | tapwatch read "
+        "| tapwatch kernel drops | share | windows | verdicts | close → verdict p50 / p90 / p99 s | targets |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         ok = r["drop_share"] <= TARGET_DROPS and r["p99"] <= TARGET_P99_S
         lines.append(
-            f"| {r['run']} | {r['profile']} | {r['floods']} | {r['offered']:,} | {r['tcpdump_drops']:,} | "
+            f"| {r['run']} | {r['profile']} | {r['buffer']} | {r['floods']} | {r['offered']:,} | "
+            f"{r['tcpdump_drops']:,} | "
             f"{r['read']:,.0f} | {r['drops']:,.0f} | {r['drop_share']:.3%} | {r['windows']:,.0f} | "
             f"{r['verdicts']:,.0f} | {r['p50']:g} / {r['p90']:g} / {r['p99']:g} | {'met' if ok else 'missed'} |"
         )

@@ -62,9 +62,10 @@ class CaptureConfig:
         CICFlowMeter does, until a SYN or until no packet came for this long; then it is closed.
     buffer_mib
         Live: the kernel's capture buffer (libpcap's buffer size: the TPACKET ring), MiB; 0: libpcap's default
-        (2 MiB). 64 MiB removed the kernel drops under the lab's spoofed SYN flood (docs/bench/live.md), but with
-        that ring some flows of a quiet link reach the meter seconds late (tests/netns/test_live_capture.py fails;
-        docs/bench/README.md), so the default stays.
+        (2 MiB). With the default, ``tapwatch run`` dropped 0.4-0.7% of the packets in the kernel under the lab's
+        spoofed SYN flood; with 16 and 32 MiB, none (docs/bench/live.md). 64 MiB dropped none either, but with it
+        some flows of a quiet link reached the meter seconds late (tests/netns/test_live_capture.py failed about
+        one run in three; cause not found), so 16 MiB it is (``--capture-buffer``).
     values_in_meter
         Pcap files: the meter process computes each flow's feature values, for a reader with more to do than the
         meter (``detect``; see :attr:`~tapwatch.capture.plugin.FlowResult.values`).
@@ -80,7 +81,7 @@ class CaptureConfig:
     snaplen: int = 1536
     promiscuous: bool = True
     values_in_meter: bool = False
-    buffer_mib: int = 0
+    buffer_mib: int = 16
 
     def meter(self, live: bool) -> MeterConfig:
         return MeterConfig(
@@ -106,7 +107,7 @@ class CaptureConfig:
             bpf_filter=self.bpf_filter,
             promiscuous_mode=self.promiscuous,
             snapshot_length=self.snaplen,
-            socket_buffer_size=self.buffer_mib * 2**20,  # 0: libpcap's default
+            socket_buffer_size=self.buffer_mib * 2**20,  # 0: libpcap's default (pcap files: unused)
             idle_timeout=self.idle_timeout_s,
             active_timeout=self.flow_timeout_s,
             accounting_mode=0,

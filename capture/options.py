@@ -35,6 +35,11 @@ def timeout_options(fn: F) -> F:
             "--single-packet-flows/--no-single-packet-flows", default=False, show_default=True,
             help="Emit one-packet flows (CICFlowMeter and the training data have none).",
         ),
+        click.option(
+            "--capture-buffer", "capture_buffer_mib", type=click.IntRange(0, 4096), default=None,
+            envvar="TAPWATCH_CAPTURE_BUFFER_MIB",
+            help="Live capture: the kernel's capture buffer in MiB (0: libpcap's 2 MiB) [16].",
+        ),
     ]  # fmt: skip
     for opt in reversed(opts):
         fn = opt(fn)
@@ -54,4 +59,6 @@ def capture_config(**kw: Any) -> Any:
     }
     if kw.get("sensor"):
         cfg["sensor"] = kw["sensor"]
+    if kw.get("capture_buffer_mib") is not None:
+        cfg["buffer_mib"] = kw["capture_buffer_mib"]
     return CaptureConfig(**cfg)

@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -157,6 +158,9 @@ def live_sensor(topo: Topology, out: Path, extra: tuple[str, ...] = ()) -> Itera
     """Run ``tapwatch run`` on the tap for the block (see the module docstring); yield ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     alerts, ns = out / "alerts.jsonl", topo.tap.netns
+    # a capture buffer asked for in the environment goes on the command line, so that sensor.json says which
+    buffer = os.environ.get("TAPWATCH_CAPTURE_BUFFER_MIB")
+    extra = (*extra, "--capture-buffer", buffer) if buffer else extra
     argv = [sys.executable, "-m", "tapwatch.app", "run", "--interface", topo.tap.iface, "--sensor", "lab-live",
             "--metrics-port", str(METRICS_PORT), "-o", str(alerts), *extra]  # fmt: skip
     began = time.time()
