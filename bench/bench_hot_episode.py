@@ -33,19 +33,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(1, str(REPO))  # after PYTHONPATH: bench/at_commit.sh puts an earlier commit's tapwatch first
 
-from prometheus_client import CollectorRegistry  # noqa: E402
 
 from bench.bench_service import RedisServer, load_average  # noqa: E402
 from bench.benchlib import machine  # noqa: E402
-from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy  # noqa: E402
-from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker  # noqa: E402
-from tapwatch.alerting.metrics import AlerterMetrics  # noqa: E402
-from tapwatch.alerting.sinks import FileSink, SinkSet  # noqa: E402
-from tapwatch.alerting.volume import VolumeRules  # noqa: E402
 from tapwatch.bus.state import RedisStateStore  # noqa: E402
 from tapwatch.bus.streams import VERDICTS_STREAM, RedisBus  # noqa: E402
-from tapwatch.features.baseline import SiteBaseline  # noqa: E402
-from tests.support.alerting import settings, verdict  # noqa: E402
+from tests.support.alerting import redis_episode_alerter, verdict  # noqa: E402
 
 T0 = 1_700_000_000_000
 
@@ -58,15 +51,6 @@ def verdicts(shape: str, n: int) -> list[Any]:
                     last_seen_ms=T0 + i) for i in range(n)]  # fmt: skip
 
 
-def alerter(url: str, name: str, out: Path) -> EpisodeAlerter:
-    bus = RedisBus(url)
-    m = AlerterMetrics(CollectorRegistry())
-    s = settings(redis_url=url, alerter_consumer=name, read_count=64)
-    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
-    return EpisodeAlerter(bus, s, SinkSet([FileSink(out)], m), m, tracker, None,
-                          EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
-
-
 def once(shape: str, n: int, k: int) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hot-"))
     r = RedisServer(tmp)
@@ -75,7 +59,8 @@ def once(shape: str, n: int, k: int) -> dict[str, float]:
         sent = verdicts(shape, n)
         for i in range(0, n, 500):
             bus.add_many(VERDICTS_STREAM, [v.encode() for v in sent[i : i + 500]])
-        alerters = [alerter(r.url, f"a{j}", tmp / f"a{j}.jsonl") for j in range(k)]
+        alerters = [redis_episode_alerter(r.url, tmp / f"a{j}.jsonl", alerter_consumer=f"a{j}", read_count=64)
+                    for j in range(k)]  # fmt: skip
         before = {c: int(v["calls"]) for c, v in r.client.info("commandstats").items()}
         stop = threading.Event()
         start = time.perf_counter()

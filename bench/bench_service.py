@@ -39,6 +39,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -140,16 +141,33 @@ class RedisServer:
         self.proc.wait(30)
 
 
-class Service:
-    """``python -m tapwatch.app <argv>`` with its metrics port; our child, stopped by its PID."""
+PORT_LINE = re.compile(rb"serving /metrics /livez /readyz on http://[^:\s]+:(\d+)")
 
-    def __init__(self, argv: list[str], log: Path) -> None:
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-        cmd = [sys.executable, "-m", "tapwatch.app", *argv, "--metrics-port", str(self.port)]
+
+class Service:
+    """``python -m tapwatch.app <argv>`` with the given environment; our child, stopped by its PID.
+
+    Its metrics port is one the service takes itself (``--metrics-port 0``) and logs: a port chosen here could be
+    taken by another process before the service binds it."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
+        cmd = [sys.executable, "-m", "tapwatch.app", *argv, "--metrics-port", "0"]
+        self._log_from = log.stat().st_size if log.exists() else 0  # a log may hold earlier incarnations' lines
         with log.open("ab") as err:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**base, **(env or {})})
         self.log = log
+        self._port = 0
+
+    @property
+    def port(self) -> int:
+        """The metrics port this incarnation said it took; 0 until it has."""
+        if not self._port and self.log.exists():
+            with self.log.open("rb") as fh:
+                fh.seek(self._log_from)
+                found = PORT_LINE.search(fh.read())
+            self._port = int(found.group(1)) if found else 0
+        return self._port
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -222,15 +240,25 @@ class Feeder:
         """The next window; ``fresh``: its host renamed at each pass over the windows (new hosts, so episodes keep
         opening) and its flow ended at ``now_ms`` (the time an episode line names)."""
         k, cycle = self.i % len(self.windows), self.i // len(self.windows)
-        w = self.windows[k]
-        meta = dataclasses.replace(w.flow, flow_id=self.i + 1, expired_at_ms=now_ms)
         self.i += 1
-        if not fresh:
-            return {**self.fields[k], "flow": meta.to_json()}
-        hosts = {side: renamed(w.key, cycle) for side in ("src_ip", "dst_ip") if getattr(meta, side) == w.key}
-        length = max(0, meta.last_seen_ms - meta.first_seen_ms)
-        meta = dataclasses.replace(meta, last_seen_ms=now_ms, first_seen_ms=now_ms - length, **hosts)
-        return {**self.fields[k], "key": renamed(w.key, cycle), "flow": meta.to_json()}
+        if fresh:
+            return window_at(self.fields[k], self.i, cycle, now_ms, ended_ago_ms=0)
+        meta = dataclasses.replace(self.windows[k].flow, flow_id=self.i, expired_at_ms=now_ms)
+        return {**self.fields[k], "flow": meta.to_json()}
+
+
+def window_at(base: dict[str, Any], flow_id: int, cycle: int, now_ms: int, ended_ago_ms: int = 100) -> dict[str, Any]:
+    """A window's fields to send again: its own flow id, its hosts renamed for pass ``cycle``, its flow ended
+    ``ended_ago_ms`` before ``now_ms`` and expired at ``now_ms``."""
+    flow = json.loads(base["flow"])
+    key = base["key"]
+    for side in ("src_ip", "dst_ip"):
+        if flow[side] == key:
+            flow[side] = renamed(key, cycle)
+    end = now_ms - ended_ago_ms
+    length = max(0, flow["last_seen_ms"] - flow["first_seen_ms"])
+    flow.update(flow_id=flow_id, last_seen_ms=end, first_seen_ms=end - length, expired_at_ms=now_ms)
+    return {**base, "key": renamed(key, cycle), "flow": json.dumps(flow, separators=(",", ":"))}
 
 
 def renamed(host: str, cycle: int) -> str:

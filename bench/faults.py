@@ -49,7 +49,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_service import RedisServer, base_windows, free_port, pick_pcaps, renamed, wait  # noqa: E402
+from bench.bench_service import RedisServer, base_windows, free_port, pick_pcaps, wait, window_at  # noqa: E402
 from bench.benchlib import machine  # noqa: E402
 from bench.overload import Proc, caught_up  # noqa: E402
 from tapwatch.bus.publish import Publisher, PublisherConfig  # noqa: E402
@@ -85,18 +85,6 @@ def read_windows(path: Path) -> list[dict[str, Any]]:
         raw = set(d.pop("_bytes"))
         out.append({k: base64.b64decode(v) if k in raw else v for k, v in d.items()})
     return out
-
-
-def window_at(base: dict[str, Any], flow_id: int, cycle: int, now_ms: int) -> dict[str, Any]:
-    """One window to send: its own flow id, its hosts renamed for this pass, its times moved to now."""
-    flow = json.loads(base["flow"])
-    key = base["key"]
-    for side in ("src_ip", "dst_ip"):
-        if flow[side] == key:
-            flow[side] = renamed(key, cycle)
-    length = max(0, flow["last_seen_ms"] - flow["first_seen_ms"])
-    flow.update(flow_id=flow_id, last_seen_ms=now_ms - 100, first_seen_ms=now_ms - 100 - length, expired_at_ms=now_ms)
-    return {**base, "key": renamed(key, cycle), "flow": json.dumps(flow, separators=(",", ":"))}
 
 
 def sensor_main(args: argparse.Namespace) -> int:
@@ -181,27 +169,14 @@ class Run:
         self.start(name)
 
     def ready(self, name: str) -> None:
-        """Wait for ``/readyz``. A process that could not take the metrics port picked for it (a port found free
-        and taken meanwhile, as by a client's connection: the machine's, not tapwatch's) is started again on
-        another, as a supervisor would, and the report says so; any other exit is a failure, with its log."""
-        for _ in range(3):
-            proc = self.procs[name]
-
-            def up(proc: Any = proc) -> bool:
-                return bool(proc.status() == 200 or proc.proc.poll() is not None)
-
-            try:
-                wait(up, 120, f"{name} ready", 0.1)
-            except TimeoutError as err:
-                raise TimeoutError(f"{err}; its log ends:\n{self._said(proc)}") from err
-            if proc.proc.poll() is None:
-                return
-            if "cannot listen on" not in self._said(proc):
-                raise RuntimeError(f"{name} exited {proc.proc.poll()}; its log ends:\n{self._said(proc)}")
-            self.events.append((-1.0, name, "its metrics port was taken meanwhile: started again on another"))
-            self.started[name] -= 1
-            self.start(name)
-        raise RuntimeError(f"{name} found no metrics port in 3 tries")
+        """Wait for ``/readyz``; a process that exits or never gets ready fails the run, with its log."""
+        proc = self.procs[name]
+        try:
+            wait(lambda: proc.status() == 200 or proc.proc.poll() is not None, 120, f"{name} ready", 0.1)
+        except TimeoutError as err:
+            raise TimeoutError(f"{err}; its log ends:\n{self._said(proc)}") from err
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"{name} exited {proc.proc.poll()}; its log ends:\n{self._said(proc)}")
 
     @staticmethod
     def _said(proc: Any) -> str:
@@ -434,7 +409,7 @@ def report(args: argparse.Namespace, n_windows: int, run: Run, r: dict[str, Any]
         "",
         "| at s | stage | what |",
         "|---:|---|---|",
-        *(f"| {f'{t:.1f}' if t >= 0 else '-'} | {name} | {what} |" for t, name, what in run.events),
+        *(f"| {t:.1f} | {name} | {what} |" for t, name, what in run.events),
         "",
         "| | value |",
         "|---|---:|",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +41,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_service import Feeder, RedisServer, Service, base_windows, free_port, pick_pcaps, wait  # noqa: E402
+from bench.bench_service import Feeder, RedisServer, Service, base_windows, pick_pcaps, wait  # noqa: E402
 from bench.benchlib import machine  # noqa: E402
 from tapwatch.bus.publish import Publisher, PublisherConfig  # noqa: E402
 from tapwatch.bus.streams import VERDICTS_STREAM, WINDOWS_STREAM, RedisBus  # noqa: E402
@@ -55,16 +54,7 @@ POOL = 20_000
 
 
 class Proc(Service):
-    """``python -m tapwatch.app ARGV`` with its metrics port and the given environment; stopped by its PID
-    (:meth:`Service.stop`)."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TAPWATCH_")}
-        cmd = [sys.executable, "-m", "tapwatch.app", *argv, "--metrics-port", str(self.port)]
-        with log.open("ab") as err:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**base, **env})
-        self.log = log
+    """A service with its ``/readyz`` status and labelled metrics, stopped by its PID (:meth:`Service.stop`)."""
 
     def status(self) -> int:
         """``/readyz``'s HTTP status (0 when it does not answer)."""

@@ -79,7 +79,10 @@ class HealthServer:
             ) from err
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="tapwatch-http", daemon=True).start()
-        log.info("serving /metrics /livez /readyz on http://%s:%s", self.host, self.port)
+        if self.requested_port == 0:  # a port the system picked: said whatever the log level, or nobody knows it
+            log.warning("serving /metrics /livez /readyz on http://%s:%s (a free port)", self.host, self.port)
+        else:
+            log.info("serving /metrics /livez /readyz on http://%s:%s", self.host, self.port)
         return self
 
     def stop(self) -> None:

@@ -9,29 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
+from tapwatch.alerting.episode_alerter import EpisodeAlerter
 from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker
 from tapwatch.alerting.evidence import from_verdict
-from tapwatch.alerting.metrics import AlerterMetrics
-from tapwatch.alerting.sinks import FileSink, RedisStreamSink, SinkSet
-from tapwatch.alerting.volume import VolumeRules
 from tapwatch.bus.state import RedisStateStore
 from tapwatch.bus.streams import ALERTS_STREAM, VERDICTS_STREAM, RedisBus
-from tapwatch.features.baseline import SiteBaseline
-from tests.support.alerting import Crash, CrashingSink, put, read_jsonl, settings, verdict
+from tests.support.alerting import Crash, CrashingSink, put, read_jsonl, redis_episode_alerter, verdict
 
 CLASSES = ("BENIGN", "SSH-Patator", "Portscan")
 
 
 def alerter(url: str, out: Path, name: str) -> EpisodeAlerter:
-    bus = RedisBus(url)
-    m = AlerterMetrics(CollectorRegistry())
-    s = settings(redis_url=url, alerter_consumer=name, read_count=4)
-    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
-    return EpisodeAlerter(bus, s, SinkSet([FileSink(out)], m), m, tracker, None,
-                          EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
+    return redis_episode_alerter(url, out, alerter_consumer=name, read_count=4)
 
 
 def attack(first: int, n: int, src: str, cls: str, t0: int = 1_700_000_000_000) -> list[Any]:
@@ -127,12 +117,7 @@ def streamed(bus: RedisBus) -> list[dict[str, Any]]:
 
 def with_stream(url: str, out: Path, name: str, *first: Any) -> EpisodeAlerter:
     """An alerter whose sinks are ``first``, the file ``out`` and the alert stream on its bus."""
-    bus = RedisBus(url)
-    m = AlerterMetrics(CollectorRegistry())
-    s = settings(redis_url=url, alerter_consumer=name, read_count=4, claim_idle_ms=0)
-    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
-    return EpisodeAlerter(bus, s, SinkSet([*first, FileSink(out), RedisStreamSink(bus)], m), m, tracker, None,
-                          EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
+    return redis_episode_alerter(url, out, *first, stream=True, alerter_consumer=name, read_count=4, claim_idle_ms=0)
 
 
 def test_a_line_made_by_an_alerter_that_died_before_writing_it_is_written_once_by_another(
@@ -263,11 +248,7 @@ def test_the_alerter_tracks_a_batch_of_verdicts_in_one_transaction(redis_server:
     one HDEL for the lines' outbox entries and one XACK; not a transaction per verdict."""
     bus = RedisBus(redis_server.url)
     put(bus, *attack(1, 20, "10.0.0.9", "SSH-Patator"), *attack(100, 20, "10.0.0.7", "Portscan"))
-    m = AlerterMetrics(CollectorRegistry())
-    s = settings(redis_url=redis_server.url, alerter_consumer="a1", read_count=64)
-    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
-    a = EpisodeAlerter(bus, s, SinkSet([FileSink(tmp_path / "alerts.jsonl")], m), m, tracker, None,
-                       EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
+    a = redis_episode_alerter(redis_server.url, tmp_path / "alerts.jsonl", alerter_consumer="a1", read_count=64)
     a._next_tick = float("inf")  # the once-a-second look for quiet episodes is not this batch's work
     before = calls(bus, "exec", "hdel", "xack")
     assert a.verdict_loop.step()

@@ -26,21 +26,14 @@ pytest.importorskip("sqlalchemy", reason="the console needs the web extra: pip i
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
-from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker
-from tapwatch.alerting.metrics import AlerterMetrics
-from tapwatch.alerting.sinks import FileSink, SinkSet
-from tapwatch.alerting.volume import VolumeRules
 from tapwatch.bus.consumer import Consumer, ConsumerConfig
 from tapwatch.bus.entries import MAX_ENTRY_BYTES
-from tapwatch.bus.state import RedisStateStore
 from tapwatch.bus.streams import ALERTS_STREAM, DEAD_STREAM, VERDICTS_STREAM, RedisBus
 from tapwatch.console.settings import ConsoleSettings, prepare_data
 from tapwatch.console.store import AlertLine, open_database
 from tapwatch.console.stream import GROUP, AlertStreamHandler, ConsoleMetrics, start_reader
 from tapwatch.features.aggregates import AGGREGATES_STREAM, AggregateRecord, View
-from tapwatch.features.baseline import SiteBaseline
-from tests.support.alerting import make, meta, read_jsonl, settings, verdict
+from tests.support.alerting import make, meta, read_jsonl, redis_episode_alerter, verdict
 from tests.support.cli import TAPWATCH
 from tests.support.console import eve_line
 from tests.support.e2e import metric, scrape, wait_for
@@ -120,13 +113,6 @@ def good_alert(i: int) -> Fields:
 # -- in-process readers ------------------------------------------------------------------------------------------------
 
 
-def episode_alerter(url: str, out: Path) -> EpisodeAlerter:
-    bus, m = RedisBus(url), AlerterMetrics(CollectorRegistry())
-    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
-    return EpisodeAlerter(bus, settings(redis_url=url), SinkSet([FileSink(out)], m), m, tracker, None,
-                          EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
-
-
 def console_factory(tmp_path: Path) -> sessionmaker[Session]:
     s = ConsoleSettings(data=tmp_path / "console")
     prepare_data(s)
@@ -160,7 +146,7 @@ def test_a_hostile_verdict_is_dead_lettered_in_episode_mode(case: str, redis_ser
                                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     caplog.set_level(logging.WARNING)
     mutate, reason = VERDICT_CASES[case]
-    a = episode_alerter(redis_server.url, tmp_path / "alerts.jsonl")
+    a = redis_episode_alerter(redis_server.url, tmp_path / "alerts.jsonl")
     bad_id, good_id = a.bus.add_many(VERDICTS_STREAM, [mutate(good_verdict(1)), good_verdict(2)])
     while a.verdict_loop.step():
         pass
@@ -194,7 +180,7 @@ def test_a_hostile_aggregate_is_dead_lettered(case: str, redis_server: RedisServ
                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     caplog.set_level(logging.WARNING)
     mutate, reason = AGGREGATE_CASES[case]
-    a = episode_alerter(redis_server.url, tmp_path / "alerts.jsonl")
+    a = redis_episode_alerter(redis_server.url, tmp_path / "alerts.jsonl")
     bad_id, _ = a.bus.add_many(AGGREGATES_STREAM, [mutate(good_aggregate(1)), good_aggregate(2)])
     while a.aggregate_loop.step():
         pass
@@ -229,7 +215,7 @@ def test_fields_this_version_does_not_know_are_ignored(redis_server: RedisServer
     """Suricata's and Zeek's readers ignore keys they do not know; so does every tapwatch reader, at every level,
     as long as the version is one it knows. A field *name* that is not UTF-8 is one of them (it used to stop the
     reader inside XREADGROUP's reply)."""
-    a = episode_alerter(redis_server.url, tmp_path / "alerts.jsonl")
+    a = redis_episode_alerter(redis_server.url, tmp_path / "alerts.jsonl")
     odd = {b"\xff\xfeodd": b"1"}
     extra = _json_field("flow", lambda d: d.update(vlan=7))(good_verdict(1))
     a.bus.client.xadd(VERDICTS_STREAM, {**extra, "priority": "high", **odd})

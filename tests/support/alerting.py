@@ -20,11 +20,17 @@ from prometheus_client import CollectorRegistry
 
 from tapwatch.alerting.alert import Alert, ExplanationStatus, from_verdict
 from tapwatch.alerting.alerter import Alerter, AlertPolicy
+from tapwatch.alerting.episode_alerter import EpisodeAlerter, EpisodePolicy
+from tapwatch.alerting.episodes import EpisodeConfig, EpisodeTracker
 from tapwatch.alerting.metrics import AlerterMetrics
 from tapwatch.alerting.settings import AlerterSettings
 from tapwatch.alerting.signatures import signature_for
-from tapwatch.alerting.sinks import FileSink, SinkSet
+from tapwatch.alerting.sinks import FileSink, RedisStreamSink, SinkSet
+from tapwatch.alerting.volume import VolumeRules
+from tapwatch.bus.redisbus import RedisBus
+from tapwatch.bus.state import RedisStateStore
 from tapwatch.bus.streams import VERDICTS_STREAM, Bus
+from tapwatch.features.baseline import SiteBaseline
 from tapwatch.features.card import FeatureStats
 from tapwatch.features.contract import FEATURE_NAMES, feature_set_id
 from tapwatch.features.schema import ExpiryReason, FlowMeta, Verdict
@@ -182,6 +188,18 @@ def sample(m: AlerterMetrics, name: str, **labels: str) -> float:
 def make(bus: Bus, path: Path, policy: AlertPolicy | None = None, **kw: Any) -> tuple[Alerter, AlerterMetrics]:
     m = AlerterMetrics(CollectorRegistry())
     return Alerter(bus, None, settings(**kw), SinkSet([FileSink(path)], m), m, policy), m
+
+
+def redis_episode_alerter(url: str, out: Path, *first: Any, stream: bool = False, **kw: Any) -> EpisodeAlerter:
+    """An episode alerter on the Redis at ``url`` (episodes open on 3 windows, quiet 120 s, the volume view's floor
+    rules), writing to the sinks ``first``, then the file ``out``, then (``stream``) the alert stream on its bus;
+    ``kw``: its settings."""
+    bus = RedisBus(url)
+    m = AlerterMetrics(CollectorRegistry())
+    tracker = EpisodeTracker(RedisStateStore(bus.client), EpisodeConfig(open_windows=3, quiet_s=120))
+    sinks = SinkSet([*first, FileSink(out), *([RedisStreamSink(bus)] if stream else [])], m)
+    return EpisodeAlerter(bus, settings(redis_url=url, **kw), sinks, m, tracker, None,
+                          EpisodePolicy(rules=VolumeRules(SiteBaseline())))  # fmt: skip
 
 
 class Crash(BaseException):
